@@ -1,0 +1,41 @@
+/** The in-memory form of a labelled face set, whatever it was read from. */
+import type { InputSpec } from '../../models/spec/preprocess.ts';
+
+export interface Dataset {
+  /** what the pixels are: size, channels, scaling */
+  spec: InputSpec;
+  /** number of faces */
+  count: number;
+  /** preprocessed bytes (0-255), count x height x width x channels, HWC per face */
+  pixels: Uint8Array;
+  /** whole years, 1 to 116 */
+  ages: Uint8Array;
+  /** 0 = male, 1 = female */
+  genders: Uint8Array;
+  /** 0 = White, 1 = Black, 2 = Asian, 3 = Indian, 4 = Others */
+  ethnicities: Uint8Array;
+  /** source file name (UTKFace) or img_name (CSV) of each face */
+  names: string[];
+  /** what was skipped while reading, and why */
+  skipped: SkipReport;
+}
+
+export interface SkipReport {
+  /** total entries skipped */
+  count: number;
+  /** counts by reason, e.g. { "missing race field": 3 } */
+  byReason: Record<string, number>;
+  /** the first few skipped entries with their reason */
+  examples: { entry: string; reason: string }[];
+}
+
+export interface LoadOptions {
+  /** keep at most this many faces: a deterministic (seeded) random subset, the same on every run */
+  limit?: number;
+  /** folder for the binary cache; default `.cache/datasets` under the current directory; `false` disables it */
+  cacheDir?: string | false;
+  /** show a progress bar on stderr while decoding (default: true when stderr is a TTY, periodic lines otherwise) */
+  progress?: boolean;
+  /** parallel decode workers for a folder (default: number of CPU cores) */
+  workers?: number;
+}
