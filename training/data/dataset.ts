@@ -18,6 +18,8 @@ export interface Dataset {
   names: string[];
   /** what was skipped while reading, and why */
   skipped: SkipReport;
+  /** set by `loadDataset`: whether the faces came from the binary cache, and its file */
+  cache?: { status: 'hit' | 'written' | 'rebuilt' | 'off'; file?: string };
 }
 
 export interface SkipReport {
@@ -38,4 +40,8 @@ export interface LoadOptions {
   progress?: boolean;
   /** parallel decode workers for a folder (default: number of CPU cores) */
   workers?: number;
+  /** seed of the `limit` subset (default 42) */
+  seed?: number;
+  /** where `loadDataset` writes its summary and cache notes (default: a line each on stderr) */
+  log?: (line: string) => void;
 }

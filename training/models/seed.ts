@@ -29,11 +29,11 @@ export const SEED_TRAINING: Record<Task, SeedTrainingConfig> = {
 const AGE_HIDDEN_UNITS = 64;
 const AGE_DROPOUT = 0.5;
 
-function convBlocks(model: tf.Sequential): void {
+function convBlocks(model: tf.Sequential, init: () => ReturnType<typeof tf.initializers.glorotUniform>): void {
   const { height, width, channels } = SEED_INPUT;
-  model.add(tf.layers.conv2d({ inputShape: [height, width, channels], filters: 2, kernelSize: 3, padding: 'same', activation: 'relu' }));
+  model.add(tf.layers.conv2d({ inputShape: [height, width, channels], filters: 2, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init() }));
   model.add(tf.layers.maxPooling2d({ poolSize: 2 }));
-  model.add(tf.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu' }));
+  model.add(tf.layers.conv2d({ filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init() }));
   model.add(tf.layers.maxPooling2d({ poolSize: 2 }));
   model.add(tf.layers.flatten());
 }
@@ -41,18 +41,21 @@ function convBlocks(model: tf.Sequential): void {
 /**
  * Builds and compiles the seed model of a task. `classes` is the number of age groups for `age`
  * (6 for the coursework's scheme, 10 for decades); gender is one sigmoid unit, as in the coursework.
+ * Keras' default initializers (Glorot uniform kernels, zero biases), seeded when `seed` is given.
  */
-export function buildSeedModel(task: Task, classes: number): tf.Sequential {
+export function buildSeedModel(task: Task, classes: number, seed?: number): tf.Sequential {
+  let layerIndex = 0;
+  const init = () => tf.initializers.glorotUniform({ seed: seed === undefined ? undefined : seed + layerIndex++ });
   const model = tf.sequential({ name: `seed_${task}` });
-  convBlocks(model);
+  convBlocks(model, init);
   if (task === 'age') {
-    model.add(tf.layers.dense({ units: AGE_HIDDEN_UNITS, activation: 'relu' }));
+    model.add(tf.layers.dense({ units: AGE_HIDDEN_UNITS, activation: 'relu', kernelInitializer: init() }));
     model.add(tf.layers.dropout({ rate: AGE_DROPOUT }));
   }
   if (task === 'gender') {
-    model.add(tf.layers.dense({ units: 1, activation: 'sigmoid' }));
+    model.add(tf.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: init() }));
   } else {
-    model.add(tf.layers.dense({ units: classes, activation: 'softmax' }));
+    model.add(tf.layers.dense({ units: classes, activation: 'softmax', kernelInitializer: init() }));
   }
   model.compile({
     optimizer: tf.train.adam(SEED_TRAINING[task].learningRate),

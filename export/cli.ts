@@ -1,0 +1,186 @@
+/**
+ * npm run export -- --model <tfjs model dir> --out models/<task>.onnx [options]
+ * npm run export -- --all [--runs DIR] [--out-dir DIR]
+ */
+import { access } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../models/spec/labels.ts';
+import type { OutputSpec } from '../models/spec/metadata.ts';
+import type { InputSpec } from '../models/spec/preprocess.ts';
+import { DEFAULT_MODELS, DEFAULT_RUNS, isMain, parseChoice, parseInputSpec, parseLabels, parseOutputs, runCli, UsageError } from './args.ts';
+import { DEFAULT_OPSET, exportModelFolderInMemory, ExportError, SUPPORTED_OPSETS, writeExportedModel, type FolderExport, type FolderExportOptions } from './export-model.ts';
+import { describeSupportedLayers } from './layers.ts';
+import { compareModels, ONNX_RUNTIMES, randomValues } from './parity.ts';
+
+const USAGE = `Usage:
+  npm run export -- --model DIR --out FILE [options]   one tfjs model folder -> one .onnx file
+  npm run export -- --all [--runs DIR] [--out-dir DIR]  the three task models of a training run
+
+Both update manifest.json beside the .onnx files. Metadata (task, labels, input spec, metrics) comes
+from training-info.json and metrics.json beside the model folder (as the training CLI writes them);
+the flags below override them or stand in when those files are missing.
+
+Options:
+  --model DIR          tfjs model folder (model.json + weights)
+  --out FILE           the .onnx file to write, e.g. models/age.onnx
+  --all                export <runs>/{${TASKS.join(',')}}/model to <out-dir>/<task>.onnx
+  --runs DIR           the training run for --all                                (default: runs/latest)
+  --out-dir DIR        where --all writes                                          (default: models)
+  --task T             ${TASKS.join(', ')}
+  --labels A,B,...     class labels in index order        (default: the task's labels, see models/spec/labels.ts)
+  --age-scheme S       ${AGE_SCHEMES.join(', ')}                          (default: coursework, age only)
+  --input HxWxC        input height x width x channels               (default: from the model's input shape)
+  --scaling S          unit                                                                (default: unit)
+  --preset P           the training preset, recorded in the metadata
+  --training-info FILE instead of the training-info.json beside the model
+  --metrics FILE       instead of the metrics.json beside the model
+  --outputs JSON       what each output holds, e.g. '[{"name":"output","kind":"sigmoid","labels":["male","female"]}]'
+  --opset N            ${SUPPORTED_OPSETS.join(', ')}                        (default: ${DEFAULT_OPSET})
+  --no-verify          skip running the export against tfjs on random inputs
+  --layers             list the supported layer classes and what each becomes
+  --help               this text`;
+
+/** How close the exported model must come to tfjs on the random inputs of the self-check. */
+const VERIFY_TOLERANCE = 1e-4;
+const VERIFY_BATCH = 4;
+
+export interface ExportCliConfig {
+  jobs: { modelDir: string; out: string }[];
+  overrides: Omit<FolderExportOptions, 'modelDir'>;
+  verify: boolean;
+}
+
+export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'layers' {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      model: { type: 'string' },
+      out: { type: 'string' },
+      all: { type: 'boolean', default: false },
+      runs: { type: 'string' },
+      'out-dir': { type: 'string' },
+      task: { type: 'string' },
+      labels: { type: 'string' },
+      'age-scheme': { type: 'string' },
+      input: { type: 'string' },
+      scaling: { type: 'string', default: 'unit' },
+      preset: { type: 'string' },
+      'training-info': { type: 'string' },
+      metrics: { type: 'string' },
+      outputs: { type: 'string' },
+      opset: { type: 'string' },
+      'no-verify': { type: 'boolean', default: false },
+      layers: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) return 'help';
+  if (values.layers) return 'layers';
+  const opset = values.opset === undefined ? undefined : Number(parseChoice('--opset', values.opset, SUPPORTED_OPSETS.map(String)));
+  const verify = !values['no-verify'];
+  if (values.all) {
+    const perModel = ['model', 'out', 'task', 'labels', 'age-scheme', 'input', 'preset', 'training-info', 'metrics', 'outputs'] as const;
+    const clash = perModel.filter((flag) => values[flag] !== undefined);
+    if (clash.length > 0) throw new UsageError(`--all takes its settings from each task's training-info.json; drop ${clash.map((f) => `--${f}`).join(', ')}`);
+    const runs = resolve(values.runs ?? DEFAULT_RUNS);
+    const outDir = resolve(values['out-dir'] ?? DEFAULT_MODELS);
+    return { jobs: TASKS.map((task) => ({ modelDir: join(runs, task, 'model'), out: join(outDir, `${task}.onnx`) })), overrides: { opset }, verify };
+  }
+  for (const flag of ['runs', 'out-dir'] as const) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --all; for one model use --model and --out`);
+  }
+  if (values.model === undefined) throw new UsageError('--model (or --all) is required');
+  if (values.out === undefined) throw new UsageError('--out is required, e.g. --out models/age.onnx');
+  const task: Task | undefined = values.task === undefined ? undefined : parseChoice('--task', values.task, TASKS);
+  const ageScheme: AgeScheme | undefined = values['age-scheme'] === undefined ? undefined : parseChoice('--age-scheme', values['age-scheme'], AGE_SCHEMES);
+  const input: InputSpec | undefined = values.input === undefined ? undefined : parseInputSpec('--input', values.input, values.scaling ?? 'unit');
+  const outputs: OutputSpec[] | undefined = values.outputs === undefined ? undefined : parseOutputs('--outputs', values.outputs);
+  return {
+    jobs: [{ modelDir: resolve(values.model), out: resolve(values.out) }],
+    overrides: {
+      task,
+      labels: values.labels === undefined ? undefined : parseLabels('--labels', values.labels),
+      ageScheme,
+      input,
+      preset: values.preset,
+      trainingInfoFile: values['training-info'] === undefined ? undefined : resolve(values['training-info']),
+      metricsFile: values.metrics === undefined ? undefined : resolve(values.metrics),
+      outputs,
+      opset,
+    },
+    verify,
+  };
+}
+
+/** A path relative to the current folder when it is inside it, else absolute. */
+const show = (path: string) => {
+  const r = relative(process.cwd(), path);
+  return r.startsWith('..') ? path : r || '.';
+};
+
+/** Exports each job (checking each against tfjs first unless told not to) and prints a line per model. */
+export async function runExport(config: ExportCliConfig, log: (line: string) => void = console.log): Promise<void> {
+  await tf.setBackend('cpu');
+  // For --all, refuse before writing anything if a task's model is missing.
+  const missing: string[] = [];
+  for (const job of config.jobs) {
+    if (!(await access(join(job.modelDir, 'model.json')).then(() => true, () => false))) missing.push(job.modelDir);
+  }
+  if (missing.length > 0) {
+    throw new ExportError(
+      `No trained model at ${missing.map((m) => `"${show(m)}"`).join(', ')}${config.jobs.length > 1 ? '; train them with `npm run train -- --task all` or pass --runs DIR' : ''}`,
+    );
+  }
+  // Export and check every model before writing any, so a failure leaves models/ as it was.
+  const ready: { exported: Omit<FolderExport, 'model'>; out: string }[] = [];
+  for (const job of config.jobs) {
+    const { model, ...exported } = await exportModelFolderInMemory({ ...config.overrides, modelDir: job.modelDir });
+    try {
+      if (config.verify) log(await verifyExport(model, exported));
+    } finally {
+      model.dispose();
+    }
+    ready.push({ exported, out: job.out });
+  }
+  for (const { exported, out } of ready) {
+    const { outFile } = await writeExportedModel(exported, out);
+    const sources = [exported.trainingInfoFile, exported.metricsFile].filter((f): f is string => f !== undefined).map(show);
+    log(
+      `${exported.metadata.task}: ${show(exported.modelDir)} -> ${show(outFile)} (${(exported.bytes.length / 1024).toFixed(1)} KiB, opset ${exported.metadata.opset}, sha256 ${exported.sha256.slice(0, 12)}...; metadata from ${sources.length > 0 ? sources.join(', ') : 'flags and the model'})`,
+    );
+  }
+  log(`manifest: ${show(join(resolve(config.jobs[0].out, '..'), 'manifest.json'))}`);
+}
+
+/** Runs the export in onnxruntime-node against tfjs on random inputs; throws when they differ. */
+async function verifyExport(model: tf.LayersModel, exported: Omit<FolderExport, 'model'>): Promise<string> {
+  const { height, width, channels } = exported.metadata.input;
+  const shape = [VERIFY_BATCH, height, width, channels];
+  const session = await ONNX_RUNTIMES['onnxruntime-node'](exported.bytes);
+  try {
+    const comparisons = await compareModels(model, session, randomValues(shape.reduce((a, b) => a * b), 7), shape, exported.metadata.outputs);
+    const worst = Math.max(...comparisons.map((c) => c.maxAbsDiff));
+    if (!(worst <= VERIFY_TOLERANCE)) {
+      throw new ExportError(`The export of "${show(exported.modelDir)}" differs from tfjs by up to ${worst} on random inputs (tolerance ${VERIFY_TOLERANCE}); nothing was written`);
+    }
+    return `${exported.metadata.task}: onnxruntime-node matches tfjs within ${worst.toExponential(1)} on ${VERIFY_BATCH} random inputs`;
+  } finally {
+    await session.release();
+  }
+}
+
+if (isMain(import.meta.url)) {
+  runCli(USAGE, async (argv) => {
+    const config = parseExportArgs(argv);
+    if (config === 'help') throw new UsageError('');
+    if (config === 'layers') {
+      console.log(describeSupportedLayers());
+      return;
+    }
+    await runExport(config);
+  });
+}

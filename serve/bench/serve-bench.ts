@@ -1,0 +1,303 @@
+/**
+ * `npm run bench:serve`: starts the server on 127.0.0.1, loads it with 200x200 face JPEGs at concurrency 1, 16
+ * and 64 for a bounded time and request count each, and prints requests/s and p50/p99 latency; then compares
+ * inference alone in onnxruntime-node with tfjs on the best local backend (tfjs models from runs/latest).
+ *
+ * Options: --seconds S (per level, default 10), --max-requests N (per level, default 20000),
+ * --concurrency 1,16,64, --models DIR (default models/, or fixture models with random weights where absent),
+ * --images N (default 256), --runs DIR (tfjs models as <DIR>/<task>/model, default runs/latest),
+ * and anything after `--` goes to the server (e.g. `-- --workers 2`).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { REPO_ROOT } from '../config.ts';
+import { createSession, run } from '../runtime.ts';
+import { runLoad, type LoadResult } from './load.ts';
+
+const UTKFACE = resolve(REPO_ROOT, '..', 'shared', 'data', 'utkface');
+const TASKS = ['age', 'ethnicity', 'gender'] as const;
+
+interface BenchArgs {
+  seconds: number;
+  maxRequests: number;
+  concurrency: number[];
+  modelsDir?: string;
+  images: number;
+  /** Where the tfjs models are: <runs>/<task>/model/model.json. */
+  runs: string;
+  serverArgs: string[];
+}
+
+function parseArgs(argv: string[]): BenchArgs {
+  const args: BenchArgs = { seconds: 10, maxRequests: 20_000, concurrency: [1, 16, 64], images: 256, runs: join(REPO_ROOT, 'runs', 'latest'), serverArgs: [] };
+  const dash = argv.indexOf('--');
+  if (dash !== -1) args.serverArgs = argv.splice(dash).slice(1);
+  for (let i = 0; i < argv.length; i += 2) {
+    const [flag, value] = [argv[i], argv[i + 1]];
+    if (value === undefined) throw new Error(`${flag} needs a value`);
+    if (flag === '--seconds') args.seconds = Number(value);
+    else if (flag === '--max-requests') args.maxRequests = Number(value);
+    else if (flag === '--concurrency') args.concurrency = value.split(',').map(Number);
+    else if (flag === '--models') args.modelsDir = resolve(value);
+    else if (flag === '--images') args.images = Number(value);
+    else if (flag === '--runs') args.runs = resolve(value);
+    else throw new Error(`Unknown option ${flag}; expected one of: --seconds, --max-requests, --concurrency, --models, --images, --runs, -- <server options>`);
+  }
+  for (const [name, value] of [['--seconds', args.seconds], ['--max-requests', args.maxRequests], ['--images', args.images]] as const) {
+    if (!(value > 0)) throw new Error(`${name} must be a positive number`);
+  }
+  if (args.concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 1024)) throw new Error('--concurrency takes whole numbers from 1 to 1024, e.g. 1,16,64');
+  return args;
+}
+
+/** Real 200x200 face JPEGs where the data set is present; generated ones otherwise. */
+async function loadImages(count: number): Promise<{ images: Uint8Array[]; source: string }> {
+  if (existsSync(UTKFACE)) {
+    const names = readdirSync(UTKFACE).filter((n) => n.endsWith('.jpg')).sort();
+    // An even spread over the set, the same every run.
+    const step = Math.max(1, Math.floor(names.length / count));
+    const picked = names.filter((_, i) => i % step === 0).slice(0, count);
+    const images = await Promise.all(picked.map(async (n) => new Uint8Array(await readFile(join(UTKFACE, n)))));
+    return { images, source: `${images.length} UTKFace JPEGs from ../shared/data/utkface` };
+  }
+  const { Jimp } = await import('jimp');
+  const images: Uint8Array[] = [];
+  for (let i = 0; i < Math.min(count, 64); i++) {
+    const image = new Jimp({ width: 200, height: 200, color: 0xffffffff });
+    const data = image.bitmap.data;
+    for (let p = 0; p < data.length; p += 4) {
+      const x = (p / 4) % 200;
+      const y = Math.floor(p / 4 / 200);
+      data[p] = (x * 3 + i * 17) & 0xff;
+      data[p + 1] = (y * 2 + ((x * y) % 37)) & 0xff;
+      data[p + 2] = ((x + y) * 5 + i) & 0xff;
+    }
+    images.push(new Uint8Array(await image.getBuffer('image/jpeg', { quality: 90 })));
+  }
+  return { images, source: `${images.length} generated 200x200 JPEGs (../shared/data/utkface is absent)` };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      probe.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function waitReady(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`The server exited with code ${child.exitCode} before it was ready`);
+    try {
+      if ((await fetch(`${url}/readyz`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`The server was not ready within ${timeoutMs} ms`);
+}
+
+/** CPU seconds used so far by a process and its live children (cluster workers), from /proc; undefined off Linux. */
+function processTreeCpuSeconds(pid: number): number | undefined {
+  const ticksPerSecond = 100;
+  const read = (p: number): number => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the command name.
+      const own = (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+      const children = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim();
+      return own + (children === '' ? 0 : children.split(' ').reduce((sum, child) => sum + read(Number(child)), 0));
+    } catch {
+      return 0;
+    }
+  };
+  return existsSync(`/proc/${pid}/stat`) ? read(pid) : undefined;
+}
+
+/** Sums of a few server metrics (over labels), read from /metrics. */
+async function scrapeSums(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const sums: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const match = /^(event_loop_busy_seconds_total|image_decode_seconds_sum|inference_seconds_sum)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (match !== null) sums[match[1]] = (sums[match[1]] ?? 0) + Number(match[3]);
+  }
+  return sums;
+}
+
+const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+
+function printLoad(result: LoadResult): void {
+  const statuses = Object.entries(result.byStatus)
+    .map(([status, count]) => `${status === '-1' ? 'client-timeout' : status === '0' ? 'conn-error' : status}:${count}`)
+    .join(' ');
+  console.log(
+    `  c=${String(result.concurrency).padEnd(3)} ${fmt(result.requestsPerSecond).padStart(7)} req/s  ${fmt(result.okPerSecond).padStart(7)} ok/s  ` +
+      `p50 ${fmt(result.okP50, 2).padStart(7)} ms  p99 ${fmt(result.okP99, 2).padStart(7)} ms (200s)  all-p99 ${fmt(result.p99, 2).padStart(7)} ms  ` +
+      `${result.requests} requests in ${fmt(result.seconds, 1)} s  [${statuses}]${result.retryAfterSeen ? ' Retry-After seen' : ''}`,
+  );
+}
+
+/** Mean ms per run of `fn` after a warm-up, over at least `minMs` of runs. */
+async function timeIt(fn: () => Promise<unknown>, minMs = 1000): Promise<number> {
+  for (let i = 0; i < 10; i++) await fn();
+  let runs = 0;
+  const started = performance.now();
+  while (performance.now() - started < minMs) {
+    await fn();
+    runs++;
+  }
+  return (performance.now() - started) / runs;
+}
+
+async function compareInference(modelsDir: string, latest: string, fixture: boolean): Promise<void> {
+  console.log('\nInference alone (one model, CPU, input of zeros), ms per run:');
+  // tfjs is imported here only, and only when there is a tfjs model to compare with.
+  type Tf = typeof import('@tensorflow/tfjs');
+  let tf: Tf | undefined;
+  let backend = '';
+  const hasTfjs = TASKS.some((task) => existsSync(join(latest, task, 'model', 'model.json')));
+  if (hasTfjs) {
+    try {
+      await import('@tensorflow/tfjs-node' as string);
+      tf = await import('@tensorflow/tfjs');
+      backend = 'tensorflow';
+    } catch {
+      tf = await import('@tensorflow/tfjs');
+      try {
+        const wasm = await import('@tensorflow/tfjs-backend-wasm');
+        wasm.setWasmPaths(`${join(REPO_ROOT, 'node_modules', '@tensorflow', 'tfjs-backend-wasm', 'dist')}/`);
+        backend = 'wasm';
+      } catch {
+        backend = 'cpu';
+      }
+    }
+    await tf.setBackend(backend);
+    await tf.ready();
+  } else {
+    console.log(`  (tfjs comparison skipped: no tfjs models in ${latest}/<task>/model; train first with npm run train)`);
+  }
+  if (fixture && tf !== undefined) console.log('  (the onnxruntime-node figures are of fixture models with the seed architecture, not of the tfjs models beside them)');
+  for (const task of TASKS) {
+    const file = join(modelsDir, `${task}.onnx`);
+    if (!existsSync(file)) continue;
+    const session = await createSession(new Uint8Array(await readFile(file)), { provider: 'cpu', threads: 1 });
+    const input = session.inputs[0];
+    const [, ...rest] = input.shape.map((d) => (typeof d === 'number' ? d : 1));
+    const size = rest.reduce((a, b) => a * b, 1);
+    const line: string[] = [];
+    for (const batch of [1, 32]) {
+      const data = new Float32Array(batch * size);
+      const ms = await timeIt(() => run(session, { [input.name]: { data, dims: [batch, ...rest] } }));
+      line.push(`onnxruntime-node batch ${batch}: ${fmt(ms, 3)}`);
+    }
+    const tfjsDir = join(latest, task, 'model');
+    if (tf !== undefined && existsSync(join(tfjsDir, 'model.json'))) {
+      const model = await loadTfjsModel(tf, tfjsDir);
+      for (const batch of [1, 32]) {
+        const x = tf.zeros([batch, ...rest]);
+        const ms = await timeIt(async () => {
+          const y = model.predict(x);
+          const outputs = Array.isArray(y) ? y : [y];
+          await Promise.all(outputs.map((t) => t.data()));
+          outputs.forEach((t) => t.dispose());
+        });
+        x.dispose();
+        line.push(`tfjs-${backend} batch ${batch}: ${fmt(ms, 3)}`);
+      }
+      model.dispose();
+    }
+    console.log(`  ${task.padEnd(9)} ${line.join('  ')}`);
+  }
+}
+
+/** A tfjs layers model folder (model.json + weight files), read without tfjs-node's file:// handler. */
+async function loadTfjsModel(tf: typeof import('@tensorflow/tfjs'), dir: string): Promise<import('@tensorflow/tfjs').LayersModel> {
+  const json = JSON.parse(await readFile(join(dir, 'model.json'), 'utf8')) as import('@tensorflow/tfjs').io.ModelJSON;
+  const weightSpecs = json.weightsManifest.flatMap((group) => group.weights);
+  const buffers = await Promise.all(json.weightsManifest.flatMap((group) => group.paths.map((p) => readFile(join(dir, p)))));
+  const weightData = tf.io.concatenateArrayBuffers(buffers.map((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer));
+  return tf.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs, weightData }));
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  let modelsDir = args.modelsDir ?? join(REPO_ROOT, 'models');
+  let scratch: string | undefined;
+  if (!existsSync(join(modelsDir, 'age.onnx'))) {
+    scratch = mkdtempSync(join(tmpdir(), 'serve-bench-'));
+    // Imported only here: making fixture models loads tfjs, which the bench otherwise needs only for its comparison.
+    const { writeFixtureModels } = await import('./fixture-models.ts');
+    await writeFixtureModels(scratch);
+    console.log(`No models in ${modelsDir}: benchmarking fixture models with random weights (same architecture size as the seed models).`);
+    modelsDir = scratch;
+  }
+  const { images, source } = await loadImages(args.images);
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const serverArgv = [...process.execArgv, join(REPO_ROOT, 'serve', 'main.ts'), '--host', '127.0.0.1', '--port', String(port), '--models', modelsDir, '--log-level', 'warn', ...args.serverArgs];
+  const server = spawn(process.execPath, serverArgv, { stdio: ['ignore', 'inherit', 'inherit'] });
+  const started = performance.now();
+  try {
+    await waitReady(url, server, 60_000);
+    console.log(`Server ready in ${Math.round(performance.now() - started)} ms (${url}, server options: ${args.serverArgs.join(' ') || 'defaults'}).`);
+    console.log(`Images: ${source}. Each level runs for ${args.seconds} s or ${args.maxRequests} requests, whichever comes first.`);
+    await runLoad({ url: `${url}/v1/predict`, bodies: images, contentType: 'image/jpeg', concurrency: 16, durationMs: 2000, maxRequests: args.maxRequests });
+    console.log('\nPOST /v1/predict (raw JPEG body), closed loop over loopback:');
+    const results: LoadResult[] = [];
+    for (const concurrency of args.concurrency) {
+      const sumsBefore = await scrapeSums(url);
+      const serverCpuBefore = processTreeCpuSeconds(server.pid ?? -1);
+      const clientCpuBefore = process.cpuUsage();
+      const result = await runLoad({ url: `${url}/v1/predict`, bodies: images, contentType: 'image/jpeg', concurrency, durationMs: args.seconds * 1000, maxRequests: args.maxRequests });
+      const clientCpu = process.cpuUsage(clientCpuBefore);
+      const serverCpu = (processTreeCpuSeconds(server.pid ?? -1) ?? Number.NaN) - (serverCpuBefore ?? Number.NaN);
+      results.push(result);
+      printLoad(result);
+      // CPU per request is what a busy shared machine distorts least: 2 cores / (server + client ms) bounds req/s.
+      const perRequest = (seconds: number): string => fmt((seconds * 1000) / result.requests, 2);
+      const sumsAfter = await scrapeSums(url);
+      const delta = (name: string): number => (sumsAfter[name] ?? 0) - (sumsBefore[name] ?? 0);
+      console.log(
+        `         per request: server CPU ${perRequest(serverCpu)} ms (main thread busy ${perRequest(delta('event_loop_busy_seconds_total'))} ms, ` +
+          `of which inference ${perRequest(delta('inference_seconds_sum'))} ms; decode+preprocess ${perRequest(delta('image_decode_seconds_sum'))} ms wall time in threads), ` +
+          `load generator CPU ${perRequest((clientCpu.user + clientCpu.system) / 1e6)} ms`,
+      );
+      if ((await fetch(`${url}/healthz`)).status !== 200) throw new Error(`The server stopped answering /healthz after concurrency ${concurrency}`);
+    }
+    const c16 = results.find((r) => r.concurrency === 16);
+    if (c16 !== undefined) {
+      const errors = c16.requests - (c16.byStatus[200] ?? 0);
+      console.log(`\nAt concurrency 16: ${fmt(c16.okPerSecond)} ok/s (target >= 300), p99 ${fmt(c16.okP99, 2)} ms (target < 100), ${errors} non-200 (target 0).`);
+    }
+    const c64 = results.find((r) => r.concurrency === 64);
+    if (c64 !== undefined) {
+      const timeouts = (c64.byStatus[-1] ?? 0) + (c64.byStatus[0] ?? 0);
+      console.log(`At concurrency 64: ${c64.byStatus[200] ?? 0} answered 200, ${c64.byStatus[503] ?? 0} shed with 503, ${timeouts} timed out or failed to connect.`);
+    }
+  } finally {
+    if (server.exitCode === null) {
+      const exited = new Promise((r) => server.once('exit', r));
+      server.kill('SIGTERM');
+      await exited;
+    }
+  }
+  await compareInference(modelsDir, args.runs, scratch !== undefined);
+  if (scratch !== undefined) rmSync(scratch, { recursive: true, force: true });
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});

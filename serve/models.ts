@@ -1,0 +1,233 @@
+/**
+ * Loading the shipped models: the manifest's files, checked against their sha256, with the metadata each
+ * carries (task, labels, input spec, what each output means), on the execution provider the config asks for.
+ * Input and output shapes are read from the session and checked against the metadata.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { TASKS } from '../models/spec/labels.ts';
+import { classProbabilities, readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../models/spec/metadata.ts';
+import { PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
+import type { Device } from './config.ts';
+import type { Logger } from './log.ts';
+import type { TaskPrediction } from './predictor.ts';
+import { createSession, missingCudaBinaries, releaseSession, RUNTIME_NAME, type FloatTensor, type Provider, type Session, type TensorInfo } from './runtime.ts';
+
+export const MANIFEST_FILE = 'manifest.json';
+
+/** A model ready to serve. */
+export interface ServedModel {
+  task: string;
+  labels: readonly string[];
+  inputSpec: InputSpec;
+  /** Index of the model's input spec among the distinct specs (each image is preprocessed once per spec). */
+  specIndex: number;
+  inputName: string;
+  /** Whether the batch dimension is free; a model fixed at batch 1 runs image by image. */
+  batchable: boolean;
+  session: Session;
+  /** The prediction of batch row `row` from the session's outputs. */
+  interpret(outputs: Record<string, FloatTensor>, row: number): TaskPrediction;
+}
+
+/** What GET /v1/models answers. */
+export interface ModelsReport {
+  provider: Provider;
+  providerNote?: string;
+  runtime: string;
+  models: {
+    task: string;
+    file: string;
+    sha256: string;
+    bytes: number;
+    labels: string[];
+    input: InputSpec;
+    outputs: OutputSpec[];
+    onnx: { inputs: readonly TensorInfo[]; outputs: readonly TensorInfo[] };
+    metadata: ModelMetadata;
+  }[];
+}
+
+export interface LoadedModels {
+  served: ServedModel[];
+  /** The distinct input specs, in `specIndex` order. */
+  specs: InputSpec[];
+  report: ModelsReport;
+}
+
+export interface LoadOptions {
+  device: Device;
+  threads: number;
+  log: Logger;
+}
+
+/** A model folder that cannot be served as it is; the message says what to do. */
+export class ModelLoadError extends Error {
+  override name = 'ModelLoadError';
+}
+
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+const specKey = (spec: InputSpec): string => `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
+const argmax = (values: readonly number[]): number => values.reduce((best, v, i) => (v > values[best] ? i : best), 0);
+
+/** The files to load with their expected sha256: the manifest's, or (without one) whichever <task>.onnx exist. */
+async function listModelFiles(dir: string, log: Logger): Promise<{ task: string; file: string; sha256?: string; bytes?: number }[]> {
+  const manifestPath = join(dir, MANIFEST_FILE);
+  if (existsSync(manifestPath)) {
+    let manifest: ModelManifest;
+    try {
+      manifest = validateModelManifest(JSON.parse(await readFile(manifestPath, 'utf8')), manifestPath);
+    } catch (error) {
+      throw new ModelLoadError(`${manifestPath} is not a valid manifest: ${(error as Error).message}`);
+    }
+    if (manifest.models.length === 0) throw new ModelLoadError(`${manifestPath} lists no models`);
+    const tasks = manifest.models.map((entry) => entry.task);
+    const twice = tasks.find((task, i) => tasks.indexOf(task) !== i);
+    if (twice !== undefined) throw new ModelLoadError(`${manifestPath} lists two ${twice} models; expected one per task`);
+    return manifest.models.map((entry) => ({ task: entry.task, file: entry.file, sha256: entry.sha256, bytes: entry.bytes }));
+  }
+  const found = TASKS.filter((task) => existsSync(join(dir, `${task}.onnx`))).map((task) => ({ task, file: `${task}.onnx` }));
+  if (found.length === 0) {
+    throw new ModelLoadError(
+      `No models in ${dir}: expected ${MANIFEST_FILE} and ${TASKS.map((t) => `${t}.onnx`).join(', ')}. ` +
+        'Export them with `npm run export`, or point --models (SERVE_MODELS_DIR) at a folder that holds them.',
+    );
+  }
+  log.warn(`${manifestPath} is missing: serving ${found.map((f) => f.file).join(', ')} without checking their sha256`);
+  return found;
+}
+
+/** The provider to use: cpu as asked; cuda or a start-up error; auto = cuda where it works, else cpu and why. */
+async function chooseProvider(device: Device, probeModel: Uint8Array, threads: number): Promise<{ provider: Provider; note?: string }> {
+  if (device === 'cpu') return { provider: 'cpu' };
+  const howToInstall = 'install the CUDA provider with `npm run setup:cuda` (it needs CUDA 12 and cuDNN 9 on the host)';
+  let why = missingCudaBinaries();
+  if (why === undefined) {
+    try {
+      await releaseSession(await createSession(probeModel, { provider: 'cuda', threads }));
+      return { provider: 'cuda' };
+    } catch (error) {
+      why = `the CUDA provider failed to start (${(error as Error).message.split('\n')[0]})`;
+    }
+  }
+  if (device === 'cuda') throw new ModelLoadError(`--device cuda: ${why}; ${howToInstall}, or run with --device auto or cpu`);
+  return { provider: 'cpu', note: `CUDA is not used because ${why}; to use a GPU, ${howToInstall}` };
+}
+
+function checkInput(file: string, session: Session, spec: InputSpec): { inputName: string; batchable: boolean } {
+  if (session.inputs.length !== 1) throw new ModelLoadError(`${file} has ${session.inputs.length} inputs; expected one image input`);
+  const [input] = session.inputs;
+  const expected = [spec.height, spec.width, spec.channels];
+  const [batch, ...rest] = input.shape;
+  if (input.type !== 'float32' || input.shape.length !== 4 || rest.some((dim, i) => typeof dim === 'number' && dim !== expected[i])) {
+    throw new ModelLoadError(
+      `${file}: input "${input.name}" is ${input.type} [${input.shape.join(', ')}]; its metadata says float32 [N, ${expected.join(', ')}]`,
+    );
+  }
+  if (typeof batch === 'number' && batch !== 1) throw new ModelLoadError(`${file}: input "${input.name}" has a fixed batch size of ${batch}; expected 1 or a free dimension`);
+  return { inputName: input.name, batchable: typeof batch !== 'number' };
+}
+
+function makeInterpreter(file: string, session: Session, metadata: ModelMetadata): ServedModel['interpret'] {
+  const names = new Set(session.outputs.map((o) => o.name));
+  for (const output of metadata.outputs) {
+    if (!names.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...names].join(', ')})`);
+  }
+  const classes = metadata.outputs.find((o) => o.kind !== 'years');
+  if (classes === undefined) throw new ModelLoadError(`${file}: no output gives class probabilities`);
+  const years = metadata.outputs.find((o) => o.kind === 'years');
+  const labels = classes.labels ?? metadata.labels;
+  const nameField = metadata.task === 'age' ? 'group' : 'label';
+  const rowOf = (tensor: FloatTensor, row: number): Float32Array => {
+    const size = tensor.dims.slice(1).reduce((a, b) => a * b, 1);
+    return tensor.data.subarray(row * size, (row + 1) * size);
+  };
+  return (outputs, row) => {
+    const probabilities = classProbabilities(classes, rowOf(outputs[classes.name], row));
+    const index = argmax(probabilities);
+    const prediction: TaskPrediction = { [nameField]: labels[index], index, probabilities };
+    if (years !== undefined) prediction.years = rowOf(outputs[years.name], row)[0];
+    return prediction;
+  };
+}
+
+export async function loadModels(dir: string, options: LoadOptions): Promise<LoadedModels> {
+  const entries = await listModelFiles(dir, options.log);
+  const files = await Promise.all(
+    entries.map(async (entry) => {
+      const path = join(dir, entry.file);
+      let bytes: Uint8Array;
+      try {
+        const buffer = await readFile(path);
+        bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+      } catch (error) {
+        throw new ModelLoadError(`Cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); export the models again with \`npm run export\``);
+      }
+      const digest = sha256(bytes);
+      if (entry.sha256 !== undefined && digest !== entry.sha256) {
+        throw new ModelLoadError(`${path} has sha256 ${digest}, but ${MANIFEST_FILE} says ${entry.sha256}: the file changed after export; export the models again`);
+      }
+      let metadata: ModelMetadata;
+      try {
+        metadata = readModelMetadata(bytes);
+      } catch (error) {
+        throw new ModelLoadError(`${path}: ${(error as Error).message}`);
+      }
+      if (metadata.task !== entry.task) throw new ModelLoadError(`${path} is a ${metadata.task} model, but ${MANIFEST_FILE} lists it as ${entry.task}`);
+      if (metadata.preprocessingVersion !== PREPROCESSING_VERSION) {
+        throw new ModelLoadError(
+          `${path} was trained with preprocessing version ${metadata.preprocessingVersion}, but this server preprocesses with version ${PREPROCESSING_VERSION}; export a model trained with the current preprocessing`,
+        );
+      }
+      return { path, file: basename(path), bytes, digest, metadata };
+    }),
+  );
+
+  const { provider, note } = await chooseProvider(options.device, files[0].bytes, options.threads);
+  if (note !== undefined) options.log.info(`device auto: using CPU. ${note}`);
+  options.log.info(`execution provider: ${provider} (${RUNTIME_NAME})`);
+
+  const specs: InputSpec[] = [];
+  const specIndexes = new Map<string, number>();
+  const served = await Promise.all(
+    files.map(async ({ path, file, bytes, metadata }): Promise<ServedModel> => {
+      const session = await createSession(bytes, { provider, threads: options.threads });
+      const { inputName, batchable } = checkInput(path, session, metadata.input);
+      const key = specKey(metadata.input);
+      if (!specIndexes.has(key)) {
+        specIndexes.set(key, specs.length);
+        specs.push(metadata.input);
+      }
+      return {
+        task: metadata.task,
+        labels: metadata.labels,
+        inputSpec: metadata.input,
+        specIndex: specIndexes.get(key) as number,
+        inputName,
+        batchable,
+        session,
+        interpret: makeInterpreter(path, session, metadata),
+      };
+    }),
+  );
+
+  const report: ModelsReport = {
+    provider,
+    ...(note === undefined ? {} : { providerNote: note }),
+    runtime: RUNTIME_NAME,
+    models: files.map(({ file, bytes, digest, metadata }, i) => ({
+      task: metadata.task,
+      file,
+      sha256: digest,
+      bytes: bytes.length,
+      labels: metadata.labels,
+      input: metadata.input,
+      outputs: metadata.outputs,
+      onnx: { inputs: served[i].session.inputs, outputs: served[i].session.outputs },
+      metadata,
+    })),
+  };
+  return { served, specs, report };
+}

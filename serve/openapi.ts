@@ -1,0 +1,135 @@
+/**
+ * The OpenAPI 3 document of the server. Where the models are loaded, the class names of each task are filled in
+ * from their metadata (as enums), so the document describes the models actually served.
+ */
+import { IMAGE_FIELD } from './body.ts';
+import type { ServeConfig } from './config.ts';
+import type { ModelsReport } from './models.ts';
+
+const json = (schema: object): object => ({ 'application/json': { schema } });
+const ref = (name: string): object => ({ $ref: `#/components/schemas/${name}` });
+
+function errorResponses(...statuses: number[]): Record<string, object> {
+  const why: Record<number, string> = {
+    400: 'Empty body, multipart without an "image" field, malformed or cut-off upload.',
+    404: 'Unknown route.',
+    405: 'Wrong method for this route (see the Allow header).',
+    408: 'The upload did not complete within the time limit.',
+    413: 'Body over the size limit, image over the pixel limit (read from its header), or too many images.',
+    415: 'Content-Type not accepted, or bytes that are not a supported image format.',
+    422: 'A truncated or corrupted image, or one smaller than the minimum size.',
+    503: 'Queue full, time limit reached, models loading or shutting down; see Retry-After.',
+  };
+  return Object.fromEntries(statuses.map((status) => [String(status), { description: why[status], content: json(ref('Error')) }]));
+}
+
+function taskSchema(task: string, labels: readonly string[] | undefined, nameField: string, hasYears: boolean): object {
+  const names = labels === undefined ? { type: 'string' } : { type: 'string', enum: labels };
+  const properties: Record<string, object> = {
+    [nameField]: { ...names, description: 'The most probable class, named as the model metadata says.' },
+    index: { type: 'integer', minimum: 0, description: 'Index of that class in `probabilities`.' },
+    probabilities: { type: 'array', items: { type: 'number' }, ...(labels === undefined ? {} : { minItems: labels.length, maxItems: labels.length }), description: 'One per class, in metadata order.' },
+  };
+  if (hasYears) properties.years = { type: 'number', description: 'Age in years, where the age model predicts it.' };
+  return { type: 'object', description: `The ${task} prediction.`, required: [nameField, 'index', 'probabilities'], properties };
+}
+
+export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefined): object {
+  const tasks = models?.models ?? [];
+  const prediction = {
+    type: 'object',
+    required: ['timingsMs'],
+    properties: {
+      ...Object.fromEntries(
+        (tasks.length > 0 ? tasks.map((m) => [m.task, m.labels, m.outputs.some((o) => o.kind === 'years')] as const) : (['age', 'ethnicity', 'gender'] as const).map((t) => [t, undefined, t === 'age'] as const)).map(
+          ([task, labels, years]) => [task, taskSchema(task, labels, task === 'age' ? 'group' : 'label', years)],
+        ),
+      ),
+      timingsMs: {
+        type: 'object',
+        required: ['decode', 'inference', 'total'],
+        properties: {
+          decode: { type: 'number', description: 'Decode and preprocessing, in a decode thread.' },
+          inference: { type: 'number', description: 'The onnxruntime batch this image ran in.' },
+          total: { type: 'number', description: "From the request's arrival to the answer." },
+        },
+      },
+    },
+  };
+  const imageUpload = {
+    required: true,
+    content: {
+      'image/*': { schema: { type: 'string', format: 'binary' } },
+      'multipart/form-data': { schema: { type: 'object', required: [IMAGE_FIELD], properties: { [IMAGE_FIELD]: { type: 'string', format: 'binary' } } } },
+    },
+  };
+  return {
+    openapi: '3.0.3',
+    info: {
+      title: 'Face attributes',
+      version: '1',
+      description: `Age group, ethnicity and gender from a face photo. Limits: body ${config.maxBodyBytes} bytes, ${config.maxPixels} pixels, sides of at least ${config.minImageSide} pixels, ${config.maxBatchImages} images per batch, ${config.requestTimeoutMs} ms per request.`,
+    },
+    paths: {
+      '/v1/predict': {
+        post: {
+          summary: 'Predict from one image',
+          description: `The body is the image (any image/* type; the format is read from the bytes) or multipart/form-data with one file field named "${IMAGE_FIELD}".`,
+          requestBody: imageUpload,
+          responses: { '200': { description: 'The predictions.', content: json(ref('Prediction')) }, ...errorResponses(400, 408, 413, 415, 422, 503) },
+        },
+      },
+      '/v1/predict/batch': {
+        post: {
+          summary: 'Predict from several images',
+          description: `multipart/form-data with one file field named "${IMAGE_FIELD}" per image; the answer is an array in the same order, each item a prediction or its own error.`,
+          requestBody: { required: true, content: { 'multipart/form-data': { schema: { type: 'object', properties: { [IMAGE_FIELD]: { type: 'array', items: { type: 'string', format: 'binary' } } } } } } },
+          responses: {
+            '200': { description: 'One item per image.', content: json({ type: 'array', items: { oneOf: [ref('Prediction'), ref('Error')] } }) },
+            ...errorResponses(400, 408, 413, 415, 503),
+          },
+        },
+      },
+      '/v1/models': { get: { summary: 'The models served: metadata, sha256, execution provider', responses: { '200': { description: 'The models.', content: json(ref('Models')) }, ...errorResponses(503) } } },
+      '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'The process is serving.', content: json({ type: 'object', properties: { status: { type: 'string' } } }) } } } },
+      '/readyz': { get: { summary: 'Readiness: models loaded', responses: { '200': { description: 'Ready.', content: json({ type: 'object', properties: { status: { type: 'string' } } }) }, ...errorResponses(503) } } },
+      '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Text exposition format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+      '/openapi.json': { get: { summary: 'This document', responses: { '200': { description: 'OpenAPI 3.', content: json({ type: 'object' }) } } } },
+    },
+    components: {
+      schemas: {
+        Prediction: prediction,
+        Error: {
+          type: 'object',
+          required: ['error'],
+          properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' } } } },
+        },
+        Models: {
+          type: 'object',
+          required: ['provider', 'models'],
+          properties: {
+            provider: { type: 'string', enum: ['cpu', 'cuda'], description: 'The execution provider in use.' },
+            providerNote: { type: 'string', description: 'Why auto fell back to the CPU, where it did.' },
+            runtime: { type: 'string' },
+            models: {
+              type: 'array',
+              items: {
+                type: 'object',
+                required: ['task', 'file', 'sha256', 'labels', 'input', 'metadata'],
+                properties: {
+                  task: { type: 'string' },
+                  file: { type: 'string' },
+                  sha256: { type: 'string' },
+                  labels: { type: 'array', items: { type: 'string' } },
+                  input: { type: 'object' },
+                  outputs: { type: 'array', items: { type: 'object' } },
+                  metadata: { type: 'object', description: 'The metadata_props the model carries.' },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+  };
+}

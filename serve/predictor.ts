@@ -1,0 +1,119 @@
+/**
+ * From image bytes to a prediction: admission into a bounded queue, decoding in the pool (once per distinct
+ * input spec), and one micro-batched onnxruntime run per model. Labels and their order come from each model's
+ * metadata; nothing here knows what the classes are called.
+ */
+import { MicroBatcher } from './batcher.ts';
+import type { DecodedImage, DecodePool } from './decode-pool.ts';
+import { OverloadedError } from './errors.ts';
+import type { ServeMetrics } from './metrics.ts';
+import type { ServedModel } from './models.ts';
+import { run } from './runtime.ts';
+
+export interface TaskPrediction {
+  /** The class name: `group` for the age task, `label` for the others, as the API has it. */
+  group?: string;
+  label?: string;
+  index: number;
+  probabilities: number[];
+  years?: number;
+}
+
+export interface Prediction {
+  [task: string]: TaskPrediction | Timings;
+  timingsMs: Timings;
+}
+
+export interface Timings {
+  decode: number;
+  inference: number;
+  total: number;
+}
+
+interface InferenceResult {
+  tasks: Record<string, TaskPrediction>;
+  ms: number;
+}
+
+export interface PredictorOptions {
+  maxQueue: number;
+  maxBatch: number;
+  batchWaitMs: number;
+}
+
+const round = (ms: number): number => Math.round(ms * 100) / 100;
+
+export class Predictor {
+  private inProgress = 0;
+  private readonly batcher: MicroBatcher<DecodedImage, InferenceResult>;
+
+  constructor(
+    private readonly models: readonly ServedModel[],
+    private readonly pool: DecodePool,
+    private readonly metrics: ServeMetrics,
+    private readonly options: PredictorOptions,
+  ) {
+    this.batcher = new MicroBatcher({ maxBatch: options.maxBatch, maxWaitMs: options.batchWaitMs, runBatch: (images) => this.infer(images) });
+  }
+
+  /** Images admitted and not yet answered. */
+  get depth(): number {
+    return this.inProgress;
+  }
+
+  /**
+   * Reserves room for `count` images, or throws a 503 when the queue is full. The caller must `release` the
+   * same count once it has answered.
+   */
+  admit(count: number): void {
+    if (this.inProgress + count > this.options.maxQueue) {
+      throw new OverloadedError(`The server is at capacity (${this.options.maxQueue} images in progress); retry in a second`);
+    }
+    this.inProgress += count;
+    this.updateGauges();
+  }
+
+  release(count: number): void {
+    this.inProgress -= count;
+    this.updateGauges();
+  }
+
+  /** Predicts every task for one image; `startedAt` (performance.now()) is when the request arrived. */
+  async predict(bytes: Uint8Array, startedAt: number, signal?: AbortSignal): Promise<Prediction> {
+    const image = await this.pool.decode(bytes, signal);
+    this.metrics.decode.observe(image.ms / 1000);
+    signal?.throwIfAborted();
+    const result = await this.batcher.submit(image);
+    return { ...result.tasks, timingsMs: { decode: round(image.ms), inference: round(result.ms), total: round(performance.now() - startedAt) } };
+  }
+
+  private updateGauges(): void {
+    this.metrics.queueDepth.set(this.inProgress);
+    this.metrics.decodeBacklog.set(this.pool.backlog);
+  }
+
+  /** One run per model over the whole batch (or one per image where a model's batch size is fixed at 1). */
+  private async infer(images: DecodedImage[]): Promise<InferenceResult[]> {
+    const started = performance.now();
+    this.metrics.batchSize.observe(images.length);
+    const results: InferenceResult[] = images.map(() => ({ tasks: {}, ms: 0 }));
+    for (const model of this.models) {
+      const groups = model.batchable ? [images.map((_, i) => i)] : images.map((_, i) => [i]);
+      for (const group of groups) {
+        const modelStarted = performance.now();
+        const [height, width, channels] = [model.inputSpec.height, model.inputSpec.width, model.inputSpec.channels];
+        const size = height * width * channels;
+        const data = new Float32Array(group.length * size);
+        group.forEach((imageIndex, row) => data.set(images[imageIndex].inputs[model.specIndex], row * size));
+        const outputs = await run(model.session, { [model.inputName]: { data, dims: [group.length, height, width, channels] } });
+        group.forEach((imageIndex, row) => {
+          results[imageIndex].tasks[model.task] = model.interpret(outputs, row);
+        });
+        this.metrics.inference.observe((performance.now() - modelStarted) / 1000, { model: model.task });
+      }
+    }
+    const ms = performance.now() - started;
+    for (const result of results) result.ms = ms;
+    return results;
+  }
+}

@@ -1,0 +1,156 @@
+/** decodeImage and readImageHeader on images generated here with jimp (no dataset images). */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { Jimp } from 'jimp';
+import { decodeImage, ImageDecodeError, readImageHeader, type ImageFormat } from '../models/spec/decode.ts';
+
+const RED = [255, 0, 0];
+const BLUE = [0, 0, 255];
+
+/** A width x height image whose left half is red and right half blue. */
+function halves(width: number, height: number) {
+  const image = new Jimp({ width, height, color: 0xff0000ff });
+  for (let y = 0; y < height; y++) for (let x = Math.floor(width / 2); x < width; x++) image.setPixelColor(0x0000ffff, x, y);
+  return image;
+}
+
+function rgbAt(image: { width: number; data: Uint8Array | Uint8ClampedArray }, x: number, y: number): number[] {
+  const at = (y * image.width + x) * 4;
+  return Array.from(image.data.subarray(at, at + 3));
+}
+
+function assertColour(actual: number[], expected: number[], what: string): void {
+  assert.ok(actual.every((v, i) => Math.abs(v - expected[i]) <= 8), `${what}: got ${actual}, expected about ${expected}`);
+}
+
+/** Plain Uint8Array bytes (this repository's @types/node Buffer does not type-check as a Uint8Array under TS 5.9). */
+function concatBytes(...parts: (Uint8Array | number[])[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+async function encode(image: ReturnType<typeof halves>, mime: 'image/jpeg' | 'image/png' | 'image/bmp' | 'image/gif' | 'image/tiff'): Promise<Uint8Array> {
+  const buffer = await image.getBuffer(mime);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+/** Inserts an EXIF APP1 segment with only an Orientation tag right after the JPEG's SOI marker. */
+function withExifOrientation(jpeg: Uint8Array, orientation: number): Uint8Array {
+  // "Exif\0\0", a big-endian TIFF header, an IFD at offset 8 with one entry: tag 0x0112 (Orientation), SHORT, count 1.
+  const exif = [0x45, 0x78, 0x69, 0x66, 0, 0];
+  const tiff = [0x4d, 0x4d, 0x00, 0x2a, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation, 0, 0, 0, 0, 0, 0];
+  const length = exif.length + tiff.length + 2;
+  return concatBytes(jpeg.subarray(0, 2), [0xff, 0xe1, length >> 8, length & 0xff], exif, tiff, jpeg.subarray(2));
+}
+
+function assertDecodeError(error: unknown, reason: ImageDecodeError['reason'], pattern: RegExp): true {
+  assert.ok(error instanceof ImageDecodeError, `expected an ImageDecodeError, got ${String(error)}`);
+  assert.equal(error.reason, reason);
+  assert.match(error.message, pattern);
+  return true;
+}
+
+describe('readImageHeader', () => {
+  const formats: [ImageFormat, 'image/jpeg' | 'image/png' | 'image/bmp' | 'image/gif' | 'image/tiff'][] = [
+    ['jpeg', 'image/jpeg'],
+    ['png', 'image/png'],
+    ['bmp', 'image/bmp'],
+    ['gif', 'image/gif'],
+    ['tiff', 'image/tiff'],
+  ];
+  for (const [format, mime] of formats) {
+    test(`reads the format and size of a ${format.toUpperCase()} (37x23) from its header`, async () => {
+      const bytes = await encode(halves(37, 23), mime);
+      assert.deepEqual(readImageHeader(bytes), { format, width: 37, height: 23 });
+    });
+  }
+
+  test('reads a PNG that claims 16000x16000 from its first 24 bytes, without the rest of the file', () => {
+    const png = concatBytes([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], new Uint8Array(25));
+    const view = new DataView(png.buffer);
+    view.setUint32(8, 13);
+    png.set([0x49, 0x48, 0x44, 0x52], 12); // IHDR
+    view.setUint32(16, 16000);
+    view.setUint32(20, 16000);
+    assert.deepEqual(readImageHeader(png), { format: 'png', width: 16000, height: 16000 });
+  });
+
+  test('recognises a WebP header (VP8X) so that decoding can refuse it by name', async () => {
+    const webp = new Uint8Array(30);
+    webp.set(new TextEncoder().encode('RIFF'), 0);
+    webp[4] = 22;
+    webp.set(new TextEncoder().encode('WEBPVP8X'), 8);
+    webp.set([(640 - 1) & 0xff, (640 - 1) >> 8, 0, (480 - 1) & 0xff, (480 - 1) >> 8, 0], 24);
+    assert.deepEqual(readImageHeader(webp), { format: 'webp', width: 640, height: 480 });
+    await assert.rejects(decodeImage(webp), (e) => assertDecodeError(e, 'unsupported-format', /"webp".*jpeg, png, bmp, gif, tiff/));
+  });
+
+  test('rejects bytes that are not an image with an ImageDecodeError naming the supported formats', () => {
+    assert.throws(() => readImageHeader(new TextEncoder().encode('hello, this is text')), (e) => assertDecodeError(e, 'unsupported-format', /Not a supported image.*jpeg, png/));
+    assert.throws(() => readImageHeader(new Uint8Array(0)), (e) => assertDecodeError(e, 'empty', /empty/));
+  });
+
+  test('rejects a JPEG whose header is cut off before the frame size', async () => {
+    const jpeg = await encode(halves(16, 16), 'image/jpeg');
+    assert.throws(() => readImageHeader(jpeg.subarray(0, 40)), (e) => assertDecodeError(e, 'truncated', /JPEG header is truncated/));
+  });
+});
+
+describe('decodeImage', () => {
+  test('decodes a PNG to RGBA with exact pixels', async () => {
+    const image = await decodeImage(await encode(halves(10, 4), 'image/png'));
+    assert.equal(image.channels, 4);
+    assert.deepEqual([image.width, image.height, image.data.length], [10, 4, 10 * 4 * 4]);
+    assert.deepEqual(Array.from(image.data.subarray(0, 4)), [255, 0, 0, 255]);
+    assert.deepEqual(rgbAt(image, 9, 3), BLUE);
+  });
+
+  test('decodes a JPEG given as a plain Uint8Array (not a Buffer)', async () => {
+    const jpeg = await encode(halves(32, 16), 'image/jpeg');
+    const image = await decodeImage(new Uint8Array(jpeg));
+    assert.deepEqual([image.width, image.height], [32, 16]);
+    assertColour(rgbAt(image, 2, 2), RED, 'left');
+    assertColour(rgbAt(image, 29, 13), BLUE, 'right');
+  });
+
+  // Stored 32x16, red on the left, blue on the right; where each colour ends up after the EXIF rotation.
+  const orientations: { orientation: number; size: [number, number]; topLeft: number[]; bottomRight: number[] }[] = [
+    { orientation: 1, size: [32, 16], topLeft: RED, bottomRight: BLUE },
+    { orientation: 3, size: [32, 16], topLeft: BLUE, bottomRight: RED }, // rotated 180
+    { orientation: 6, size: [16, 32], topLeft: RED, bottomRight: BLUE }, // rotated 90 clockwise: left becomes top
+    { orientation: 8, size: [16, 32], topLeft: BLUE, bottomRight: RED }, // rotated 90 anticlockwise: left becomes bottom
+  ];
+  for (const { orientation, size, topLeft, bottomRight } of orientations) {
+    test(`applies EXIF orientation ${orientation}: ${size[0]}x${size[1]}, upright`, async () => {
+      const jpeg = withExifOrientation(await encode(halves(32, 16), 'image/jpeg'), orientation);
+      assert.deepEqual(readImageHeader(jpeg), { format: 'jpeg', width: 32, height: 16 }, 'the header reports the stored size');
+      const image = await decodeImage(jpeg);
+      assert.deepEqual([image.width, image.height], size);
+      assertColour(rgbAt(image, 2, 2), topLeft, 'top left');
+      assertColour(rgbAt(image, image.width - 3, image.height - 3), bottomRight, 'bottom right');
+    });
+  }
+
+  test('refuses an image over maxPixels from its header, before decoding it', async () => {
+    const png = await encode(halves(100, 100), 'image/png');
+    await assert.rejects(decodeImage(png, { maxPixels: 9999 }), (e) => assertDecodeError(e, 'too-large', /100x100 \(10000 pixels\).*9999/));
+    assert.equal((await decodeImage(png, { maxPixels: 10000 })).width, 100);
+  });
+
+  test('rejects text, and a JPEG cut in half, with a clear ImageDecodeError', async () => {
+    await assert.rejects(decodeImage(new TextEncoder().encode('not an image at all')), (e) => assertDecodeError(e, 'unsupported-format', /Not a supported image/));
+    const jpeg = await encode(halves(64, 64), 'image/jpeg');
+    await assert.rejects(decodeImage(jpeg.subarray(0, Math.floor(jpeg.length / 2))), (e) => assertDecodeError(e, 'truncated', /Could not decode the JPEG image \(it is truncated/));
+  });
+
+  test('rejects a JPEG with a valid header and garbage image data as corrupt', async () => {
+    const jpeg = await encode(halves(64, 64), 'image/jpeg');
+    const garbage = concatBytes(jpeg.subarray(0, 200), new Uint8Array(400).fill(0x5a), [0xff, 0xd9]);
+    await assert.rejects(decodeImage(garbage), (e) => assertDecodeError(e, 'corrupt', /Could not decode the JPEG image/));
+  });
+});

@@ -1,0 +1,284 @@
+/**
+ * Bad input of every kind gets the right 4xx and a JSON error a person can act on (no stack trace, no file
+ * path), and the server goes on serving: a valid request succeeds after each.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deflateSync } from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+import { makeImage, rawRequest, startTestServer, type TestServer } from '../serve/bench/harness.ts';
+
+interface ErrorBody {
+  error: { code: string; message: string };
+}
+
+function crc32(bytes: Uint8Array): number {
+  let crc = 0xffffffff;
+  for (const byte of bytes) {
+    crc ^= byte;
+    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+function pngChunk(type: string, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + data.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, data.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(data, 8);
+  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+  return out;
+}
+
+/** A real decompression bomb: a grayscale PNG of `side` x `side` zeros, a few hundred KB on the wire. */
+function pngBomb(side: number): Uint8Array<ArrayBuffer> {
+  const ihdr = new Uint8Array(13);
+  const view = new DataView(ihdr.buffer);
+  view.setUint32(0, side);
+  view.setUint32(4, side);
+  ihdr.set([8, 0, 0, 0, 0], 8); // 8-bit grayscale, no interlace
+  const idat = new Uint8Array(deflateSync(new Uint8Array((side + 1) * side), { level: 9 }));
+  const parts = [new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), pngChunk('IDAT', idat), pngChunk('IEND', new Uint8Array(0))];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/** A JPEG whose frame header claims `width` x `height`, with no image data worth the name. */
+function jpegClaiming(width: number, height: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array([0xff, 0xd8, 0xff, 0xc0, 0x00, 0x11, 0x08, height >> 8, height & 0xff, width >> 8, width & 0xff, 0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, 0xff, 0xd9]);
+}
+
+const encode = (text: string): Uint8Array<ArrayBuffer> => new TextEncoder().encode(text);
+
+describe('serve: bad input', () => {
+  let t: TestServer;
+  let jpeg: Uint8Array<ArrayBuffer>;
+  let demoRoot: string;
+
+  before(async () => {
+    demoRoot = mkdtempSync(join(tmpdir(), 'serve-demo-'));
+    mkdirSync(join(demoRoot, 'dist'));
+    writeFileSync(join(demoRoot, 'dist', 'index.html'), '<!doctype html><title>demo</title>DEMO-INDEX');
+    writeFileSync(join(demoRoot, 'dist', 'app.js'), 'console.log("demo")');
+    writeFileSync(join(demoRoot, 'dist', '.env'), 'DOTFILE-SECRET');
+    writeFileSync(join(demoRoot, 'secret.txt'), 'OUTSIDE-SECRET');
+    t = await startTestServer({ flags: ['--web-demo', join(demoRoot, 'dist'), '--max-body-bytes', String(512 * 1024), '--timeout-ms', '1500', '--max-batch-images', '4'] });
+    jpeg = await makeImage(200, 200, 'image/jpeg', 3);
+  });
+  after(async () => {
+    await t.close();
+    rmSync(demoRoot, { recursive: true, force: true });
+  });
+
+  /** Posts, checks the status and error code, that the message is for a person, and that serving goes on. */
+  async function expectError(init: { path?: string; method?: string; body?: BodyInit; type?: string }, status: number, code: string): Promise<ErrorBody> {
+    const headers: Record<string, string> = init.type === undefined ? {} : { 'content-type': init.type };
+    const res = await fetch(`${t.url}${init.path ?? '/v1/predict'}`, { method: init.method ?? 'POST', body: init.body, headers });
+    assert.equal(res.status, status);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+    const body = (await res.json()) as ErrorBody;
+    assert.deepEqual(Object.keys(body), ['error']);
+    assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message']);
+    assert.equal(body.error.code, code);
+    assertForPeople(body.error.message);
+    await expectServing();
+    return body;
+  }
+
+  function assertForPeople(message: string): void {
+    assert.ok(message.length > 10, 'a message says what to do');
+    assert.doesNotMatch(message, /\n\s+at /, 'no stack trace');
+    assert.ok(!message.includes(t.modelsDir) && !message.includes(tmpdir()) && !message.includes(process.cwd()), `no file path in "${message}"`);
+  }
+
+  async function expectServing(): Promise<void> {
+    const res = await fetch(`${t.url}/v1/predict`, { method: 'POST', body: jpeg, headers: { 'content-type': 'image/jpeg' } });
+    assert.equal(res.status, 200, 'a valid request still succeeds');
+    await res.arrayBuffer();
+  }
+
+  it('refuses an empty body with 400 empty_body', async () => {
+    await expectError({ body: new Uint8Array(0), type: 'image/jpeg' }, 400, 'empty_body');
+  });
+
+  it('refuses bytes that are not an image with 415 unsupported_image_format', async () => {
+    const noise = new Uint8Array(4096).map((_, i) => (i * 131 + 7) & 0xff);
+    await expectError({ body: noise, type: 'image/jpeg' }, 415, 'unsupported_image_format');
+  });
+
+  it('refuses text sent as text/plain with 415 unsupported_media_type, and sent as an image with 415 unsupported_image_format', async () => {
+    await expectError({ body: 'hello, this is text', type: 'text/plain' }, 415, 'unsupported_media_type');
+    await expectError({ body: encode('hello, this is text'), type: 'image/png' }, 415, 'unsupported_image_format');
+  });
+
+  it('refuses a PDF with 415, whatever its Content-Type', async () => {
+    const pdf = encode('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n');
+    await expectError({ body: pdf, type: 'application/pdf' }, 415, 'unsupported_media_type');
+    await expectError({ body: pdf, type: 'image/jpeg' }, 415, 'unsupported_image_format');
+  });
+
+  it('refuses truncated and corrupted JPEGs with 422 corrupt_image', async () => {
+    await expectError({ body: jpeg.slice(0, jpeg.length >> 1), type: 'image/jpeg' }, 422, 'corrupt_image');
+    await expectError({ body: jpeg.slice(0, 300), type: 'image/jpeg' }, 422, 'corrupt_image');
+    const corrupted = jpeg.slice();
+    for (let i = Math.floor(corrupted.length / 3); i < Math.floor(corrupted.length / 3) + 400; i += 2) corrupted.set([0xff, 0x06], i);
+    await expectError({ body: corrupted, type: 'image/jpeg' }, 422, 'corrupt_image');
+  });
+
+  it('refuses truncated and corrupted PNGs with 422 corrupt_image', async () => {
+    const png = await makeImage(120, 120, 'image/png', 4);
+    await expectError({ body: png.slice(0, png.length >> 1), type: 'image/png' }, 422, 'corrupt_image');
+    const corrupted = png.slice();
+    for (let i = 100; i < 400; i++) corrupted[i] = (i * 7) & 0xff;
+    await expectError({ body: corrupted, type: 'image/png' }, 422, 'corrupt_image');
+  });
+
+  it('refuses unsupported formats (WebP, HEIC) with 415 unsupported_image_format', async () => {
+    const webpBytes = new Uint8Array([...'RIFF'].map((c) => c.charCodeAt(0)).concat([0x24, 0, 0, 0], [...'WEBPVP8 '].map((c) => c.charCodeAt(0)), [0x18, 0, 0, 0, 0x30, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0xc8, 0x00, 0xc8, 0x00], new Array(20).fill(0)));
+    const body = await expectError({ body: webpBytes, type: 'image/webp' }, 415, 'unsupported_image_format');
+    assert.match(body.error.message, /webp/i);
+    const heic = new Uint8Array([0, 0, 0, 0x18, ...[...'ftypheic'].map((c) => c.charCodeAt(0)), 0, 0, 0, 0, ...new Array(40).fill(0)]);
+    await expectError({ body: heic, type: 'image/heic' }, 415, 'unsupported_image_format');
+  });
+
+  it('rejects a PNG decompression bomb (10000x10000) from its header, before allocating its pixels', async () => {
+    const bomb = pngBomb(10_000);
+    assert.ok(bomb.length < 512 * 1024, `the bomb is small on the wire (${bomb.length} bytes)`);
+    const decodesBefore = await decodeCount();
+    const rssBefore = process.memoryUsage().rss;
+    const body = await expectError({ body: bomb, type: 'image/png' }, 413, 'image_too_large');
+    assert.match(body.error.message, /10000x10000/);
+    // Decoded, it would be 400 MB of RGBA in this process (the decode threads live in it).
+    assert.ok(process.memoryUsage().rss - rssBefore < 150 * 1024 * 1024, 'no pixel buffer was allocated');
+    // One decode for the valid request after it, none for the bomb.
+    assert.equal((await decodeCount()) - decodesBefore, 1);
+  });
+
+  it('rejects a tiny JPEG that claims 60000x60000 with 413 image_too_large', async () => {
+    await expectError({ body: jpegClaiming(60_000, 60_000), type: 'image/jpeg' }, 413, 'image_too_large');
+  });
+
+  it('refuses a 1x1 image with 422 image_too_small', async () => {
+    await expectError({ body: await makeImage(1, 1, 'image/png'), type: 'image/png' }, 422, 'image_too_small');
+  });
+
+  it('refuses multipart without an "image" field with 400 missing_image_field', async () => {
+    const form = new FormData();
+    form.append('file', new Blob([jpeg], { type: 'image/jpeg' }), 'face.jpg');
+    form.append('comment', 'hello');
+    await expectError({ body: form }, 400, 'missing_image_field');
+  });
+
+  it('refuses malformed multipart (no boundary, or cut before its closing boundary) with 400 malformed_multipart', async () => {
+    await expectError({ body: 'whatever', type: 'multipart/form-data' }, 400, 'malformed_multipart');
+    const cut = `--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n${'x'.repeat(100)}`;
+    await expectError({ body: cut, type: 'multipart/form-data; boundary=XyZ' }, 400, 'malformed_multipart');
+  });
+
+  it('refuses two images on /v1/predict, and too many on /v1/predict/batch, with 413 too_many_images', async () => {
+    const two = new FormData();
+    two.append('image', new Blob([jpeg], { type: 'image/jpeg' }), 'a.jpg');
+    two.append('image', new Blob([jpeg], { type: 'image/jpeg' }), 'b.jpg');
+    await expectError({ body: two }, 413, 'too_many_images');
+    const five = new FormData();
+    for (let i = 0; i < 5; i++) five.append('image', new Blob([jpeg], { type: 'image/jpeg' }), `${i}.jpg`);
+    await expectError({ body: five, path: '/v1/predict/batch' }, 413, 'too_many_images');
+  });
+
+  it('refuses a raw body on /v1/predict/batch with 415', async () => {
+    await expectError({ body: jpeg, type: 'image/jpeg', path: '/v1/predict/batch' }, 415, 'unsupported_media_type');
+  });
+
+  it('refuses a body over the size limit with 413 payload_too_large, declared or streamed', async () => {
+    await expectError({ body: new Uint8Array(600 * 1024), type: 'image/jpeg' }, 413, 'payload_too_large');
+    const streamed = await rawRequest(t.server.port, ['POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n', `${(300 * 1024).toString(16)}\r\n`, new Uint8Array(300 * 1024), '\r\n', `${(300 * 1024).toString(16)}\r\n`, new Uint8Array(300 * 1024), '\r\n0\r\n\r\n']);
+    assert.equal(streamed?.status, 413);
+    assert.equal((JSON.parse(streamed?.body ?? '{}') as ErrorBody).error.code, 'payload_too_large');
+    await expectServing();
+  });
+
+  it('answers a wrong method with 405 and Allow, and an unknown route with a JSON 404', async () => {
+    const res = await fetch(`${t.url}/v1/predict`);
+    assert.equal(res.headers.get('allow'), 'POST');
+    await res.arrayBuffer();
+    await expectError({ method: 'GET' }, 405, 'method_not_allowed');
+    await expectError({ method: 'DELETE', path: '/healthz' }, 405, 'method_not_allowed');
+    await expectError({ method: 'GET', path: '/v2/predict' }, 404, 'not_found');
+    await expectError({ method: 'POST', path: '/nope', body: jpeg, type: 'image/jpeg' }, 404, 'not_found');
+  });
+
+  it('survives an upload cut off half-way, whether the client closes or half-closes', async () => {
+    const head = `POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${jpeg.length}\r\n\r\n`;
+    const destroyed = await rawRequest(t.server.port, [head, jpeg.slice(0, jpeg.length >> 1)], { destroyAfterWrite: true });
+    assert.equal(destroyed, undefined);
+    const halfClosed = await rawRequest(t.server.port, [head, jpeg.slice(0, jpeg.length >> 1)], { endAfterWrite: true });
+    // Either the server answers what happened, or it closes the connection; it must not crash or hang.
+    if (halfClosed !== undefined) {
+      assert.equal(halfClosed.status, 400);
+      assert.equal((JSON.parse(halfClosed.body) as ErrorBody).error.code, 'incomplete_upload');
+    }
+    await expectServing();
+  });
+
+  it('answers an upload that stalls with 408 upload_timeout after the time limit', async () => {
+    const head = `POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${jpeg.length}\r\n\r\n`;
+    const started = performance.now();
+    const res = await rawRequest(t.server.port, [head, jpeg.slice(0, 100)], { waitMs: 5000 });
+    assert.equal(res?.status, 408);
+    assert.equal((JSON.parse(res?.body ?? '{}') as ErrorBody).error.code, 'upload_timeout');
+    assert.ok(performance.now() - started >= 1400, 'after the configured 1500 ms');
+    await expectServing();
+  });
+
+  it('serves the web demo, and nothing outside its folder whatever the encoding of the path', async () => {
+    const index = await fetch(`${t.url}/`);
+    assert.equal(index.status, 200);
+    assert.match(await index.text(), /DEMO-INDEX/);
+    const app = await fetch(`${t.url}/app.js`);
+    assert.equal(app.status, 200);
+    assert.match(app.headers.get('content-type') ?? '', /javascript/);
+    await app.arrayBuffer();
+    const attempts = [
+      '/../secret.txt',
+      '/..%2fsecret.txt',
+      '/%2e%2e/secret.txt',
+      '/%2e%2e%2fsecret.txt',
+      '/.%2e/secret.txt',
+      '/%252e%252e/secret.txt',
+      '/..%5csecret.txt',
+      '/%5c..%5csecret.txt',
+      '/%c0%ae%c0%ae/secret.txt',
+      '/app.js/../../secret.txt',
+      '/index.html%00.txt',
+      '/%00',
+      '/%E0%A4%A',
+      '//../secret.txt',
+      `/${'../'.repeat(12)}etc/passwd`,
+      `/${'%2e%2e%2f'.repeat(12)}etc/passwd`,
+      '/.env',
+      '/%2eenv',
+    ];
+    for (const path of attempts) {
+      for (const target of [path, `http://127.0.0.1${path}`]) {
+        const res = await rawRequest(t.server.port, [`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`]);
+        assert.ok(res !== undefined, `an answer for ${target}`);
+        assert.ok([400, 403, 404].includes(res.status), `${target} -> ${res.status}`);
+        assert.ok(!res.body.includes('OUTSIDE-SECRET') && !res.body.includes('DOTFILE-SECRET') && !res.body.includes('root:'), `${target} leaked a file`);
+      }
+    }
+    await expectServing();
+  });
+
+  async function decodeCount(): Promise<number> {
+    const text = await (await fetch(`${t.url}/metrics`)).text();
+    return Number(/^image_decode_seconds_count (\d+)$/m.exec(text)?.[1] ?? 0);
+  }
+});

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
+import { SEED_INPUT } from '../models/spec/preprocess.ts';
+import { selectBackend } from '../training/backend/select.ts';
+import type { Dataset } from '../training/data/dataset.ts';
+import { loadModel } from '../training/models/io.ts';
+import { DEFAULT_UTKFACE, REPO_ROOT } from '../training/paths.ts';
+import { trainTask } from '../training/train-task.ts';
+
+/** Faces whose gender is visible as brightness: a pattern the seed CNN learns in a couple of epochs. */
+function brightnessDataset(count: number): Dataset {
+  const size = SEED_INPUT.height * SEED_INPUT.width;
+  const pixels = new Uint8Array(count * size);
+  const genders = new Uint8Array(count);
+  for (let i = 0; i < count; i++) {
+    genders[i] = i % 2;
+    for (let p = 0; p < size; p++) pixels[i * size + p] = (genders[i] === 1 ? 170 : 60) + ((i * 31 + p * 7) % 40);
+  }
+  return {
+    spec: SEED_INPUT,
+    count,
+    pixels,
+    ages: Uint8Array.from({ length: count }, (_, i) => 1 + (i % 100)),
+    genders,
+    ethnicities: Uint8Array.from({ length: count }, (_, i) => i % 5),
+    names: Array.from({ length: count }, (_, i) => `face-${i}.jpg`),
+    skipped: { count: 0, byReason: {}, examples: [] },
+  };
+}
+
+describe('training end to end', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'train-e2e-'));
+    await selectBackend('wasm', () => {});
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('trains the seed gender model on generated faces and writes every artifact of a run', async () => {
+    const dataset = brightnessDataset(400);
+    const lines: string[] = [];
+    const metrics = await trainTask({ task: 'gender', preset: 'seed', dataset, outDir: dir, epochs: 3, seed: 7, ageScheme: 'coursework', backend: 'wasm', log: (l) => lines.push(l) });
+    assert.ok(metrics.testAccuracy > 0.9, `test accuracy ${metrics.testAccuracy} on a trivially separable set`);
+    assert.equal(metrics.testCount, 120);
+    assert.equal(metrics.parameters, 673);
+    for (const file of ['model/model.json', 'model/weights.bin', 'history.json', 'metrics.json', 'training-info.json', 'test-split.json', 'curves.png', 'confusion.png', 'samples.png']) {
+      assert.ok(existsSync(join(dir, file)), `${file} is written`);
+    }
+    const history = JSON.parse(await readFile(join(dir, 'history.json'), 'utf8'));
+    assert.equal(history.loss.length, 3);
+    assert.equal(lines.filter((l) => /epoch/i.test(l)).length >= 3, true, 'one line per epoch');
+
+    const reloaded = await loadModel(join(dir, 'model'));
+    const x = tf.tensor4d(dataset.pixels.slice(0, 2 * 48 * 48), [2, 48, 48, 1]).div(255);
+    const p = reloaded.predict(x) as tf.Tensor;
+    assert.deepEqual(p.shape, [2, 1]);
+    tf.dispose([x, p]);
+    reloaded.dispose();
+  });
+
+  it('does not leak tensors across a training run', async () => {
+    const before = tf.memory().numTensors;
+    await trainTask({ task: 'ethnicity', preset: 'seed', dataset: brightnessDataset(64), outDir: join(dir, 'leak'), epochs: 1, seed: 1, ageScheme: 'coursework', backend: 'wasm', log: () => {} });
+    assert.equal(tf.memory().numTensors, before);
+  });
+});
+
+describe('training on the real UTKFace faces (CI smoke)', () => {
+  it('trains every task for one epoch on 300 faces through the CLI', { timeout: 600_000 }, async (t) => {
+    if (!existsSync(DEFAULT_UTKFACE)) {
+      t.skip(`UTKFace data not found at ${DEFAULT_UTKFACE}; this smoke runs where ../shared/data/utkface exists (CI has it)`);
+      return;
+    }
+    const out = await mkdtemp(join(tmpdir(), 'train-real-'));
+    try {
+      const result = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'training/cli/train.ts'), '--task', 'all', '--data', DEFAULT_UTKFACE, '--limit', '300', '--epochs', '1', '--out', out, '--backend', 'wasm'], { encoding: 'utf8', cwd: REPO_ROOT });
+      assert.equal(result.status, 0, result.stdout + result.stderr);
+      for (const task of ['age', 'ethnicity', 'gender']) {
+        const metrics = JSON.parse(await readFile(join(out, task, 'metrics.json'), 'utf8'));
+        assert.equal(metrics.testCount, 90, task);
+        assert.ok(metrics.testAccuracy >= 0 && metrics.testAccuracy <= 1);
+      }
+      assert.match(result.stdout, /\[age\]/);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  });
+});

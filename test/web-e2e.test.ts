@@ -1,0 +1,345 @@
+/**
+ * The web demo end to end, in Debian's headless Chromium: the page from the inference server (or, while the
+ * server cannot serve it, from the demo's own server), faces uploaded through the page, window.demo.predict
+ * against the server's POST /v1/predict, and every request the page makes recorded.
+ */
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Jimp } from 'jimp';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { DemoInfo } from '../web-demo/src/browser/main.ts';
+import type { Prediction, TaskPrediction } from '../web-demo/src/browser/models.ts';
+import { ORT_FILES } from '../web-demo/src/browser/runtime.ts';
+import { REPO_ROOT } from '../web-demo/src/node/build.ts';
+import { chromiumMissing, launchChromium, recordRequests, type RecordedRequest } from '../web-demo/src/node/chromium.ts';
+import { faceImages, type FaceImage } from '../web-demo/src/node/fixtures.ts';
+import { startHarness, type Harness } from '../web-demo/src/node/harness.ts';
+
+const ARTIFACTS = join(REPO_ROOT, 'test-artifacts');
+/** Across runtimes on the same pixels (STYLE.md). */
+const TOLERANCE = 1e-4;
+const PARITY_FACES = 24;
+/** A webcam that needs no camera or permission prompt: Chromium's own test pattern. */
+const FAKE_WEBCAM = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
+
+const missing = chromiumMissing();
+if (missing !== undefined) console.log(`# web-e2e skipped: ${missing}`);
+
+/** The same image, re-encoded losslessly, so both runtimes decode exactly the same pixels. */
+async function asPng(face: FaceImage): Promise<FaceImage> {
+  const image = await Jimp.fromBuffer(Buffer.from(face.bytes));
+  return { name: face.name.replace(/\.jpe?g(\.chip\.jpg)?$/i, '.png'), type: 'image/png', bytes: new Uint8Array(await image.getBuffer('image/png')) };
+}
+
+async function serverPredict(apiUrl: string, face: FaceImage): Promise<Prediction> {
+  const response = await fetch(`${apiUrl}/v1/predict`, { method: 'POST', body: face.bytes, headers: { 'Content-Type': face.type } });
+  const body = (await response.json()) as Prediction;
+  assert.equal(response.status, 200, `POST /v1/predict ${face.name}: ${JSON.stringify(body)}`);
+  return body;
+}
+
+async function browserPredict(page: Page, face: FaceImage): Promise<Prediction> {
+  return page.evaluate(
+    ({ base64, name, type }) => window.demo.predict(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name, { type })),
+    { base64: Buffer.from(face.bytes).toString('base64'), name: face.name, type: face.type },
+  );
+}
+
+const tasksOf = (prediction: Prediction): string[] => Object.keys(prediction).filter((key) => key !== 'timingsMs').sort();
+
+/** Asserts the same JSON shape; returns the largest probability difference (and relative difference in years). */
+function compareShapes(server: Prediction, browser: Prediction, what: string): number {
+  assert.deepEqual(tasksOf(browser), tasksOf(server), `${what}: the same tasks`);
+  assert.deepEqual(Object.keys(browser.timingsMs).sort(), ['decode', 'inference', 'total'], `${what}: timingsMs keys`);
+  for (const value of Object.values(browser.timingsMs)) assert.ok(Number.isFinite(value) && value >= 0, `${what}: timings are milliseconds`);
+  let worst = 0;
+  for (const task of tasksOf(server)) {
+    const s = server[task] as TaskPrediction;
+    const b = browser[task] as TaskPrediction;
+    assert.deepEqual(Object.keys(b).sort(), Object.keys(s).sort(), `${what} ${task}: the same fields`);
+    assert.equal(b.probabilities.length, s.probabilities.length, `${what} ${task}: one probability per class`);
+    s.probabilities.forEach((p, i) => (worst = Math.max(worst, Math.abs(p - b.probabilities[i]))));
+    // An age in years (where a model predicts one) counts by its relative difference.
+    if (s.years !== undefined) worst = Math.max(worst, Math.abs(s.years - (b.years as number)) / Math.max(1, Math.abs(s.years)));
+  }
+  return worst;
+}
+
+const top2Margin = (probabilities: readonly number[]): number => {
+  const sorted = [...probabilities].sort((a, b) => b - a);
+  return sorted[0] - (sorted[1] ?? 0);
+};
+
+describe('web demo in headless Chromium', { skip: missing }, () => {
+  let harness: Harness;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let info: DemoInfo;
+  let faces: FaceImage[] = [];
+  let facesSource = '';
+  const recorders: ReturnType<typeof recordRequests>[] = [];
+  const pageErrors: string[] = [];
+
+  /** Every request of every page so far, once their sizes are known. */
+  async function allRequests(): Promise<RecordedRequest[]> {
+    for (const recorder of recorders) await recorder.settled();
+    return recorders.flatMap((recorder) => recorder.requests);
+  }
+
+  async function openPage(query = '', viewport = { width: 1280, height: 900 }): Promise<Page> {
+    const opened = await context.newPage();
+    await opened.setViewportSize(viewport);
+    recorders.push(recordRequests(opened));
+    opened.on('pageerror', (error) => pageErrors.push(`${error.name}: ${error.message}`));
+    opened.on('console', (message) => {
+      if (message.type() === 'error') pageErrors.push(`console.error: ${message.text()}`);
+    });
+    await opened.goto(`${harness.pageUrl}${query}`);
+    return opened;
+  }
+
+  before(async () => {
+    harness = await startHarness((line) => console.log(`# ${line}`));
+    if (harness.pageServer === 'demo') console.log(`# TODO: the page is served by the demo server because: ${harness.serveShortfalls.join('; ')}`);
+    const picked = await faceImages(PARITY_FACES);
+    faces = picked.faces;
+    facesSource = picked.source;
+    console.log(`# faces: ${faces.length} from ${facesSource}; models: ${harness.modelsSource}; page from: ${harness.pageServer}`);
+    browser = await launchChromium(FAKE_WEBCAM);
+    context = await browser.newContext();
+    await mkdir(ARTIFACTS, { recursive: true });
+    page = await openPage();
+    info = await page.evaluate(() => window.demo.ready);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await harness?.close();
+  });
+
+  it('loads every model from its own origin with onnxruntime-web on WebAssembly, cross-origin isolated', async () => {
+    assert.equal(info.backend, 'wasm');
+    assert.equal(info.version, '1.30.0');
+    assert.deepEqual(info.models.map((m) => m.task).sort(), ['age', 'ethnicity', 'gender']);
+    for (const model of info.models) assert.ok(model.labels.length >= 2, `${model.task} labels come from its metadata`);
+    assert.equal(info.crossOriginIsolated, true, 'COOP/COEP make the page cross-origin isolated');
+    assert.ok(info.threads >= 1);
+    const status = await page.locator('#status').textContent();
+    assert.match(status ?? '', new RegExp(`Ready: 3 models on WebAssembly \\(CPU\\), ${info.threads} threads?`));
+  });
+
+  it('fetches only the WebAssembly build of onnxruntime-web (no WebGPU, JSEP or JSPI files)', async () => {
+    const ortRequests = (await allRequests()).filter((r) => r.url.includes('/ort/')).map((r) => new URL(r.url).pathname.replace('/ort/', ''));
+    assert.deepEqual([...new Set(ortRequests)].sort(), [...ORT_FILES.wasm].sort());
+  });
+
+  it('shows the model input, each task’s top label with a bar per class, and the inference time for a face chosen with the file input', async () => {
+    // Lossless, so the server's answer is the page's to the last digit.
+    const face = await asPng(faces[1]);
+    const expected = await serverPredict(harness.apiUrl, face);
+    await page.setInputFiles('#file-input', { name: face.name, mimeType: face.type, buffer: Buffer.from(face.bytes) });
+    await page.locator('#results').waitFor({ state: 'visible' });
+    for (const model of info.models) {
+      const card = page.locator(`.task[data-task="${model.task}"]`);
+      assert.equal(await card.locator('.bars li').count(), model.labels.length, `${model.task}: one bar per class`);
+      const names = await card.locator('.bars .name').allTextContents();
+      assert.deepEqual(names, model.labels, `${model.task}: bars named by the metadata's labels, in order`);
+      const answer = await card.locator('.answer').textContent();
+      const top = expected[model.task] as TaskPrediction;
+      assert.ok(answer?.startsWith(top.group ?? top.label ?? '?'), `${model.task}: shows "${top.group ?? top.label}", got "${answer}"`);
+    }
+    const crop = await page.locator('#crop-canvas').evaluate((canvas: HTMLCanvasElement) => ({ width: canvas.width, height: canvas.height }));
+    assert.deepEqual(crop, { width: info.models[0].input.width, height: info.models[0].input.height }, 'the crop is the model input, drawn at its own size');
+    assert.match((await page.locator('#timings').textContent()) ?? '', /Inference \d+\.\d ms/);
+    await page.screenshot({ path: join(ARTIFACTS, 'web-demo.png'), fullPage: true });
+  });
+
+  it(`answers like POST /v1/predict on ${PARITY_FACES} faces decoded to the same pixels: same classes, probabilities within ${TOLERANCE}`, async () => {
+    assert.ok(faces.length >= 20);
+    let worst = 0;
+    for (const face of await Promise.all(faces.map(asPng))) {
+      const server = await serverPredict(harness.apiUrl, face);
+      const browserAnswer = await browserPredict(page, face);
+      worst = Math.max(worst, compareShapes(server, browserAnswer, face.name));
+      for (const task of tasksOf(server)) assert.equal((browserAnswer[task] as TaskPrediction).index, (server[task] as TaskPrediction).index, `${face.name} ${task}: same class`);
+    }
+    console.log(`# largest probability difference over ${faces.length} ${facesSource} faces (lossless): ${worst.toExponential(2)}`);
+    assert.ok(worst <= TOLERANCE, `largest difference ${worst} exceeds ${TOLERANCE}`);
+  });
+
+  it('agrees with POST /v1/predict on the JPEG files as they are wherever the class is not a near tie (the two JPEG decoders differ slightly)', async () => {
+    // Chromium decodes JPEG with libjpeg-turbo, the server with jpeg-js: about a third of the 48x48 input bytes differ by 1.
+    const DECODER_BOUND = 0.02;
+    let worst = 0;
+    let compared = 0;
+    for (const face of faces) {
+      const server = await serverPredict(harness.apiUrl, face);
+      const browserAnswer = await browserPredict(page, face);
+      const difference = compareShapes(server, browserAnswer, face.name);
+      worst = Math.max(worst, difference);
+      for (const task of tasksOf(server)) {
+        const s = server[task] as TaskPrediction;
+        if (top2Margin(s.probabilities) <= 2 * DECODER_BOUND) continue;
+        compared++;
+        assert.equal((browserAnswer[task] as TaskPrediction).index, s.index, `${face.name} ${task}: same class (server margin ${top2Margin(s.probabilities).toFixed(3)})`);
+      }
+    }
+    console.log(`# JPEG as is: largest probability difference ${worst.toExponential(2)}; ${compared} clear-cut answers compared`);
+    assert.ok(worst <= DECODER_BOUND, `largest difference ${worst} exceeds the decoder bound ${DECODER_BOUND}`);
+  });
+
+  it('honours the EXIF orientation of a JPEG, as the server does', async () => {
+    // Stored 96x48 with the left half dark; orientation 6 (rotate 90° clockwise) makes it 48x96 with the top half dark.
+    const stored = new Jimp({ width: 96, height: 48, color: 0xf0f0f0ff });
+    stored.scan(0, 0, 48, 48, (_x, _y, at) => stored.bitmap.data.fill(20, at, at + 3));
+    const jpeg = new Uint8Array(await stored.getBuffer('image/jpeg', { quality: 95 }));
+    const exif = [0xff, 0xe1, 0x00, 0x22, ...Buffer.from('Exif\0\0MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0', 'latin1')];
+    const rotated: FaceImage = { name: 'rotated.jpg', type: 'image/jpeg', bytes: new Uint8Array([...jpeg.subarray(0, 2), ...exif, ...jpeg.subarray(2)]) };
+    await page.setInputFiles('#file-input', { name: rotated.name, mimeType: rotated.type, buffer: Buffer.from(rotated.bytes) });
+    await page.locator('#results').waitFor({ state: 'visible' });
+    await page.waitForFunction(() => (document.querySelector('#source-image') as HTMLImageElement).naturalHeight === 96);
+    const [topLeft, bottomLeft] = await page.locator('#crop-canvas').evaluate((canvas: HTMLCanvasElement) => {
+      const context = canvas.getContext('2d') as CanvasRenderingContext2D;
+      return [context.getImageData(4, 4, 1, 1).data[0], context.getImageData(4, canvas.height - 5, 1, 1).data[0]];
+    });
+    assert.ok(topLeft < 60 && bottomLeft > 200, `upright crop: dark top (${topLeft}), light bottom (${bottomLeft})`);
+    const server = await serverPredict(harness.apiUrl, rotated);
+    const browserAnswer = await browserPredict(page, rotated);
+    for (const task of tasksOf(server)) {
+      const s = server[task] as TaskPrediction;
+      if (top2Margin(s.probabilities) > 0.04) assert.equal((browserAnswer[task] as TaskPrediction).index, s.index, `${task}: same class as the server for the rotated file`);
+    }
+  });
+
+  it('takes a face dropped on the page or pasted from the clipboard', async () => {
+    for (const [event, face] of [['drop', faces[6]], ['paste', faces[7]]] as const) {
+      const previous = await page.locator('#source-image').getAttribute('src');
+      await page.evaluate(
+        ({ event: type, base64, name, mime }) => {
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name, { type: mime }));
+          const init = { bubbles: true, cancelable: true };
+          const target = document.getElementById('drop-zone') as HTMLElement;
+          target.dispatchEvent(type === 'drop' ? new DragEvent('drop', { ...init, dataTransfer: transfer }) : new ClipboardEvent('paste', { ...init, clipboardData: transfer }));
+        },
+        { event, base64: Buffer.from(face.bytes).toString('base64'), name: face.name, mime: face.type },
+      );
+      await page.waitForFunction((before) => (document.querySelector('#source-image') as HTMLImageElement).src !== before, previous);
+      assert.equal(await page.locator('#message').isVisible(), false, `${event}: no message`);
+    }
+  });
+
+  it('says on the page that a file is not an image, without an exception', async () => {
+    const errorsBefore = pageErrors.length;
+    await page.setInputFiles('#file-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a face\n') });
+    const message = page.locator('#message');
+    await message.waitFor({ state: 'visible' });
+    assert.match((await message.textContent()) ?? '', /"notes\.txt" \(of type text\/plain, 11 bytes\) is not an image/);
+    assert.deepEqual(pageErrors.slice(errorsBefore), [], 'no exception and no console error');
+    const rejection = await page.evaluate(() => window.demo.predict(new Blob(['plain text'], { type: 'text/plain' })).then(() => 'resolved', (error: Error) => error.name));
+    assert.equal(rejection, 'NotAnImageError', 'demo.predict rejects with a named error');
+    // The next good image clears the message.
+    await page.setInputFiles('#file-input', { name: faces[0].name, mimeType: faces[0].type, buffer: Buffer.from(faces[0].bytes) });
+    await message.waitFor({ state: 'hidden' });
+  });
+
+  it('works by keyboard: labelled controls, and Tab then Space on the file input opens the file chooser', async () => {
+    const keyboardPage = await openPage();
+    await keyboardPage.evaluate(() => window.demo.ready);
+    assert.equal(await keyboardPage.getByLabel('Runtime').count(), 1, 'the runtime select has a label');
+    assert.equal(await keyboardPage.getByLabel('Choose a photo…').count(), 1, 'the file input has a label');
+    assert.equal(await keyboardPage.getByRole('button', { name: 'Use the webcam' }).count(), 1);
+    const visited: string[] = [];
+    for (let i = 0; i < 8 && !visited.includes('file-input'); i++) {
+      await keyboardPage.keyboard.press('Tab');
+      visited.push(await keyboardPage.evaluate(() => document.activeElement?.id || document.activeElement?.tagName || ''));
+    }
+    assert.ok(visited.includes('file-input'), `Tab reaches the file input (focus went: ${visited.join(' → ')})`);
+    const chooser = keyboardPage.waitForEvent('filechooser');
+    await keyboardPage.keyboard.press('Space');
+    await (await chooser).setFiles({ name: faces[2].name, mimeType: faces[2].type, buffer: Buffer.from(faces[2].bytes) });
+    await keyboardPage.locator('#results').waitFor({ state: 'visible' });
+    await keyboardPage.close();
+  });
+
+  it('fits a phone-sized screen without sideways scrolling', async () => {
+    const phone = await openPage('', { width: 375, height: 740 });
+    await phone.evaluate(() => window.demo.ready);
+    await phone.setInputFiles('#file-input', { name: faces[3].name, mimeType: faces[3].type, buffer: Buffer.from(faces[3].bytes) });
+    await phone.locator('#results').waitFor({ state: 'visible' });
+    const widths = await phone.evaluate(() => ({ page: document.documentElement.scrollWidth, screen: window.innerWidth }));
+    assert.ok(widths.page <= widths.screen, `page ${widths.page}px wide on a ${widths.screen}px screen`);
+    await phone.screenshot({ path: join(ARTIFACTS, 'web-demo-phone.png'), fullPage: true });
+    await phone.close();
+  });
+
+  it('captures the square in the middle of the webcam frame and predicts on it', async () => {
+    await page.getByRole('button', { name: 'Use the webcam' }).click();
+    await page.locator('#camera-view').waitFor({ state: 'visible' });
+    assert.equal(await page.getByRole('button', { name: 'Use the webcam' }).isVisible(), false, 'the start button gives way to Capture and Stop');
+    const previous = await page.locator('#source-image').getAttribute('src');
+    await page.getByRole('button', { name: 'Capture' }).click();
+    await page.waitForFunction((previous) => (document.querySelector('#source-image') as HTMLImageElement).src !== previous, previous);
+    const size = await page.locator('#source-image').evaluate(async (img: HTMLImageElement) => {
+      await img.decode();
+      return { width: img.naturalWidth, height: img.naturalHeight };
+    });
+    const video = await page.locator('#camera-video').evaluate((v: HTMLVideoElement) => ({ width: v.videoWidth, height: v.videoHeight }));
+    assert.equal(size.width, size.height, 'the capture is square');
+    assert.equal(size.width, Math.round(0.7 * Math.min(video.width, video.height)), 'the capture is the guide square');
+    await page.getByRole('button', { name: 'Stop the webcam' }).click();
+    await page.locator('#camera-view').waitFor({ state: 'hidden' });
+    assert.equal(await page.getByRole('button', { name: 'Use the webcam' }).isVisible(), true);
+  });
+
+  it('runs with 2 WebAssembly threads when asked, and answers the same', async () => {
+    const threaded = await openPage('?threads=2');
+    const threadedInfo = await threaded.evaluate(() => window.demo.ready);
+    assert.equal(threadedInfo.threads, 2);
+    const face = await asPng(faces[4]);
+    const one = await browserPredict(page, face);
+    const two = await browserPredict(threaded, face);
+    assert.ok(compareShapes(one, two, face.name) <= 1e-5, 'the same arithmetic within 1e-5');
+    await threaded.close();
+  });
+
+  it('runs on WebGPU when asked and the browser has a GPU adapter, else says so and uses WebAssembly', async () => {
+    const gpuPage = await openPage('?backend=webgpu');
+    const gpuInfo = await gpuPage.evaluate(() => window.demo.ready);
+    const hasAdapter = await gpuPage.evaluate(async () => {
+      const gpu = (navigator as unknown as { gpu?: { requestAdapter(): Promise<object | null> } }).gpu;
+      return gpu !== undefined && (await gpu.requestAdapter()) !== null;
+    });
+    const face = await asPng(faces[5]);
+    if (hasAdapter) {
+      assert.equal(gpuInfo.backend, 'webgpu');
+    } else {
+      assert.equal(gpuInfo.backend, 'wasm');
+      assert.match((await gpuPage.locator('#message').textContent()) ?? '', /WebGPU gives this page no GPU adapter here; using WebAssembly instead/);
+    }
+    const difference = compareShapes(await serverPredict(harness.apiUrl, face), await browserPredict(gpuPage, face), face.name);
+    assert.ok(difference <= TOLERANCE, `${gpuInfo.backend}: largest difference ${difference}`);
+    await gpuPage.close();
+  });
+
+  it('names an unknown page option instead of ignoring it', async () => {
+    const wrong = await openPage('?backend=tpu');
+    await wrong.evaluate(() => window.demo.ready);
+    assert.match((await wrong.locator('#message').textContent()) ?? '', /Unsupported backend "tpu"; expected one of: wasm, webgpu/);
+    await wrong.close();
+  });
+
+  it('made no request outside its own origin, and raised no error', async () => {
+    const requests = await allRequests();
+    const origin = new URL(harness.pageUrl).origin;
+    assert.ok(requests.length > 10, `${requests.length} requests recorded`);
+    const outside = requests.filter((r) => !r.url.startsWith('blob:') && !r.url.startsWith('data:') && new URL(r.url).origin !== origin);
+    assert.deepEqual(outside.map((r) => r.url), []);
+    const failed = requests.filter((r) => r.failure !== undefined || (r.status !== undefined && r.status >= 400));
+    assert.deepEqual(failed.map((r) => `${r.url} ${r.status ?? r.failure}`), []);
+    assert.deepEqual(pageErrors, []);
+  });
+});

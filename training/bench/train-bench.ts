@@ -1,0 +1,216 @@
+/**
+ * npm run bench:train [-- --backends node-gpu,node,wasm,cpu] [--seconds N] [--wasm-kernels fast|reference] [--profile]
+ *
+ * Training throughput of the seed age model (the coursework's, batch 128) on random 48x48x1 images, one
+ * JSON line per backend on stdout: {"backend":"wasm","model":"seed-age","imgPerSec":...,...}. Each backend
+ * runs in its own process, one after the other, so that none disturbs another's state or timing.
+ */
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { SEED_INPUT } from '../../models/spec/preprocess.ts';
+import { BACKEND_NAMES, selectBackend, type BackendName } from '../backend/select.ts';
+import { registerWasmTrainingKernels, type WasmKernelSet } from '../backend/wasm-kernels.ts';
+import { parseChoice, runCli, UsageError } from '../cli/args.ts';
+import { buildSeedModel, SEED_TRAINING } from '../models/seed.ts';
+
+const USAGE = `Usage: npm run bench:train -- [options]
+
+Options:
+  --backends LIST      comma-separated, from: ${BACKEND_NAMES.join(', ')}
+                       (default: those installed; node-gpu and node only where tfjs-node is)
+  --seconds N          time spent measuring each backend after a warm-up step      (default: 10)
+                       (at least 2 steps are measured, however long they take)
+  --wasm-kernels K     fast: our training kernels; reference: the stock wasm kernels (default: fast)
+  --profile            add the median time per step of each kernel (tf.profile) to the JSON line
+  --help               this text`;
+
+const WASM_KERNEL_SETS = ['fast', 'reference'] as const;
+const MODEL = 'seed-age';
+const AGE_CLASSES = 6;
+const MIN_STEPS = 2;
+
+interface BenchConfig {
+  backends: BackendName[];
+  seconds: number;
+  wasmKernels: WasmKernelSet;
+  profile: boolean;
+}
+
+/** One JSON line of output. */
+interface BenchResult {
+  backend: BackendName;
+  model: typeof MODEL;
+  imgPerSec: number;
+  batchSize: number;
+  steps: number;
+  seconds: number;
+  wasmKernels?: WasmKernelSet;
+  /** median milliseconds per training step spent in each kernel, largest first */
+  kernelMs?: Record<string, number>;
+}
+
+function parseBenchArgs(argv: string[]): BenchConfig {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      backends: { type: 'string' },
+      seconds: { type: 'string', default: '10' },
+      'wasm-kernels': { type: 'string', default: 'fast' },
+      profile: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) throw new UsageError('');
+  const seconds = Number(values.seconds);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`--seconds must be a positive number; got "${values.seconds}"`);
+  const backends =
+    values.backends === undefined
+      ? BACKEND_NAMES.filter((name) => (name === 'node' || name === 'node-gpu' ? isInstalled(`@tensorflow/tfjs-${name}`) : true))
+      : values.backends.split(',').map((name) => parseChoice('--backends', name.trim(), BACKEND_NAMES));
+  if (backends.length === 0) throw new UsageError('--backends lists no backend');
+  return {
+    backends: [...new Set(backends)],
+    seconds,
+    wasmKernels: parseChoice('--wasm-kernels', values['wasm-kernels'] ?? 'fast', WASM_KERNEL_SETS),
+    profile: values.profile ?? false,
+  };
+}
+
+function isInstalled(packageName: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(`${packageName}/package.json`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Trains the seed age model on one backend in this process and returns its throughput. */
+async function benchBackend(backend: BackendName, config: BenchConfig): Promise<BenchResult> {
+  await selectBackend(backend, (line) => console.error(line));
+  if (backend === 'wasm') registerWasmTrainingKernels(config.wasmKernels);
+  const batchSize = SEED_TRAINING.age.batchSize;
+  const { height, width, channels } = SEED_INPUT;
+  const model = buildSeedModel('age', AGE_CLASSES, 1);
+  const images = tf.randomUniform([batchSize, height, width, channels], 0, 1, 'float32', 1);
+  const labels = tf.tidy(() => tf.floor(tf.randomUniform([batchSize], 0, AGE_CLASSES, 'float32', 2)));
+  const step = async (): Promise<void> => {
+    await model.trainOnBatch(images, labels); // resolves once the loss is read back: the step is done
+  };
+
+  await step(); // warm-up: kernel setup, optimizer state, XNNPACK operators
+  let steps = 0;
+  const started = performance.now();
+  while (steps < MIN_STEPS || performance.now() - started < config.seconds * 1000) {
+    await step();
+    steps++;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const result: BenchResult = {
+    backend,
+    model: MODEL,
+    imgPerSec: round((steps * batchSize) / seconds, 1),
+    batchSize,
+    steps,
+    seconds: round(seconds, 2),
+  };
+  if (backend === 'wasm') result.wasmKernels = config.wasmKernels;
+  if (config.profile) result.kernelMs = await profileKernels(step, backend === 'cpu' ? 1 : 5);
+  model.dispose();
+  tf.dispose([images, labels]);
+  return result;
+}
+
+/** Median time per step of each kernel over `steps` profiled steps. */
+async function profileKernels(step: () => Promise<void>, steps: number): Promise<Record<string, number>> {
+  const perKernel = new Map<string, number[]>();
+  for (let i = 0; i < steps; i++) {
+    const profile = await tf.profile(step);
+    const totals = new Map<string, number>();
+    for (const kernel of profile.kernels) {
+      // kernelTimeMs is a number, or an {error} object on backends that cannot time kernels
+      const ms = typeof kernel.kernelTimeMs === 'number' ? kernel.kernelTimeMs : 0;
+      totals.set(kernel.name, (totals.get(kernel.name) ?? 0) + ms);
+    }
+    for (const [name, ms] of totals) perKernel.set(name, [...(perKernel.get(name) ?? []), ms]);
+  }
+  const medians = [...perKernel].map(([name, times]) => [name, median(times, steps)] as const);
+  medians.sort((a, b) => b[1] - a[1]);
+  return Object.fromEntries(medians.filter(([, ms]) => ms >= 0.05).map(([name, ms]) => [name, round(ms, 2)]));
+}
+
+/** Median over `count` samples, where kernels missing from a sample ran 0 ms in it. */
+function median(values: number[], count: number): number {
+  const all = [...values, ...new Array<number>(count - values.length).fill(0)].sort((a, b) => a - b);
+  return all[Math.floor(all.length / 2)];
+}
+
+function round(value: number, digits: number): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+/** Runs one backend in a child process (this program with --backends X); resolves to its JSON line. */
+function benchInChild(backend: BackendName, argv: string[]): Promise<BenchResult> {
+  const args = withoutFlag(argv, '--backends');
+  return new Promise((resolveResult, reject) => {
+    const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args, '--backends', backend], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let stdout = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => (stdout += chunk));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const line = stdout.trim().split('\n').pop() ?? '';
+      if (code !== 0 || line === '') {
+        reject(new Error(`the ${backend} benchmark failed (exit code ${code}); its messages are above`));
+        return;
+      }
+      resolveResult(JSON.parse(line) as BenchResult);
+    });
+  });
+}
+
+function withoutFlag(argv: string[], flag: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === flag) i++;
+    else if (!argv[i].startsWith(`${flag}=`)) out.push(argv[i]);
+  }
+  return out;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const config = parseBenchArgs(argv);
+  if (config.backends.length === 1) {
+    console.log(JSON.stringify(await benchBackend(config.backends[0], config)));
+    return;
+  }
+  const results: BenchResult[] = [];
+  const failed: string[] = [];
+  for (const backend of config.backends) {
+    try {
+      const result = await benchInChild(backend, argv);
+      console.log(JSON.stringify(result));
+      results.push(result);
+    } catch (error) {
+      console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+      failed.push(backend);
+    }
+  }
+  const cpu = results.find((r) => r.backend === 'cpu');
+  if (cpu !== undefined) {
+    for (const r of results) {
+      if (r !== cpu) console.error(`${r.backend}: ${round(r.imgPerSec / cpu.imgPerSec, 1)}x the cpu backend`);
+    }
+  }
+  if (failed.length > 0) throw new Error(`the benchmark failed for: ${failed.join(', ')}`);
+}
+
+runCli(USAGE, main);

@@ -1,0 +1,171 @@
+/**
+ * npm run train -- --task age|ethnicity|gender|all --preset seed --data <folder-or-csv>
+ *                  [--epochs N] [--limit N] [--out DIR] [--backend B] [--seed S] [--age-scheme coursework|decades]
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../../models/spec/labels.ts';
+import { SEED_INPUT } from '../../models/spec/preprocess.ts';
+import { BACKEND_NAMES, selectBackend, type BackendName } from '../backend/select.ts';
+import { loadDataset } from '../data/load.ts';
+import { defaultDataSource, RUNS_DIR } from '../paths.ts';
+import { PRESETS, trainTask, type Preset, type TaskMetrics } from '../train-task.ts';
+import { isMain, parseChoice, parsePositiveInt, runCli, UsageError } from './args.ts';
+
+const USAGE = `Usage: npm run train -- --task age|ethnicity|gender|all [options]
+
+Options:
+  --task T          age, ethnicity, gender, or all (the three in parallel processes)   (required)
+  --preset P        ${PRESETS.join(', ')}                                             (default: seed)
+  --data PATH       a UTKFace folder or a Kaggle age_gender.csv      (default: ../shared/data/utkface)
+  --epochs N        override the preset's epochs (seed: 25)
+  --limit N         train on a fixed random subset of N faces
+  --out DIR         where the run is written                    (default: runs/<date>-<preset>)
+  --backend B       ${BACKEND_NAMES.join(', ')} (default: the best one available)
+  --seed S          split, subset and initial weights                           (default: 42)
+  --age-scheme S    ${AGE_SCHEMES.join(', ')}                                 (default: coursework)
+  --no-cache        decode the images again instead of reading the dataset cache
+  --help            this text`;
+
+export interface TrainConfig {
+  task: Task | 'all';
+  preset: Preset;
+  data: string;
+  epochs?: number;
+  limit?: number;
+  out: string;
+  backend?: BackendName;
+  seed: number;
+  ageScheme: AgeScheme;
+  cache: boolean;
+}
+
+export function parseTrainArgs(argv: string[]): TrainConfig {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      task: { type: 'string' },
+      preset: { type: 'string', default: 'seed' },
+      data: { type: 'string' },
+      epochs: { type: 'string' },
+      limit: { type: 'string' },
+      out: { type: 'string' },
+      backend: { type: 'string' },
+      seed: { type: 'string', default: '42' },
+      'age-scheme': { type: 'string', default: 'coursework' },
+      'no-cache': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) throw new UsageError('');
+  if (values.task === undefined) throw new UsageError('--task is required');
+  const data = values.data ?? defaultDataSource();
+  if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
+  const preset = parseChoice('--preset', values.preset ?? 'seed', PRESETS);
+  return {
+    task: parseChoice('--task', values.task, [...TASKS, 'all'] as const),
+    preset,
+    data: resolve(data),
+    epochs: values.epochs === undefined ? undefined : parsePositiveInt('--epochs', values.epochs),
+    limit: values.limit === undefined ? undefined : parsePositiveInt('--limit', values.limit),
+    out: resolve(values.out ?? join(RUNS_DIR, `${new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-')}-${preset}`)),
+    backend: values.backend === undefined ? undefined : parseChoice('--backend', values.backend, BACKEND_NAMES),
+    seed: parsePositiveInt('--seed', values.seed ?? '42', 0),
+    ageScheme: parseChoice('--age-scheme', values['age-scheme'] ?? 'coursework', AGE_SCHEMES),
+    cache: !values['no-cache'],
+  };
+}
+
+const log = (line: string) => console.log(line);
+
+async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetrics> {
+  const backend = await selectBackend(config.backend, log);
+  const dataset = await loadDataset(config.data, SEED_INPUT, { limit: config.limit, cacheDir: config.cache ? undefined : false });
+  return trainTask({
+    task: config.task,
+    preset: config.preset,
+    dataset,
+    outDir: join(config.out, config.task),
+    epochs: config.epochs,
+    seed: config.seed,
+    ageScheme: config.ageScheme,
+    backend: backend.name,
+    log,
+  });
+}
+
+/** Trains the three tasks in parallel child processes, their output prefixed with the task. */
+async function trainAll(config: TrainConfig, argv: string[]): Promise<void> {
+  // Decode once here so that the three processes start from the cache instead of decoding in parallel.
+  await loadDataset(config.data, SEED_INPUT, { limit: config.limit, cacheDir: config.cache ? undefined : false });
+  const started = performance.now();
+  const childArgs = stripFlag(argv, '--task');
+  if (!childArgs.includes('--out')) childArgs.push('--out', config.out);
+  const results = await Promise.all(TASKS.map((task) => runChild(task, [...childArgs, '--task', task])));
+  const wallSeconds = (performance.now() - started) / 1000;
+  const failed = TASKS.filter((_, i) => results[i] !== 0);
+  await writeFile(join(config.out, 'run.json'), JSON.stringify({ tasks: TASKS, wallSeconds, failed }, null, 2) + '\n');
+  console.log(`all: trained ${TASKS.length - failed.length} of ${TASKS.length} models in ${formatDuration(wallSeconds)} (wall time, parallel processes); run folder ${relative(process.cwd(), config.out) || '.'}`);
+  if (failed.length > 0) throw new Error(`training failed for: ${failed.join(', ')} (see the lines prefixed with their names above)`);
+}
+
+function runChild(task: Task, args: string[]): Promise<number> {
+  return new Promise((resolveExit) => {
+    const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, FACE_TRAIN_CHILD: task },
+    });
+    const prefix = `[${task}] `.padEnd(12);
+    for (const stream of [child.stdout, child.stderr]) {
+      let pending = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        const lines = (pending + chunk).split(/\r?\n|\r/);
+        pending = lines.pop() ?? '';
+        for (const line of lines) if (line.trim() !== '') process.stdout.write(prefix + line + '\n');
+      });
+      stream.on('end', () => pending.trim() !== '' && process.stdout.write(prefix + pending + '\n'));
+    }
+    child.on('exit', (code) => resolveExit(code ?? 1));
+  });
+}
+
+function stripFlag(argv: string[], flag: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === flag) i++;
+    else if (!argv[i].startsWith(`${flag}=`)) out.push(argv[i]);
+  }
+  return out;
+}
+
+function formatDuration(seconds: number): string {
+  const m = Math.floor(seconds / 60);
+  return m > 0 ? `${m} min ${Math.round(seconds - m * 60)} s` : `${seconds.toFixed(1)} s`;
+}
+
+/** Points runs/latest at the newest run, which `npm run export -- --all` picks up. */
+async function markLatest(out: string): Promise<void> {
+  if (relative(RUNS_DIR, out).startsWith('..')) return;
+  const latest = join(RUNS_DIR, 'latest');
+  await rm(latest, { force: true });
+  await symlink(relative(RUNS_DIR, out), latest);
+}
+
+if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
+  const config = parseTrainArgs(argv);
+  await mkdir(config.out, { recursive: true });
+  if (config.task === 'all') {
+    await trainAll(config, argv);
+    await markLatest(config.out);
+  } else {
+    const metrics = await trainOne({ ...config, task: config.task });
+    if (process.env.FACE_TRAIN_CHILD === undefined) await markLatest(config.out);
+    console.log(`${config.task}: done, test accuracy ${(metrics.testAccuracy * 100).toFixed(1)}%, model in ${relative(process.cwd(), join(config.out, config.task, 'model'))}`);
+  }
+});

@@ -1,0 +1,41 @@
+/** Seeded randomness for reproducible splits and subsets. */
+
+/** mulberry32: a small, fast PRNG with a 32-bit state; the same seed gives the same sequence everywhere. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A seeded Fisher-Yates permutation of 0..count-1. */
+export function shuffledIndices(count: number, seed: number): Int32Array {
+  const random = seededRandom(seed);
+  const indices = Int32Array.from({ length: count }, (_, i) => i);
+  for (let i = count - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    const t = indices[i];
+    indices[i] = indices[j];
+    indices[j] = t;
+  }
+  return indices;
+}
+
+export interface Split {
+  train: Int32Array;
+  test: Int32Array;
+}
+
+/** A seeded random split, `testFraction` of the items held out (as sklearn's train_test_split). */
+export function trainTestSplit(count: number, testFraction: number, seed: number): Split {
+  if (!(testFraction > 0 && testFraction < 1)) {
+    throw new RangeError(`testFraction ${testFraction} is out of range; expected a number between 0 and 1`);
+  }
+  const order = shuffledIndices(count, seed);
+  const testCount = Math.ceil(count * testFraction);
+  return { test: order.slice(0, testCount), train: order.slice(testCount) };
+}

@@ -1,0 +1,157 @@
+/** Terminal output while training: one aligned line per epoch and a small progress bar. */
+
+export interface EpochStats {
+  /** 1-based */
+  epoch: number;
+  epochs: number;
+  loss: number;
+  /** absent for models without an accuracy metric (e.g. age regression) */
+  accuracy?: number;
+  valLoss?: number;
+  valAccuracy?: number;
+  /** wall time of the epoch */
+  seconds?: number;
+  /** training throughput of the epoch */
+  imagesPerSecond?: number;
+}
+
+/** A number in a fixed-width column; NaN and infinities (a diverged run) print as text of the same width. */
+function column(value: number, decimals: number, width: number): string {
+  const text = Number.isFinite(value) ? value.toFixed(decimals) : String(value).toLowerCase();
+  return text.padStart(width);
+}
+
+/**
+ * One line per epoch whose columns stay aligned from the first epoch to the last:
+ *
+ *     epoch  3/20  loss 0.8123  acc 0.6512  val_loss 0.9011  val_acc 0.6102    12.3s   2345 img/s
+ */
+export function formatEpochLine(stats: EpochStats): string {
+  const epochWidth = String(stats.epochs).length;
+  const parts = [`epoch ${String(stats.epoch).padStart(epochWidth)}/${stats.epochs}`, `loss ${column(stats.loss, 4, 7)}`];
+  if (stats.accuracy !== undefined) parts.push(`acc ${column(stats.accuracy, 4, 6)}`);
+  if (stats.valLoss !== undefined) parts.push(`val_loss ${column(stats.valLoss, 4, 7)}`);
+  if (stats.valAccuracy !== undefined) parts.push(`val_acc ${column(stats.valAccuracy, 4, 6)}`);
+  if (stats.seconds !== undefined) parts.push(`${column(stats.seconds, 1, 7)}s`);
+  if (stats.imagesPerSecond !== undefined) parts.push(`${column(stats.imagesPerSecond, 0, 6)} img/s`);
+  return parts.join('  ');
+}
+
+/** "0:07", "12:34", "1:02:03". */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
+  const whole = Math.round(seconds);
+  const h = Math.floor(whole / 3600);
+  const m = Math.floor((whole % 3600) / 60);
+  const s = String(whole % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
+}
+
+/** Where the bar writes: process.stderr, or anything with `write` (tests). */
+export interface ProgressStream {
+  write(text: string): unknown;
+  isTTY?: boolean;
+}
+
+export interface ProgressBarOptions {
+  /** printed before the bar, e.g. "decoding" */
+  label?: string;
+  /** what is counted, e.g. "images" (default "items") */
+  unit?: string;
+  /** default process.stderr */
+  stream?: ProgressStream;
+  /** redraw one line in place; default: whether the stream is a TTY. Otherwise a line every 10%. */
+  tty?: boolean;
+  /** milliseconds clock; default performance.now */
+  now?: () => number;
+  /** characters of the bar on a TTY (default 24) */
+  width?: number;
+}
+
+/** How often a TTY bar may redraw, so that tight loops do not spend their time printing. */
+const REDRAW_MS = 100;
+
+/**
+ * Count, percentage, rate and ETA of a known amount of work. On a TTY it redraws one line with "\r";
+ * in a log file it prints a line at every 10% instead.
+ */
+export class ProgressBar {
+  private completed = 0;
+  private readonly started: number;
+  private lastDraw = -Infinity;
+  private lastDecile = 0;
+  private finished = false;
+  private readonly label: string;
+  private readonly unit: string;
+  private readonly stream: ProgressStream;
+  private readonly tty: boolean;
+  private readonly now: () => number;
+  private readonly barWidth: number;
+
+  constructor(
+    readonly total: number,
+    options: ProgressBarOptions = {},
+  ) {
+    if (!Number.isFinite(total) || total < 0) throw new RangeError(`total must be a number of at least 0; got ${total}`);
+    this.label = options.label ?? '';
+    this.unit = options.unit ?? 'items';
+    this.stream = options.stream ?? process.stderr;
+    this.tty = options.tty ?? this.stream.isTTY === true;
+    this.now = options.now ?? (() => performance.now());
+    this.barWidth = options.width ?? 24;
+    this.started = this.now();
+  }
+
+  /** Sets how many items are done so far (not an increment; see `tick`). */
+  update(completed: number): void {
+    if (this.finished) return;
+    this.completed = Math.max(0, Math.min(this.total, completed));
+    const time = this.now();
+    if (this.tty) {
+      if (time - this.lastDraw >= REDRAW_MS) {
+        this.lastDraw = time;
+        this.stream.write(`\r${this.line(time, true)}\x1b[K`);
+      }
+      return;
+    }
+    const decile = this.total === 0 ? 10 : Math.floor((this.completed / this.total) * 10);
+    if (decile > this.lastDecile) {
+      this.lastDecile = decile;
+      this.stream.write(`${this.line(time, false)}\n`);
+    }
+  }
+
+  /** Adds `count` finished items. */
+  tick(count = 1): void {
+    this.update(this.completed + count);
+  }
+
+  /** Prints the final state (with the elapsed time) and ends the line; later updates are ignored. */
+  done(): void {
+    if (this.finished) return;
+    this.finished = true;
+    const time = this.now();
+    const line = this.line(time, this.tty, true);
+    if (this.tty) this.stream.write(`\r${line}\x1b[K\n`);
+    else this.stream.write(`${line}\n`);
+  }
+
+  private line(time: number, withBar: boolean, final = false): string {
+    const seconds = Math.max(0, (time - this.started) / 1000);
+    const fraction = this.total === 0 ? 1 : this.completed / this.total;
+    const rate = seconds > 0 ? this.completed / seconds : 0;
+    const totalText = String(this.total);
+    const parts: string[] = [];
+    if (this.label) parts.push(this.label);
+    if (withBar) {
+      const filled = Math.round(fraction * this.barWidth);
+      parts.push(`[${'#'.repeat(filled)}${'-'.repeat(this.barWidth - filled)}]`);
+    }
+    parts.push(`${String(this.completed).padStart(totalText.length)}/${totalText}`);
+    parts.push(`${(fraction * 100).toFixed(0).padStart(3)}%`);
+    parts.push(`${rate >= 100 ? rate.toFixed(0) : rate.toFixed(1)} ${this.unit}/s`);
+    if (final) parts.push(`in ${formatDuration(seconds)}`);
+    else parts.push(`ETA ${rate > 0 ? formatDuration((this.total - this.completed) / rate) : '--:--'}`);
+    return parts.join('  ');
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * Trains one task's model on a loaded dataset and writes everything a run leaves behind:
+ * the tfjs model, its history, curves, confusion matrix, sample faces and metrics.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { taskLabels, type AgeScheme, type Task } from '../models/spec/labels.ts';
+import { PREPROCESSING_VERSION, scaleBytes } from '../models/spec/preprocess.ts';
+import type { Dataset } from './data/dataset.ts';
+import { shuffledIndices, trainTestSplit } from './data/split.ts';
+import { saveModel } from './models/io.ts';
+import { buildSeedModel, SEED_TRAINING } from './models/seed.ts';
+import { evaluate, formatEvaluation, taskTargets, tfjsPredictor, type Evaluation } from './evaluate.ts';
+import { formatSubgroupTable } from './report/metrics.ts';
+import { plotConfusionMatrix, plotHistory, plotSampleGrid } from './report/plots.ts';
+import { formatEpochLine } from './report/progress.ts';
+
+export type Preset = 'seed';
+export const PRESETS: readonly Preset[] = ['seed'];
+
+export interface TrainTaskOptions {
+  task: Task;
+  preset: Preset;
+  dataset: Dataset;
+  /** the run's folder for this task; everything is written here */
+  outDir: string;
+  /** override the preset's epoch count */
+  epochs?: number;
+  seed: number;
+  ageScheme: AgeScheme;
+  /** name of the tfjs backend in use, recorded in the metrics */
+  backend: string;
+  log: (line: string) => void;
+}
+
+export interface History {
+  epoch: number[];
+  loss: number[];
+  accuracy: number[];
+  valLoss: number[];
+  valAccuracy: number[];
+  seconds: number[];
+  imagesPerSecond: number[];
+}
+
+export interface TaskMetrics {
+  task: Task;
+  preset: Preset;
+  labels: string[];
+  testAccuracy: number;
+  testLoss: number;
+  trainCount: number;
+  testCount: number;
+  epochs: number;
+  parameters: number;
+  backend: string;
+  trainSeconds: number;
+  meanImagesPerSecond: number;
+  report: Evaluation['report'];
+  confusionMatrix: number[][];
+}
+
+/** How many faces of each split go into the sample grids. */
+const SAMPLES_PER_KIND = 12;
+
+export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics> {
+  const { task, dataset, outDir, seed, ageScheme, log } = options;
+  const config = SEED_TRAINING[task];
+  const epochs = options.epochs ?? config.epochs;
+  const labels = taskLabels(task, ageScheme);
+  const targets = taskTargets(dataset, task, ageScheme);
+  const split = trainTestSplit(dataset.count, config.testFraction, seed);
+  await mkdir(outDir, { recursive: true });
+
+  const model = buildSeedModel(task, labels.length, seed);
+  log(`${task}: ${model.countParams().toLocaleString('en-US')} parameters, ${split.train.length} train / ${split.test.length} test faces, batch ${config.batchSize}, ${epochs} epochs`);
+
+  const [xTrain, yTrain] = tensorsFor(dataset, targets, split.train);
+  const [xTest, yTest] = tensorsFor(dataset, targets, split.test);
+  const history: History = { epoch: [], loss: [], accuracy: [], valLoss: [], valAccuracy: [], seconds: [], imagesPerSecond: [] };
+  let epochStart = 0;
+  const trainStart = performance.now();
+  await model.fit(xTrain, yTrain, {
+    batchSize: config.batchSize,
+    epochs,
+    shuffle: true,
+    validationData: [xTest, yTest],
+    verbose: 0,
+    callbacks: {
+      onEpochBegin: async () => {
+        epochStart = performance.now();
+      },
+      onEpochEnd: async (epoch, logs = {}) => {
+        const seconds = (performance.now() - epochStart) / 1000;
+        const entry = {
+          epoch: epoch + 1,
+          epochs,
+          loss: logs.loss,
+          accuracy: logs.acc ?? logs.accuracy,
+          valLoss: logs.val_loss,
+          valAccuracy: logs.val_acc ?? logs.val_accuracy,
+          seconds,
+          imagesPerSecond: split.train.length / seconds,
+        };
+        history.epoch.push(entry.epoch);
+        history.loss.push(entry.loss);
+        history.accuracy.push(entry.accuracy);
+        history.valLoss.push(entry.valLoss);
+        history.valAccuracy.push(entry.valAccuracy);
+        history.seconds.push(seconds);
+        history.imagesPerSecond.push(entry.imagesPerSecond);
+        log(`${task}: ${formatEpochLine(entry)}`);
+      },
+    },
+  });
+  const trainSeconds = (performance.now() - trainStart) / 1000;
+
+  tf.dispose([xTrain, yTrain, xTest, yTest]);
+  const evaluation = await evaluate(tfjsPredictor(model, dataset.spec), dataset, split.test, task, labels, ageScheme);
+  log(formatEvaluation(evaluation));
+  const { predicted, truth, subgroups } = evaluation;
+  const cm = evaluation.confusionMatrix;
+  const report = evaluation.report;
+  const testLoss = evaluation.loss;
+
+  const metrics: TaskMetrics = {
+    task,
+    preset: options.preset,
+    labels,
+    testAccuracy: report.accuracy,
+    testLoss,
+    trainCount: split.train.length,
+    testCount: split.test.length,
+    epochs,
+    parameters: model.countParams(),
+    backend: options.backend,
+    trainSeconds,
+    meanImagesPerSecond: (split.train.length * epochs) / trainSeconds,
+    report,
+    confusionMatrix: cm,
+  };
+
+  await saveModel(model, join(outDir, 'model'));
+  await writeJson(join(outDir, 'training-info.json'), {
+    task,
+    preset: options.preset,
+    labels,
+    ageScheme,
+    input: dataset.spec,
+    preprocessingVersion: PREPROCESSING_VERSION,
+    outputs: [task === 'gender' ? { name: 'output', kind: 'sigmoid', labels } : { name: 'output', kind: 'probabilities', labels }],
+    seed,
+    split: { testFraction: config.testFraction, seed },
+  });
+  await writeJson(join(outDir, 'metrics.json'), { ...metrics, subgroups });
+  await writeJson(join(outDir, 'history.json'), history);
+  await writeJson(join(outDir, 'test-split.json'), split.test.length > 0 ? Array.from(split.test, (i) => dataset.names[i]) : []);
+  await writeFile(join(outDir, 'subgroups.txt'), formatSubgroupTable(subgroups) + '\n');
+  await plotHistory(history, join(outDir, 'curves.png'), `${task} (seed preset): loss and accuracy`);
+  await plotConfusionMatrix(cm, labels, join(outDir, 'confusion.png'), `${task}: confusion matrix (test split)`);
+  await plotSampleGrid(pickSamples(dataset, split.test, predicted, truth, labels, seed), join(outDir, 'samples.png'), `${task}: sample test faces, correct (green) and misclassified (red)`);
+  model.dispose();
+  return metrics;
+}
+
+/** Inputs scaled as the spec says, and targets as an [N, 1] float column (sparse classes or binary). */
+function tensorsFor(dataset: Dataset, targets: Int32Array, indices: Int32Array): [tf.Tensor4D, tf.Tensor2D] {
+  const { height, width, channels } = dataset.spec;
+  const size = height * width * channels;
+  const x = new Float32Array(indices.length * size);
+  const y = new Float32Array(indices.length);
+  indices.forEach((faceIndex, k) => {
+    scaleBytes(dataset.pixels.subarray(faceIndex * size, (faceIndex + 1) * size), dataset.spec, x.subarray(k * size, (k + 1) * size));
+    y[k] = targets[faceIndex];
+  });
+  return [tf.tensor4d(x, [indices.length, height, width, channels]), tf.tensor2d(y, [indices.length, 1])];
+}
+
+function pickSamples(dataset: Dataset, test: Int32Array, predicted: Int32Array, truth: Int32Array, labels: string[], seed: number) {
+  const { height, width, channels } = dataset.spec;
+  const size = height * width * channels;
+  const order = Array.from(shuffledIndices(test.length, seed + 1));
+  const correct = order.filter((k) => predicted[k] === truth[k]).slice(0, SAMPLES_PER_KIND);
+  const wrong = order.filter((k) => predicted[k] !== truth[k]).slice(0, SAMPLES_PER_KIND);
+  return [...correct, ...wrong].map((k) => ({
+    pixels: dataset.pixels.slice(test[k] * size, (test[k] + 1) * size),
+    height,
+    width,
+    channels,
+    predicted: labels[predicted[k]],
+    truth: labels[truth[k]],
+    correct: predicted[k] === truth[k],
+  }));
+}
+
+async function writeJson(file: string, value: unknown): Promise<void> {
+  await writeFile(file, JSON.stringify(value, null, 2) + '\n');
+}

@@ -1,0 +1,183 @@
+/**
+ * The models in the browser: the manifest's files fetched from the page's own origin and checked against their
+ * sha256, the metadata each carries (task, labels, input spec, what each output means), and one prediction per
+ * image in exactly the shape of the server's POST /v1/predict answer. Nothing here knows a label or a size.
+ */
+import { TASKS } from '../../../models/spec/labels.ts';
+import { classProbabilities, readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
+import { PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../models/spec/preprocess.ts';
+import { createSession, run, type FloatTensor, type Session } from './runtime.ts';
+
+export const MANIFEST_FILE = 'manifest.json';
+
+/** One task's answer, as the server gives it: `group` for age, `label` for the others. */
+export interface TaskPrediction {
+  group?: string;
+  label?: string;
+  index: number;
+  probabilities: number[];
+  years?: number;
+}
+
+export interface Timings {
+  decode: number;
+  inference: number;
+  total: number;
+}
+
+/** The server's POST /v1/predict answer: one entry per task, then the timings. */
+export type Prediction = { [task: string]: TaskPrediction | Timings } & { timingsMs: Timings };
+
+export interface LoadedModel {
+  task: string;
+  file: string;
+  metadata: ModelMetadata;
+  session: Session;
+  inputName: string;
+  /** index into `Classifier.specs` */
+  specIndex: number;
+}
+
+/** The model input of one spec, and its bytes (0-255, HWC) for showing the crop as the model sees it. */
+export interface ModelInput {
+  spec: InputSpec;
+  bytes: Uint8Array;
+  data: Float32Array;
+}
+
+/** A model file that cannot be used as it is; the message says which and why. */
+export class ModelLoadError extends Error {
+  override name = 'ModelLoadError';
+}
+
+const argmax = (values: readonly number[]): number => values.reduce((best, v, i) => (v > values[best] ? i : best), 0);
+const round = (ms: number): number => Math.round(ms * 100) / 100;
+const specKey = (spec: InputSpec): string => `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
+
+async function sha256(bytes: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function fetchOk(url: URL): Promise<Response> {
+  const response = await fetch(url);
+  if (!response.ok) throw new ModelLoadError(`GET ${url.pathname} answered ${response.status} ${response.statusText}`);
+  return response;
+}
+
+function checkInput(file: string, session: Session, spec: InputSpec): string {
+  if (session.inputs.length !== 1) throw new ModelLoadError(`${file} has ${session.inputs.length} inputs; expected one image input`);
+  const [input] = session.inputs;
+  const expected = [spec.height, spec.width, spec.channels];
+  const [batch, ...rest] = input.shape;
+  if (input.type !== 'float32' || input.shape.length !== 4 || rest.some((dim, i) => typeof dim === 'number' && dim !== expected[i]) || (typeof batch === 'number' && batch !== 1)) {
+    throw new ModelLoadError(`${file}: input "${input.name}" is ${input.type} [${input.shape.join(', ')}]; its metadata says float32 [N, ${expected.join(', ')}]`);
+  }
+  return input.name;
+}
+
+function checkOutputs(file: string, session: Session, metadata: ModelMetadata): void {
+  const names = new Set(session.outputs.map((o) => o.name));
+  for (const output of metadata.outputs) {
+    if (!names.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...names].join(', ')})`);
+  }
+  if (!metadata.outputs.some((o) => o.kind !== 'years')) throw new ModelLoadError(`${file}: no output gives class probabilities`);
+}
+
+/** One task's answer from its model's outputs (batch of one), exactly as serve/models.ts forms it. */
+export function interpret(metadata: ModelMetadata, outputs: Record<string, FloatTensor>): TaskPrediction {
+  const classes = metadata.outputs.find((o) => o.kind !== 'years');
+  if (classes === undefined) throw new ModelLoadError(`The ${metadata.task} model has no output that gives class probabilities`);
+  const labels = classes.labels ?? metadata.labels;
+  const probabilities = classProbabilities(classes, outputs[classes.name].data);
+  const index = argmax(probabilities);
+  const prediction: TaskPrediction = { [metadata.task === 'age' ? 'group' : 'label']: labels[index], index, probabilities };
+  const years = metadata.outputs.find((o) => o.kind === 'years');
+  if (years !== undefined) prediction.years = outputs[years.name].data[0];
+  return prediction;
+}
+
+export class Classifier {
+  private constructor(
+    readonly models: readonly LoadedModel[],
+    /** the distinct input specs; each image is preprocessed once per spec */
+    readonly specs: readonly InputSpec[],
+  ) {}
+
+  /** Fetches `manifest.json` and the models it lists from `modelsUrl`, checks them, and opens a session each. */
+  static async load(modelsUrl: URL): Promise<Classifier> {
+    const manifestUrl = new URL(MANIFEST_FILE, modelsUrl);
+    let manifest;
+    try {
+      manifest = validateModelManifest(await (await fetchOk(manifestUrl)).json(), manifestUrl.pathname);
+    } catch (error) {
+      throw error instanceof ModelLoadError ? error : new ModelLoadError(`${manifestUrl.pathname} is not a valid manifest: ${(error as Error).message}`);
+    }
+    if (manifest.models.length === 0) throw new ModelLoadError(`${manifestUrl.pathname} lists no models`);
+    const specs: InputSpec[] = [];
+    const specIndexes = new Map<string, number>();
+    const models = await Promise.all(
+      manifest.models.map(async (entry): Promise<LoadedModel> => {
+        const url = new URL(entry.file, modelsUrl);
+        const bytes = new Uint8Array(await (await fetchOk(url)).arrayBuffer());
+        const digest = await sha256(bytes);
+        if (digest !== entry.sha256) throw new ModelLoadError(`${url.pathname} has sha256 ${digest}, but ${MANIFEST_FILE} says ${entry.sha256}`);
+        const metadata = readModelMetadata(bytes);
+        if (metadata.task !== entry.task) throw new ModelLoadError(`${url.pathname} is a ${metadata.task} model, but ${MANIFEST_FILE} lists it as ${entry.task}`);
+        if (metadata.preprocessingVersion !== PREPROCESSING_VERSION) {
+          throw new ModelLoadError(`${url.pathname} was trained with preprocessing version ${metadata.preprocessingVersion}; this page preprocesses with version ${PREPROCESSING_VERSION}`);
+        }
+        const session = await createSession(bytes);
+        const inputName = checkInput(entry.file, session, metadata.input);
+        checkOutputs(entry.file, session, metadata);
+        const key = specKey(metadata.input);
+        if (!specIndexes.has(key)) specIndexes.set(key, specs.push(metadata.input) - 1);
+        return { task: metadata.task, file: entry.file, metadata, session, inputName, specIndex: specIndexes.get(key) as number };
+      }),
+    );
+    // Tasks in their usual order, whatever the manifest's.
+    models.sort((a, b) => TASKS.indexOf(a.metadata.task) - TASKS.indexOf(b.metadata.task));
+    return new Classifier(models, specs);
+  }
+
+  /** The model inputs of a decoded image, one per distinct spec (shared preprocessing, as in the server). */
+  preprocess(image: PixelBuffer): ModelInput[] {
+    return this.specs.map((spec) => {
+      const bytes = preprocessToBytes(image, spec);
+      return { spec, bytes, data: scaleBytes(bytes, spec) };
+    });
+  }
+
+  /** One run of every model on a blank image, so that the first prediction shown is not the one that pays for set-up. */
+  async warmUp(): Promise<void> {
+    await this.infer(this.specs.map((spec) => {
+      const bytes = new Uint8Array(spec.height * spec.width * spec.channels);
+      return { spec, bytes, data: scaleBytes(bytes, spec) };
+    }));
+  }
+
+  /** Runs every model on inputs from `preprocess`; returns the tasks' answers and the time the runs took. */
+  async infer(inputs: readonly ModelInput[]): Promise<{ tasks: Record<string, TaskPrediction>; ms: number }> {
+    const started = performance.now();
+    const tasks: Record<string, TaskPrediction> = {};
+    for (const model of this.models) {
+      const { spec, data } = inputs[model.specIndex];
+      const outputs = await run(model.session, { [model.inputName]: { data, dims: [1, spec.height, spec.width, spec.channels] } });
+      tasks[model.task] = interpret(model.metadata, outputs);
+    }
+    return { tasks, ms: performance.now() - started };
+  }
+
+  /**
+   * The whole prediction for an image: `decode` turns it into pixels (timed with preprocessing, as the server's
+   * decode time is), then every model runs. `startedAt` is when the caller got the image (performance.now()).
+   */
+  async predict(decode: () => Promise<PixelBuffer>, startedAt = performance.now()): Promise<{ prediction: Prediction; inputs: ModelInput[] }> {
+    const decodeStarted = performance.now();
+    const inputs = this.preprocess(await decode());
+    const decodeMs = performance.now() - decodeStarted;
+    const { tasks, ms } = await this.infer(inputs);
+    const prediction: Prediction = { ...tasks, timingsMs: { decode: round(decodeMs), inference: round(ms), total: round(performance.now() - startedAt) } };
+    return { prediction, inputs };
+  }
+}
