@@ -59,6 +59,11 @@ const context = (res: Response): RequestContext => res.locals.context as Request
 export function createApp(config: ServeConfig, state: ServeState, metrics: ServeMetrics, log: Logger): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  // Cross-origin isolation on every answer, so the demo's onnxruntime-web can use wasm threads.
+  app.use((_req, res, next) => {
+    res.set(ISOLATION_HEADERS);
+    next();
+  });
   // Responses are small and fresh: hashing them for an ETag costs more than it saves.
   app.set('etag', false);
   app.set('query parser', false);
@@ -212,6 +217,17 @@ export function createApp(config: ServeConfig, state: ServeState, metrics: Serve
     });
   }
 
+  // The shipped models, for the in-browser demo: the manifest and .onnx files only, nothing else in the folder.
+  app.use(
+    '/models',
+    (req, res, next) => {
+      context(res).route = 'models';
+      if (!MODEL_FILE.test(req.path)) throw new NotFoundError(`No model file ${req.path.slice(0, 200)}; see /models/manifest.json`);
+      next();
+    },
+    express.static(config.modelsDir, { dotfiles: 'ignore', index: false, redirect: false, fallthrough: true }),
+  );
+
   // The web demo: static files confined to its folder (send refuses ".." after decoding, and NUL bytes).
   app.use(
     (_req, res, next) => {
@@ -274,6 +290,15 @@ function translateFrameworkError(error: unknown): unknown {
   if (typeof status === 'number' && status >= 400 && status < 500) return new NotFoundError('No such resource; see /openapi.json for the API');
   return error;
 }
+
+const ISOLATION_HEADERS = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
+/** What /models/ serves: the manifest and the model files, by plain names. */
+const MODEL_FILE = /^\/(manifest\.json|[A-Za-z0-9_-]+\.onnx)$/;
 
 const DEMO_MISSING_PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Face attributes server</title>

@@ -160,6 +160,8 @@ export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics>
   await plotHistory(history, join(outDir, 'curves.png'), `${task} (seed preset): loss and accuracy`);
   await plotConfusionMatrix(cm, labels, join(outDir, 'confusion.png'), `${task}: confusion matrix (test split)`);
   await plotSampleGrid(pickSamples(dataset, split.test, predicted, truth, labels, seed), join(outDir, 'samples.png'), `${task}: sample test faces, correct (green) and misclassified (red)`);
+  // The optimizer was passed to compile(), so the model does not own it: its Adam moments are ours to free.
+  model.optimizer.dispose();
   model.dispose();
   return metrics;
 }

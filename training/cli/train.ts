@@ -85,7 +85,7 @@ const log = (line: string) => console.log(line);
 
 async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetrics> {
   const backend = await selectBackend(config.backend, log);
-  const dataset = await loadDataset(config.data, SEED_INPUT, { limit: config.limit, cacheDir: config.cache ? undefined : false });
+  const dataset = await loadDataset(config.data, SEED_INPUT, { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
   return trainTask({
     task: config.task,
     preset: config.preset,
@@ -102,7 +102,7 @@ async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetri
 /** Trains the three tasks in parallel child processes, their output prefixed with the task. */
 async function trainAll(config: TrainConfig, argv: string[]): Promise<void> {
   // Decode once here so that the three processes start from the cache instead of decoding in parallel.
-  await loadDataset(config.data, SEED_INPUT, { limit: config.limit, cacheDir: config.cache ? undefined : false });
+  await loadDataset(config.data, SEED_INPUT, { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
   const started = performance.now();
   const childArgs = stripFlag(argv, '--task');
   if (!childArgs.includes('--out')) childArgs.push('--out', config.out);
