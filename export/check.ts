@@ -12,6 +12,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
+import { selectBackend } from '../training/backend/select.ts';
 import { decodeImage } from '../models/spec/decode.ts';
 import { TASKS } from '../models/spec/labels.ts';
 import { readModelMetadata, type ModelMetadata } from '../models/spec/metadata.ts';
@@ -195,7 +196,8 @@ function mergeComparisons(parts: OutputComparison[][]): OutputComparison[] {
 }
 
 export async function runCheck(config: CheckConfig, log: (line: string) => void = console.log): Promise<boolean> {
-  await tf.setBackend('cpu');
+  // The cpu backend: exact reference arithmetic for parity, and no tfjs banner.
+  await selectBackend('cpu', () => {});
   let ok = true;
   for (const pair of config.pairs) ok = (await checkPair(config, pair, log)) && ok;
   return ok;

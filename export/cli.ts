@@ -6,6 +6,7 @@ import { access } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
+import { selectBackend } from '../training/backend/select.ts';
 import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../models/spec/labels.ts';
 import type { OutputSpec } from '../models/spec/metadata.ts';
 import type { InputSpec } from '../models/spec/preprocess.ts';
@@ -124,7 +125,8 @@ const show = (path: string) => {
 
 /** Exports each job (checking each against tfjs first unless told not to) and prints a line per model. */
 export async function runExport(config: ExportCliConfig, log: (line: string) => void = console.log): Promise<void> {
-  await tf.setBackend('cpu');
+  // The cpu backend: exact reference arithmetic for parity, and no tfjs banner.
+  await selectBackend('cpu', () => {});
   // For --all, refuse before writing anything if a task's model is missing.
   const missing: string[] = [];
   for (const job of config.jobs) {
