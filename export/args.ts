@@ -1,31 +1,18 @@
 /** Flag parsing shared by the export programs: validated values, errors that name the flag, one way to fail. */
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import { validateInputSpec, validateOutputSpec, type OutputSpec } from '../models/spec/metadata.ts';
 import type { InputSpec } from '../models/spec/preprocess.ts';
+import { UsageError } from '../training/cli/args.ts';
+import { DEFAULT_UTKFACE, REPO_ROOT } from '../training/paths.ts';
 
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+// One way to fail and to validate for every CLI in the project: the training CLIs' helpers.
+export { isMain, parseChoice, parsePositiveInt as parseWholeNumber, runCli, UsageError } from '../training/cli/args.ts';
+export { DEFAULT_UTKFACE, REPO_ROOT };
+
 /** Where the training CLI points `latest` at the newest run. */
 export const DEFAULT_RUNS = resolve(REPO_ROOT, 'runs', 'latest');
 /** Where the shipped models live. */
 export const DEFAULT_MODELS = resolve(REPO_ROOT, 'models');
-export const DEFAULT_UTKFACE = resolve(REPO_ROOT, '..', 'shared', 'data', 'utkface');
-
-/** A mistake in how the program was called: printed with the usage text, exit code 2. */
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
-
-export function parseChoice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`Unsupported ${flag} "${value}"; expected one of: ${allowed.join(', ')}`);
-  return value as T;
-}
-
-export function parseWholeNumber(flag: string, value: string, min = 1): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} must be a whole number of at least ${min}; got "${value}"`);
-  return n;
-}
 
 export function parsePositiveNumber(flag: string, value: string): number {
   const n = Number(value);
@@ -65,25 +52,4 @@ export function parseOutputs(flag: string, value: string): OutputSpec[] {
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-}
-
-/** Runs a CLI's main function: usage errors print the usage and exit 2, other errors print their message and exit 1. */
-export function runCli(usage: string, main: (argv: string[]) => Promise<void>): void {
-  main(process.argv.slice(2)).catch((error: unknown) => {
-    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      const message = (error as Error).message;
-      if (message !== '') console.error(`error: ${message}\n`);
-      console.error(usage);
-      process.exitCode = message === '' ? 0 : 2;
-    } else {
-      console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-      if (process.env.DEBUG) console.error(error);
-      process.exitCode = 1;
-    }
-  });
-}
-
-/** Whether the module at `moduleUrl` is the program being run (not imported, e.g. by a test). */
-export function isMain(moduleUrl: string): boolean {
-  return process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(moduleUrl);
 }

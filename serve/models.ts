@@ -8,11 +8,11 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { TASKS } from '../models/spec/labels.ts';
-import { classProbabilities, readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../models/spec/metadata.ts';
+import { readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../models/spec/metadata.ts';
 import { PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
 import type { Device } from './config.ts';
 import type { Logger } from './log.ts';
-import type { TaskPrediction } from './predictor.ts';
+import { taskPrediction, type TaskPrediction } from '../models/spec/prediction.ts';
 import { createSession, missingCudaBinaries, releaseSession, RUNTIME_NAME, type FloatTensor, type Provider, type Session, type TensorInfo } from './runtime.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
@@ -70,7 +70,6 @@ export class ModelLoadError extends Error {
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 const specKey = (spec: InputSpec): string => `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
-const argmax = (values: readonly number[]): number => values.reduce((best, v, i) => (v > values[best] ? i : best), 0);
 
 /** The files to load with their expected sha256: the manifest's, or (without one) whichever <task>.onnx exist. */
 async function listModelFiles(dir: string, log: Logger): Promise<{ task: string; file: string; sha256?: string; bytes?: number }[]> {
@@ -135,21 +134,15 @@ function makeInterpreter(file: string, session: Session, metadata: ModelMetadata
   for (const output of metadata.outputs) {
     if (!names.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...names].join(', ')})`);
   }
-  const classes = metadata.outputs.find((o) => o.kind !== 'years');
-  if (classes === undefined) throw new ModelLoadError(`${file}: no output gives class probabilities`);
-  const years = metadata.outputs.find((o) => o.kind === 'years');
-  const labels = classes.labels ?? metadata.labels;
-  const nameField = metadata.task === 'age' ? 'group' : 'label';
+  if (!metadata.outputs.some((o) => o.kind !== 'years')) throw new ModelLoadError(`${file}: no output gives class probabilities`);
   const rowOf = (tensor: FloatTensor, row: number): Float32Array => {
     const size = tensor.dims.slice(1).reduce((a, b) => a * b, 1);
     return tensor.data.subarray(row * size, (row + 1) * size);
   };
   return (outputs, row) => {
-    const probabilities = classProbabilities(classes, rowOf(outputs[classes.name], row));
-    const index = argmax(probabilities);
-    const prediction: TaskPrediction = { [nameField]: labels[index], index, probabilities };
-    if (years !== undefined) prediction.years = rowOf(outputs[years.name], row)[0];
-    return prediction;
+    const rows: Record<string, Float32Array> = {};
+    for (const output of metadata.outputs) rows[output.name] = rowOf(outputs[output.name], row);
+    return taskPrediction(metadata, rows);
   };
 }
 

@@ -9,26 +9,9 @@ import { OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { ServedModel } from './models.ts';
 import { run } from './runtime.ts';
+import type { Prediction, TaskPrediction, Timings } from '../models/spec/prediction.ts';
 
-export interface TaskPrediction {
-  /** The class name: `group` for the age task, `label` for the others, as the API has it. */
-  group?: string;
-  label?: string;
-  index: number;
-  probabilities: number[];
-  years?: number;
-}
-
-export interface Prediction {
-  [task: string]: TaskPrediction | Timings;
-  timingsMs: Timings;
-}
-
-export interface Timings {
-  decode: number;
-  inference: number;
-  total: number;
-}
+export type { Prediction, TaskPrediction, Timings } from '../models/spec/prediction.ts';
 
 interface InferenceResult {
   tasks: Record<string, TaskPrediction>;

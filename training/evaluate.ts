@@ -1,6 +1,7 @@
 /** Scoring a model on labelled faces: the numbers training reports and `npm run evaluate` prints. */
 import * as tf from '@tensorflow/tfjs';
 import { ageGroupIndex, classIndex, type AgeScheme, type Task } from '../models/spec/labels.ts';
+import { argmax } from '../models/spec/prediction.ts';
 import { scaleBytes } from '../models/spec/preprocess.ts';
 import type { Dataset } from './data/dataset.ts';
 import {
@@ -106,10 +107,4 @@ export function formatEvaluation(evaluation: Evaluation): string {
     'Accuracy by subgroup',
     formatSubgroupTable(evaluation.subgroups),
   ].join('\n');
-}
-
-export function argmax(values: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-  return best;
 }

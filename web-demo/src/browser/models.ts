@@ -4,29 +4,14 @@
  * image in exactly the shape of the server's POST /v1/predict answer. Nothing here knows a label or a size.
  */
 import { TASKS } from '../../../models/spec/labels.ts';
-import { classProbabilities, readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
+import { readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
 import { PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../models/spec/preprocess.ts';
+import { taskPrediction, type Prediction, type TaskPrediction } from '../../../models/spec/prediction.ts';
 import { createSession, run, type FloatTensor, type Session } from './runtime.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
-/** One task's answer, as the server gives it: `group` for age, `label` for the others. */
-export interface TaskPrediction {
-  group?: string;
-  label?: string;
-  index: number;
-  probabilities: number[];
-  years?: number;
-}
-
-export interface Timings {
-  decode: number;
-  inference: number;
-  total: number;
-}
-
-/** The server's POST /v1/predict answer: one entry per task, then the timings. */
-export type Prediction = { [task: string]: TaskPrediction | Timings } & { timingsMs: Timings };
+export type { Prediction, TaskPrediction, Timings } from '../../../models/spec/prediction.ts';
 
 export interface LoadedModel {
   task: string;
@@ -50,7 +35,6 @@ export class ModelLoadError extends Error {
   override name = 'ModelLoadError';
 }
 
-const argmax = (values: readonly number[]): number => values.reduce((best, v, i) => (v > values[best] ? i : best), 0);
 const round = (ms: number): number => Math.round(ms * 100) / 100;
 const specKey = (spec: InputSpec): string => `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
 
@@ -84,17 +68,11 @@ function checkOutputs(file: string, session: Session, metadata: ModelMetadata): 
   if (!metadata.outputs.some((o) => o.kind !== 'years')) throw new ModelLoadError(`${file}: no output gives class probabilities`);
 }
 
-/** One task's answer from its model's outputs (batch of one), exactly as serve/models.ts forms it. */
+/** One task's answer from its model's outputs (batch of one): the shared function the server uses too. */
 export function interpret(metadata: ModelMetadata, outputs: Record<string, FloatTensor>): TaskPrediction {
-  const classes = metadata.outputs.find((o) => o.kind !== 'years');
-  if (classes === undefined) throw new ModelLoadError(`The ${metadata.task} model has no output that gives class probabilities`);
-  const labels = classes.labels ?? metadata.labels;
-  const probabilities = classProbabilities(classes, outputs[classes.name].data);
-  const index = argmax(probabilities);
-  const prediction: TaskPrediction = { [metadata.task === 'age' ? 'group' : 'label']: labels[index], index, probabilities };
-  const years = metadata.outputs.find((o) => o.kind === 'years');
-  if (years !== undefined) prediction.years = outputs[years.name].data[0];
-  return prediction;
+  const rows: Record<string, Float32Array> = {};
+  for (const [name, tensor] of Object.entries(outputs)) rows[name] = tensor.data;
+  return taskPrediction(metadata, rows);
 }
 
 export class Classifier {
