@@ -1,4 +1,5 @@
 /** Pieces the dataset loaders share: the skip report, the seeded subset, and the progress display. */
+import { formatDuration, ProgressBar, type ProgressStream } from '../report/progress.ts';
 import { shuffledIndices } from './split.ts';
 import type { SkipReport } from './dataset.ts';
 
@@ -51,7 +52,7 @@ export function validateLimit(limit: number | undefined): void {
 export interface Progress {
   /** `done` of the total so far */
   update(done: number): void;
-  /** the last update, then a newline on a terminal */
+  /** the final state, with the elapsed time */
   finish(): void;
 }
 
@@ -64,67 +65,15 @@ export interface ProgressOptions {
   /** how a count is written, e.g. as megabytes for a byte count */
   formatCount?: (n: number) => string;
   /** default: process.stderr */
-  stream?: { isTTY?: boolean; write(text: string): unknown };
+  stream?: ProgressStream;
 }
 
-const BAR_WIDTH = 24;
-const REDRAW_MS = 100;
-
-/** A progress bar with count, rate and ETA on a terminal; on a pipe or file, one line every ~10%. */
+/** The project's progress bar (training/report/progress.ts), or nothing when progress is turned off. */
 export function createProgress(options: ProgressOptions): Progress {
-  const { label, total, enabled = true, stream = process.stderr } = options;
-  const formatCount = options.formatCount ?? ((n: number) => n.toLocaleString('en-US'));
+  const { label, total, enabled = true, stream, formatCount } = options;
   if (!enabled || total <= 0) return { update: () => {}, finish: () => {} };
-  const tty = stream.isTTY === true;
-  const started = performance.now();
-  let done = 0;
-  let lastDraw = 0;
-  let lastTenth = 0;
-
-  const line = (): string => {
-    const seconds = (performance.now() - started) / 1000;
-    const rate = seconds > 0 ? done / seconds : 0;
-    const eta = rate > 0 ? (total - done) / rate : Number.NaN;
-    const percent = Math.floor((100 * done) / total);
-    const counts = `${formatCount(done)}/${formatCount(total)} ${percent}%`;
-    const timing = `${formatCount(Math.round(rate))}/s  ETA ${formatDuration(eta)}`;
-    if (!tty) return `${label}: ${counts}, ${timing}`;
-    const filled = Math.round((BAR_WIDTH * done) / total);
-    return `${label} [${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${counts}  ${timing}`;
-  };
-
-  return {
-    update(value: number) {
-      done = Math.min(value, total);
-      if (tty) {
-        const now = performance.now();
-        if (now - lastDraw >= REDRAW_MS || done === total) {
-          lastDraw = now;
-          stream.write(`\r${line()}\x1b[K`);
-        }
-        return;
-      }
-      const tenth = Math.floor((10 * done) / total);
-      if (tenth > lastTenth) {
-        lastTenth = tenth;
-        stream.write(`${line()}\n`);
-      }
-    },
-    finish() {
-      const seconds = (performance.now() - started) / 1000;
-      if (tty) stream.write(`\r${line()}\x1b[K\n`);
-      else if (lastTenth < 10) stream.write(`${line()}\n`);
-      else stream.write(`${label}: done in ${formatDuration(seconds)}\n`);
-    },
-  };
+  const bar = new ProgressBar(total, { label, stream, formatCount, unit: 'images' });
+  return { update: (done) => bar.update(done), finish: () => bar.done() };
 }
 
-/** 75 -> "1:15", 3725 -> "1:02:05"; "-:--" when unknown. */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '-:--';
-  const s = Math.round(seconds);
-  const hours = Math.floor(s / 3600);
-  const minutes = Math.floor((s % 3600) / 60);
-  const rest = String(s % 60).padStart(2, '0');
-  return hours > 0 ? `${hours}:${String(minutes).padStart(2, '0')}:${rest}` : `${minutes}:${rest}`;
-}
+export { formatDuration };

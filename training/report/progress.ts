@@ -66,6 +66,8 @@ export interface ProgressBarOptions {
   now?: () => number;
   /** characters of the bar on a TTY (default 24) */
   width?: number;
+  /** how a count is written, e.g. as megabytes for a byte count (default: the plain number) */
+  formatCount?: (n: number) => string;
 }
 
 /** How often a TTY bar may redraw, so that tight loops do not spend their time printing. */
@@ -87,6 +89,7 @@ export class ProgressBar {
   private readonly tty: boolean;
   private readonly now: () => number;
   private readonly barWidth: number;
+  private readonly formatCount?: (n: number) => string;
 
   constructor(
     readonly total: number,
@@ -99,6 +102,7 @@ export class ProgressBar {
     this.tty = options.tty ?? this.stream.isTTY === true;
     this.now = options.now ?? (() => performance.now());
     this.barWidth = options.width ?? 24;
+    this.formatCount = options.formatCount;
     this.started = this.now();
   }
 
@@ -140,16 +144,17 @@ export class ProgressBar {
     const seconds = Math.max(0, (time - this.started) / 1000);
     const fraction = this.total === 0 ? 1 : this.completed / this.total;
     const rate = seconds > 0 ? this.completed / seconds : 0;
-    const totalText = String(this.total);
+    const count = this.formatCount ?? String;
+    const totalText = count(this.total);
     const parts: string[] = [];
     if (this.label) parts.push(this.label);
     if (withBar) {
       const filled = Math.round(fraction * this.barWidth);
       parts.push(`[${'#'.repeat(filled)}${'-'.repeat(this.barWidth - filled)}]`);
     }
-    parts.push(`${String(this.completed).padStart(totalText.length)}/${totalText}`);
+    parts.push(`${count(this.completed).padStart(totalText.length)}/${totalText}`);
     parts.push(`${(fraction * 100).toFixed(0).padStart(3)}%`);
-    parts.push(`${rate >= 100 ? rate.toFixed(0) : rate.toFixed(1)} ${this.unit}/s`);
+    parts.push(this.formatCount === undefined ? `${rate >= 100 ? rate.toFixed(0) : rate.toFixed(1)} ${this.unit}/s` : `${this.formatCount(rate)}/s`);
     if (final) parts.push(`in ${formatDuration(seconds)}`);
     else parts.push(`ETA ${rate > 0 ? formatDuration((this.total - this.completed) / rate) : '--:--'}`);
     return parts.join('  ');
