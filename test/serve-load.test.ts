@@ -30,10 +30,10 @@ describe('serve under load', () => {
   });
 
   it('answers 503 timeout when a request outlives its time limit, and replaces the decode thread stuck on it', async () => {
-    const t = await startTestServer({ flags: ['--timeout-ms', '300', '--decode-threads', '1', '--max-pixels', '100000000', '--max-body-bytes', '100000000'] });
+    const t = await startTestServer({ flags: ['--timeout-ms', '1500', '--decode-threads', '1', '--max-pixels', '100000000', '--max-body-bytes', '100000000'] });
     try {
-      // 16 megapixels of one colour: quick to upload, slow to decode.
-      const huge = new Uint8Array(await new Jimp({ width: 4000, height: 4000, color: 0x808080ff }).getBuffer('image/jpeg'));
+      // 36 megapixels of one colour: quick to upload (a small file), seconds to decode, even on a busy machine.
+      const huge = new Uint8Array(await new Jimp({ width: 6000, height: 6000, color: 0x808080ff }).getBuffer('image/jpeg'));
       const res = await fetch(`${t.url}/v1/predict`, { method: 'POST', body: huge, headers: { 'content-type': 'image/jpeg' } });
       assert.equal(res.status, 503);
       assert.equal(res.headers.get('retry-after'), '1');
