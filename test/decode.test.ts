@@ -70,6 +70,17 @@ describe('readImageHeader', () => {
     });
   }
 
+  test('reads a GIF whose frame claims 20000x20000 inside a 10x10 screen as 20000x20000 (a bomb the screen hides)', () => {
+    const gif = concatBytes(
+      new TextEncoder().encode('GIF89a'),
+      [10, 0, 10, 0, 0x00, 0, 0], // 10x10 logical screen, no global colour table
+      [0x21, 0xf9, 4, 0, 0, 0, 0, 0], // a graphic control extension, skipped
+      [0x2c, 0, 0, 0, 0, 0x20, 0x4e, 0x20, 0x4e, 0x00], // image descriptor: 20000x20000 at (0, 0)
+      [2, 1, 0, 0, 0x3b], // LZW code size, one data sub-block, terminator, trailer
+    );
+    assert.deepEqual(readImageHeader(gif), { format: 'gif', width: 20000, height: 20000 });
+  });
+
   test('reads a PNG that claims 16000x16000 from its first 24 bytes, without the rest of the file', () => {
     const png = concatBytes([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], new Uint8Array(25));
     const view = new DataView(png.buffer);

@@ -114,14 +114,42 @@ const SIZE_READERS: Record<ImageFormat, (b: Uint8Array) => [number, number]> = {
     if (ascii(b, 12, 4) !== 'IHDR') throw corrupt('png', 'the first chunk is not IHDR');
     return [u32be(b, 16), u32be(b, 20)];
   },
-  gif: (b) => {
-    need(b, 10, 'gif');
-    return [u16le(b, 6), u16le(b, 8)];
-  },
+  gif: gifSize,
   bmp: bmpSize,
   tiff: tiffSize,
   webp: webpSize,
 };
+
+/**
+ * The logical screen, grown to cover every frame: a frame may claim more than the screen, and decoders
+ * allocate what the frame claims, so a bomb can hide there.
+ */
+function gifSize(b: Uint8Array): [number, number] {
+  need(b, 13, 'gif');
+  let width = u16le(b, 6);
+  let height = u16le(b, 8);
+  const colorTable = (flags: number): number => (flags & 0x80 ? 3 * 2 ** ((flags & 0x07) + 1) : 0);
+  const skipSubBlocks = (at: number): number => {
+    while (at < b.length && b[at] !== 0) at += b[at] + 1;
+    return at + 1;
+  };
+  let i = 13 + colorTable(b[10]);
+  while (i < b.length) {
+    const block = b[i];
+    if (block === 0x3b) break; // trailer
+    if (block === 0x21) {
+      i = skipSubBlocks(i + 2); // extension: introducer, label, data sub-blocks
+    } else if (block === 0x2c) {
+      if (i + 10 > b.length) break; // truncated: decoding will say so
+      width = Math.max(width, u16le(b, i + 1) + u16le(b, i + 5));
+      height = Math.max(height, u16le(b, i + 3) + u16le(b, i + 7));
+      i = skipSubBlocks(i + 10 + colorTable(b[i + 9]) + 1); // descriptor, local colour table, LZW code size
+    } else {
+      throw corrupt('gif', `unknown block 0x${block.toString(16)} at byte ${i}`);
+    }
+  }
+  return [width, height];
+}
 
 function jpegSize(b: Uint8Array): [number, number] {
   let i = 2;
