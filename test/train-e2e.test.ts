@@ -12,6 +12,8 @@ import type { Dataset } from '../training/data/dataset.ts';
 import { loadModel } from '../training/models/io.ts';
 import { DEFAULT_UTKFACE, REPO_ROOT } from '../training/paths.ts';
 import { trainTask } from '../training/train-task.ts';
+import { evaluate, onnxPredictor, tfjsPredictor } from '../training/evaluate.ts';
+import { exportModelFolderInMemory } from '../export/export-model.ts';
 
 /** Faces whose gender is visible as brightness: a pattern the seed CNN learns in a couple of epochs. */
 function brightnessDataset(count: number): Dataset {
@@ -64,6 +66,21 @@ describe('training end to end', () => {
     assert.deepEqual(p.shape, [2, 1]);
     tf.dispose([x, p]);
     reloaded.dispose();
+  });
+
+  it('scores the exported ONNX model (through its metadata) exactly as the tfjs model it came from', async () => {
+    const dataset = brightnessDataset(800);
+    const model = await loadModel(join(dir, 'model'));
+    const info = JSON.parse(await readFile(join(dir, 'training-info.json'), 'utf8'));
+    const tfjsEvaluation = await evaluate(tfjsPredictor(model, SEED_INPUT, info), dataset, Int32Array.from({ length: 800 }, (_, i) => i), 'gender', ['male', 'female'], 'coursework');
+    model.dispose();
+    const exported = await exportModelFolderInMemory({ modelDir: join(dir, 'model') });
+    exported.model.dispose();
+    const { predict, metadata } = await onnxPredictor(exported.bytes);
+    assert.deepEqual((metadata.metrics as { split: unknown }).split, { testFraction: 0.3, seed: 7, limit: null, datasetCount: 800 });
+    const onnxEvaluation = await evaluate(predict, dataset, Int32Array.from({ length: 800 }, (_, i) => i), 'gender', metadata.labels, 'coursework');
+    assert.deepEqual(Array.from(onnxEvaluation.predicted), Array.from(tfjsEvaluation.predicted));
+    assert.ok(Math.abs(onnxEvaluation.loss - tfjsEvaluation.loss) < 1e-5);
   });
 
   it('does not leak tensors across a training run', async () => {

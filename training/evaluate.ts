@@ -1,8 +1,10 @@
 /** Scoring a model on labelled faces: the numbers training reports and `npm run evaluate` prints. */
 import * as tf from '@tensorflow/tfjs';
-import { ageGroupIndex, classIndex, type AgeScheme, type Task } from '../models/spec/labels.ts';
-import { argmax } from '../models/spec/prediction.ts';
-import { scaleBytes } from '../models/spec/preprocess.ts';
+import { ageGroupIndex, ageGroupLabels, classIndex, type AgeScheme, type Task } from '../models/spec/labels.ts';
+import { readModelMetadata, type ModelMetadata } from '../models/spec/metadata.ts';
+import { taskPrediction, type TaskPrediction } from '../models/spec/prediction.ts';
+import { scaleBytes, type InputSpec } from '../models/spec/preprocess.ts';
+import { createSession, run } from '../serve/runtime.ts';
 import type { Dataset } from './data/dataset.ts';
 import {
   classificationReport,
@@ -10,22 +12,52 @@ import {
   formatClassificationReport,
   formatConfusionMatrix,
   formatSubgroupTable,
+  meanAbsoluteError,
   subgroupAccuracy,
 } from './report/metrics.ts';
 
 const PREDICT_BATCH = 512;
 
-/** Class probabilities for a batch of scaled NHWC inputs. */
-export type Predictor = (batch: Float32Array, count: number) => Promise<number[][]>;
+/** Each face's answer (class probabilities, and years where the model gives them) for a batch of scaled NHWC inputs. */
+export type Predictor = (batch: Float32Array, count: number) => Promise<TaskPrediction[]>;
 
-/** A tfjs model as a Predictor; a single sigmoid output becomes [1 - p, p]. */
-export function tfjsPredictor(model: tf.LayersModel, spec: Dataset['spec']): Predictor {
+/** What a model's outputs mean: from training-info.json for a tfjs model, from the metadata for an ONNX one. */
+export type OutputsInfo = Pick<ModelMetadata, 'task' | 'labels' | 'outputs'>;
+
+/** One face's values of each output, by name, from whole-batch outputs. */
+function rowsOf(outputs: Record<string, { data: Float32Array; width: number }>, row: number): Record<string, Float32Array> {
+  const rows: Record<string, Float32Array> = {};
+  for (const [name, { data, width }] of Object.entries(outputs)) rows[name] = data.subarray(row * width, (row + 1) * width);
+  return rows;
+}
+
+/** A tfjs model as a Predictor; its outputs are read as `info` says, as the runtimes read the exported model. */
+export function tfjsPredictor(model: tf.LayersModel, spec: InputSpec, info: OutputsInfo): Predictor {
   return async (batch, count) => {
-    const out = tf.tidy(() => model.predict(tf.tensor4d(batch, [count, spec.height, spec.width, spec.channels])) as tf.Tensor2D);
-    const rows = (await out.array()) as number[][];
-    out.dispose();
-    return rows.map((row) => (row.length === 1 ? [1 - row[0], row[0]] : row));
+    const outs = tf.tidy(() => {
+      const result = model.predict(tf.tensor4d(batch, [count, spec.height, spec.width, spec.channels]));
+      return Array.isArray(result) ? result : [result];
+    });
+    const byName: Record<string, { data: Float32Array; width: number }> = {};
+    info.outputs.forEach((output, i) => (byName[output.name] = { data: outs[i].dataSync() as Float32Array, width: outs[i].size / count }));
+    tf.dispose(outs);
+    return Array.from({ length: count }, (_, row) => taskPrediction(info, rowsOf(byName, row)));
   };
+}
+
+/** An exported ONNX model in onnxruntime-node as a Predictor, read through its own metadata. */
+export async function onnxPredictor(bytes: Uint8Array): Promise<{ predict: Predictor; metadata: ModelMetadata }> {
+  const metadata = readModelMetadata(bytes);
+  const session = await createSession(bytes, { provider: 'cpu', threads: 1 });
+  const inputName = session.inputs[0].name;
+  const { height, width, channels } = metadata.input;
+  const predict: Predictor = async (batch, count) => {
+    const outputs = await run(session, { [inputName]: { data: batch, dims: [count, height, width, channels] } });
+    const byName: Record<string, { data: Float32Array; width: number }> = {};
+    for (const [name, tensor] of Object.entries(outputs)) byName[name] = { data: tensor.data, width: tensor.data.length / count };
+    return Array.from({ length: count }, (_, row) => taskPrediction(metadata, rowsOf(byName, row)));
+  };
+  return { predict, metadata };
 }
 
 /** The class index of every face for a task. */
@@ -50,6 +82,8 @@ export interface Evaluation {
   /** per evaluated face, in `indices` order */
   predicted: Int32Array;
   truth: Int32Array;
+  /** for a model that predicts age in years: mean absolute error overall and per age group */
+  years?: { mae: number; byAgeGroup: { label: string; mae: number | null; count: number }[] };
 }
 
 /** Runs `predict` over the faces at `indices` and scores it against their labels. */
@@ -67,6 +101,7 @@ export async function evaluate(
   const predicted = new Int32Array(indices.length);
   const truth = new Int32Array(indices.length);
   let loss = 0;
+  const years: number[] = [];
   const batch = new Float32Array(PREDICT_BATCH * size);
   for (let start = 0; start < indices.length; start += PREDICT_BATCH) {
     const count = Math.min(PREDICT_BATCH, indices.length - start);
@@ -77,9 +112,10 @@ export async function evaluate(
     const rows = await predict(batch.subarray(0, count * size), count);
     rows.forEach((row, k) => {
       const target = targets[indices[start + k]];
-      predicted[start + k] = argmax(row);
+      predicted[start + k] = row.index;
       truth[start + k] = target;
-      loss -= Math.log(Math.max(row[target], 1e-7));
+      loss -= Math.log(Math.max(row.probabilities[target], 1e-7));
+      if (row.years !== undefined) years.push(row.years);
     });
   }
   const cm = confusionMatrix(truth, predicted, labels.length);
@@ -93,7 +129,24 @@ export async function evaluate(
     })),
     ageScheme,
   );
-  return { task, labels, count: indices.length, accuracy: report.accuracy, loss: loss / Math.max(1, indices.length), report, confusionMatrix: cm, subgroups, predicted, truth };
+  const evaluation: Evaluation = { task, labels, count: indices.length, accuracy: report.accuracy, loss: loss / Math.max(1, indices.length), report, confusionMatrix: cm, subgroups, predicted, truth };
+  if (years.length === indices.length && years.length > 0) evaluation.years = yearsError(years, Array.from(indices, (face) => dataset.ages[face]), ageScheme);
+  return evaluation;
+}
+
+function yearsError(predicted: number[], ages: number[], ageScheme: AgeScheme): NonNullable<Evaluation['years']> {
+  const groupLabels = ageGroupLabels(ageScheme);
+  const sums = new Float64Array(groupLabels.length);
+  const counts = new Int32Array(groupLabels.length);
+  ages.forEach((age, i) => {
+    const group = ageGroupIndex(age, ageScheme);
+    sums[group] += Math.abs(predicted[i] - age);
+    counts[group]++;
+  });
+  return {
+    mae: meanAbsoluteError(ages, predicted),
+    byAgeGroup: groupLabels.map((label, g) => ({ label, mae: counts[g] > 0 ? sums[g] / counts[g] : null, count: counts[g] })),
+  };
 }
 
 export function formatEvaluation(evaluation: Evaluation): string {
@@ -106,5 +159,12 @@ export function formatEvaluation(evaluation: Evaluation): string {
     '',
     'Accuracy by subgroup',
     formatSubgroupTable(evaluation.subgroups),
+    ...(evaluation.years === undefined
+      ? []
+      : [
+          '',
+          `Age in years: mean absolute error ${evaluation.years.mae.toFixed(2)} years`,
+          ...evaluation.years.byAgeGroup.map((g) => `  ${g.label.padEnd(6)} ${g.mae === null ? '     -' : g.mae.toFixed(2).padStart(6)} years  (${g.count} faces)`),
+        ]),
   ].join('\n');
 }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { taskLabels, type AgeScheme, type Task } from '../models/spec/labels.ts';
 import { PREPROCESSING_VERSION, scaleBytes } from '../models/spec/preprocess.ts';
+import type { OutputSpec } from '../models/spec/metadata.ts';
 import type { Dataset } from './data/dataset.ts';
 import { shuffledIndices, trainTestSplit } from './data/split.ts';
 import { saveModel } from './models/io.ts';
@@ -28,6 +29,8 @@ export interface TrainTaskOptions {
   /** override the preset's epoch count */
   epochs?: number;
   seed: number;
+  /** the --limit the dataset was loaded with, recorded so evaluation can load the same faces */
+  limit?: number;
   ageScheme: AgeScheme;
   /** name of the tfjs backend in use, recorded in the metrics */
   backend: string;
@@ -59,6 +62,15 @@ export interface TaskMetrics {
   meanImagesPerSecond: number;
   report: Evaluation['report'];
   confusionMatrix: number[][];
+  /** how the test split was drawn: `trainTestSplit(datasetCount, testFraction, seed)` over the data loaded with `limit` */
+  split: TestSplitInfo;
+}
+
+export interface TestSplitInfo {
+  testFraction: number;
+  seed: number;
+  limit: number | null;
+  datasetCount: number;
 }
 
 /** How many faces of each split go into the sample grids. */
@@ -117,7 +129,8 @@ export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics>
   const trainSeconds = (performance.now() - trainStart) / 1000;
 
   tf.dispose([xTrain, yTrain, xTest, yTest]);
-  const evaluation = await evaluate(tfjsPredictor(model, dataset.spec), dataset, split.test, task, labels, ageScheme);
+  const outputs: OutputSpec[] = [task === 'gender' ? { name: 'output', kind: 'sigmoid', labels } : { name: 'output', kind: 'probabilities', labels }];
+  const evaluation = await evaluate(tfjsPredictor(model, dataset.spec, { task, labels, outputs }), dataset, split.test, task, labels, ageScheme);
   log(formatEvaluation(evaluation));
   const { predicted, truth, subgroups } = evaluation;
   const cm = evaluation.confusionMatrix;
@@ -139,6 +152,7 @@ export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics>
     meanImagesPerSecond: (split.train.length * epochs) / trainSeconds,
     report,
     confusionMatrix: cm,
+    split: { testFraction: config.testFraction, seed, limit: options.limit ?? null, datasetCount: dataset.count },
   };
 
   await saveModel(model, join(outDir, 'model'));
@@ -149,7 +163,7 @@ export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics>
     ageScheme,
     input: dataset.spec,
     preprocessingVersion: PREPROCESSING_VERSION,
-    outputs: [task === 'gender' ? { name: 'output', kind: 'sigmoid', labels } : { name: 'output', kind: 'probabilities', labels }],
+    outputs,
     seed,
     split: { testFraction: config.testFraction, seed },
   });

@@ -33,7 +33,7 @@ export function argmax(values: ArrayLike<number>): number {
  * One face's answer for a task from its model's outputs, `rows` holding that face's values of each output
  * by name. Labels and their order come from the metadata; a single sigmoid becomes [1 - p, p].
  */
-export function taskPrediction(metadata: ModelMetadata, rows: Record<string, ArrayLike<number>>): TaskPrediction {
+export function taskPrediction(metadata: Pick<ModelMetadata, 'task' | 'labels' | 'outputs'>, rows: Record<string, ArrayLike<number>>): TaskPrediction {
   const classes = metadata.outputs.find((o) => o.kind !== 'years');
   if (classes === undefined) throw new Error(`The ${metadata.task} model has no output that gives class probabilities`);
   const labels = classes.labels ?? metadata.labels;

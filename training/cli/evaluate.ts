@@ -1,54 +1,100 @@
 /**
- * npm run evaluate -- --model <run task folder | run folder> --data <folder-or-csv> [--split test|all] [--limit N] [--backend B]
+ * npm run evaluate -- --model <run folder | task folder | model.onnx | folder of .onnx> --data <folder-or-csv>
+ *                     [--split test|all] [--limit N] [--backend B]
  */
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { existsSync, statSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { TASKS, type AgeScheme, type Task } from '../../models/spec/labels.ts';
+import * as tf from '@tensorflow/tfjs';
+import { TASKS, type AgeScheme } from '../../models/spec/labels.ts';
 import type { InputSpec } from '../../models/spec/preprocess.ts';
 import { BACKEND_NAMES, selectBackend } from '../backend/select.ts';
 import type { Dataset } from '../data/dataset.ts';
 import { loadDataset } from '../data/load.ts';
-import { evaluate, formatEvaluation, tfjsPredictor } from '../evaluate.ts';
+import { trainTestSplit } from '../data/split.ts';
+import { evaluate, formatEvaluation, onnxPredictor, tfjsPredictor, type OutputsInfo, type Predictor } from '../evaluate.ts';
 import { loadModel } from '../models/io.ts';
 import { defaultDataSource } from '../paths.ts';
+import type { TestSplitInfo } from '../train-task.ts';
 import { isMain, parseChoice, parsePositiveInt, runCli, UsageError } from './args.ts';
 
-const USAGE = `Usage: npm run evaluate -- --model DIR [options]
+const USAGE = `Usage: npm run evaluate -- --model PATH [options]
 
-  --model DIR      a task folder written by training (holding model/ and training-info.json),
-                   or a run folder holding age/, ethnicity/ and gender/        (required)
+  --model PATH     what to evaluate                                                   (required):
+                     a run folder (age/, ethnicity/, gender/ inside) or one task folder of it, or
+                     an exported .onnx file, or a folder of them (e.g. models/), run in onnxruntime-node
   --data PATH      a UTKFace folder or a Kaggle age_gender.csv   (default: ../shared/data/utkface)
-  --split S        test: only the faces of the run's test split (default); all: every face
-  --limit N        a fixed random subset of N faces of the data
-  --backend B      ${BACKEND_NAMES.join(', ')} (default: the best one available)`;
+  --split S        test: only the faces the training run held out for testing (default); all: every face
+  --limit N        a fixed random subset of N faces of the data (default: the training run's own)
+  --backend B      for tfjs models: ${BACKEND_NAMES.join(', ')} (default: the best one available)`;
 
-/** What training writes beside the model (training-info.json); the fields evaluation needs. */
-interface RunInfo {
-  task: Task;
-  labels: string[];
-  ageScheme: AgeScheme;
-  input: InputSpec;
+/** One model to evaluate, whatever form it comes in. */
+interface Candidate {
+  name: string;
+  info: OutputsInfo & { ageScheme: AgeScheme; input: InputSpec };
+  split?: TestSplitInfo;
+  predictor(): Promise<{ predict: Predictor; release(): void }>;
 }
 
-/** The task folders to evaluate: the folder itself, or its age/, ethnicity/ and gender/ subfolders. */
-function taskFolders(dir: string): string[] {
-  if (existsSync(join(dir, 'training-info.json'))) return [dir];
-  if (basename(dir) === 'model' && existsSync(join(dir, '..', 'training-info.json'))) return [resolve(dir, '..')];
-  const folders = TASKS.map((task) => join(dir, task)).filter((d) => existsSync(join(d, 'training-info.json')));
-  if (folders.length === 0) throw new UsageError(`"${dir}" holds no trained model: expected training-info.json and model/ in it, or in its age/, ethnicity/ and gender/ subfolders`);
-  return folders;
+async function readJson(file: string): Promise<unknown> {
+  return JSON.parse(await readFile(file, 'utf8'));
 }
 
-/** Indices of the dataset's faces that the run held out for testing, matched by file name. */
-async function testSplitIndices(folder: string, dataset: Dataset): Promise<number[] | undefined> {
-  const file = join(folder, 'test-split.json');
-  if (!existsSync(file)) return undefined;
-  const names = new Set(JSON.parse(await readFile(file, 'utf8')) as string[]);
-  const indices: number[] = [];
-  dataset.names.forEach((name, i) => names.has(name) && indices.push(i));
-  return indices;
+/** A task folder written by training: model/, training-info.json and metrics.json. */
+async function tfjsCandidate(folder: string): Promise<Candidate> {
+  const info = (await readJson(join(folder, 'training-info.json'))) as Candidate['info'];
+  const metrics = existsSync(join(folder, 'metrics.json')) ? ((await readJson(join(folder, 'metrics.json'))) as { split?: TestSplitInfo }) : {};
+  return {
+    name: folder,
+    info,
+    split: metrics.split,
+    predictor: async () => {
+      const model = await loadModel(join(folder, 'model'));
+      return { predict: tfjsPredictor(model, info.input, info), release: () => model.dispose() };
+    },
+  };
+}
+
+/** An exported model: everything evaluation needs is in its metadata. */
+async function onnxCandidate(file: string): Promise<Candidate> {
+  const bytes = new Uint8Array(await readFile(file));
+  const { predict, metadata } = await onnxPredictor(bytes);
+  const metrics = (metadata.metrics ?? {}) as { split?: TestSplitInfo };
+  return {
+    name: file,
+    info: { task: metadata.task, labels: metadata.labels, outputs: metadata.outputs, ageScheme: metadata.ageScheme ?? 'coursework', input: metadata.input },
+    split: metrics.split,
+    predictor: async () => ({ predict, release: () => {} }),
+  };
+}
+
+async function candidates(path: string): Promise<Candidate[]> {
+  if (!existsSync(path)) throw new UsageError(`--model "${path}" does not exist`);
+  if (statSync(path).isFile()) {
+    if (!path.endsWith('.onnx')) throw new UsageError(`--model "${path}" is a file but not an .onnx model`);
+    return [await onnxCandidate(path)];
+  }
+  if (existsSync(join(path, 'training-info.json'))) return [await tfjsCandidate(path)];
+  if (basename(path) === 'model' && existsSync(join(path, '..', 'training-info.json'))) return [await tfjsCandidate(resolve(path, '..'))];
+  const taskFolders = TASKS.map((task) => join(path, task)).filter((d) => existsSync(join(d, 'training-info.json')));
+  if (taskFolders.length > 0) return Promise.all(taskFolders.map(tfjsCandidate));
+  const onnxFiles = (await readdir(path)).filter((f) => f.endsWith('.onnx')).sort();
+  if (onnxFiles.length > 0) return Promise.all(onnxFiles.map((f) => onnxCandidate(join(path, f))));
+  throw new UsageError(`"${path}" holds no model: expected a training run (training-info.json and model/, or age/, ethnicity/, gender/ folders) or .onnx files`);
+}
+
+/** The faces the run held out for testing: the same seeded split over the same loaded data. */
+function testIndices(split: TestSplitInfo | undefined, dataset: Dataset, name: string): ArrayLike<number> | undefined {
+  if (split === undefined) {
+    console.error(`${name}: it records no test split; evaluating every face (--split all)`);
+    return undefined;
+  }
+  if (split.datasetCount !== dataset.count) {
+    console.error(`${name}: its test split was drawn from ${split.datasetCount} faces, this data has ${dataset.count}; evaluating every face (--split all)`);
+    return undefined;
+  }
+  return trainTestSplit(dataset.count, split.testFraction, split.seed).test;
 }
 
 if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
@@ -72,22 +118,17 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   const limit = values.limit === undefined ? undefined : parsePositiveInt('--limit', values.limit);
   const backend = values.backend === undefined ? undefined : parseChoice('--backend', values.backend, BACKEND_NAMES);
 
-  await selectBackend(backend, (line) => console.error(line));
-  for (const folder of taskFolders(resolve(values.model))) {
-    const info = JSON.parse(await readFile(join(folder, 'training-info.json'), 'utf8')) as RunInfo;
-    const dataset = await loadDataset(resolve(data), info.input, { limit });
-    let indices: ArrayLike<number> = Int32Array.from({ length: dataset.count }, (_, i) => i);
-    if (split === 'test') {
-      const held = await testSplitIndices(folder, dataset);
-      if (held === undefined || held.length === 0) {
-        console.error(`${info.task}: the run's test split is not in this data; evaluating every face (--split all)`);
-      } else {
-        indices = held;
-      }
-    }
-    const model = await loadModel(join(folder, 'model'));
-    const evaluation = await evaluate(tfjsPredictor(model, info.input), dataset, indices, info.task, info.labels, info.ageScheme);
-    console.log(formatEvaluation(evaluation) + '\n');
-    model.dispose();
+  const models = await candidates(resolve(values.model));
+  if (models.some((m) => !m.name.endsWith('.onnx'))) await selectBackend(backend, (line) => console.error(line));
+  for (const candidate of models) {
+    const { info } = candidate;
+    const runLimit = limit ?? candidate.split?.limit ?? undefined;
+    const dataset = await loadDataset(resolve(data), info.input, { limit: runLimit, seed: candidate.split?.seed });
+    const indices = (split === 'test' ? testIndices(candidate.split, dataset, basename(candidate.name)) : undefined) ?? Int32Array.from({ length: dataset.count }, (_, i) => i);
+    const { predict, release } = await candidate.predictor();
+    const evaluation = await evaluate(predict, dataset, indices, info.task, info.labels, info.ageScheme);
+    console.log(`${basename(candidate.name)}: ${formatEvaluation(evaluation)}\n`);
+    release();
   }
+  tf.disposeVariables();
 });

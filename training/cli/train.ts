@@ -93,6 +93,7 @@ async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetri
     outDir: join(config.out, config.task),
     epochs: config.epochs,
     seed: config.seed,
+    limit: config.limit,
     ageScheme: config.ageScheme,
     backend: backend.name,
     log,
