@@ -9,16 +9,18 @@ import { taskLabels, type AgeScheme, type Task } from '../models/spec/labels.ts'
 import { PREPROCESSING_VERSION, scaleBytes } from '../models/spec/preprocess.ts';
 import type { OutputSpec } from '../models/spec/metadata.ts';
 import type { Dataset } from './data/dataset.ts';
+import { emptyHistory, recordEpoch, type FitArgs, type FitResult, type History } from './fit.ts';
 import { shuffledIndices, trainTestSplit } from './data/split.ts';
 import { saveModel } from './models/io.ts';
 import { buildSeedModel, SEED_TRAINING } from './models/seed.ts';
+import { fitResidual, RESIDUAL_TEST_FRACTION } from './fit-residual.ts';
 import { evaluate, formatEvaluation, taskTargets, tfjsPredictor, type Evaluation } from './evaluate.ts';
 import { formatSubgroupTable } from './report/metrics.ts';
 import { plotConfusionMatrix, plotHistory, plotSampleGrid } from './report/plots.ts';
 import { formatEpochLine } from './report/progress.ts';
 
-export type Preset = 'seed';
-export const PRESETS: readonly Preset[] = ['seed'];
+export type Preset = 'seed' | 'residual';
+export const PRESETS: readonly Preset[] = ['seed', 'residual'];
 
 export interface TrainTaskOptions {
   task: Task;
@@ -35,16 +37,6 @@ export interface TrainTaskOptions {
   /** name of the tfjs backend in use, recorded in the metrics */
   backend: string;
   log: (line: string) => void;
-}
-
-export interface History {
-  epoch: number[];
-  loss: number[];
-  accuracy: number[];
-  valLoss: number[];
-  valAccuracy: number[];
-  seconds: number[];
-  imagesPerSecond: number[];
 }
 
 export interface TaskMetrics {
@@ -78,19 +70,74 @@ const SAMPLES_PER_KIND = 12;
 
 export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics> {
   const { task, dataset, outDir, seed, ageScheme, log } = options;
-  const config = SEED_TRAINING[task];
-  const epochs = options.epochs ?? config.epochs;
+  const testFraction = options.preset === 'seed' ? SEED_TRAINING[task].testFraction : RESIDUAL_TEST_FRACTION;
   const labels = taskLabels(task, ageScheme);
   const targets = taskTargets(dataset, task, ageScheme);
-  const split = trainTestSplit(dataset.count, config.testFraction, seed);
+  const split = trainTestSplit(dataset.count, testFraction, seed);
   await mkdir(outDir, { recursive: true });
+  const fitArgs: FitArgs = { task, labels, dataset, targets, train: split.train, test: split.test, epochs: options.epochs, seed, ageScheme, log };
+  const fitted = options.preset === 'seed' ? await fitSeed(fitArgs) : await fitResidual(fitArgs);
+  const { model, outputs, history, epochs, trainSeconds } = fitted;
 
+  const evaluation = await evaluate(tfjsPredictor(model, dataset.spec, { task, labels, outputs }), dataset, split.test, task, labels, ageScheme);
+  log(formatEvaluation(evaluation));
+  const { predicted, truth, subgroups } = evaluation;
+  const cm = evaluation.confusionMatrix;
+  const report = evaluation.report;
+  const testLoss = evaluation.loss;
+
+  const metrics: TaskMetrics = {
+    task,
+    preset: options.preset,
+    labels,
+    testAccuracy: report.accuracy,
+    testLoss,
+    trainCount: fitted.trainCount,
+    testCount: split.test.length,
+    epochs,
+    parameters: fitted.parameters,
+    backend: options.backend,
+    trainSeconds,
+    meanImagesPerSecond: (fitted.trainCount * epochs) / trainSeconds,
+    report,
+    confusionMatrix: cm,
+    split: { testFraction, seed, limit: options.limit ?? null, datasetCount: dataset.count },
+  };
+
+  await saveModel(model, join(outDir, 'model'));
+  await writeJson(join(outDir, 'training-info.json'), {
+    task,
+    preset: options.preset,
+    labels,
+    ageScheme,
+    input: dataset.spec,
+    preprocessingVersion: PREPROCESSING_VERSION,
+    outputs,
+    seed,
+    split: { testFraction, seed },
+  });
+  await writeJson(join(outDir, 'metrics.json'), { ...metrics, subgroups });
+  await writeJson(join(outDir, 'history.json'), history);
+  await writeJson(join(outDir, 'test-split.json'), split.test.length > 0 ? Array.from(split.test, (i) => dataset.names[i]) : []);
+  await writeFile(join(outDir, 'subgroups.txt'), formatSubgroupTable(subgroups) + '\n');
+  await plotHistory(history, join(outDir, 'curves.png'), `${task} (${options.preset} preset): loss and accuracy`);
+  await plotConfusionMatrix(cm, labels, join(outDir, 'confusion.png'), `${task}: confusion matrix (test split)`);
+  await plotSampleGrid(pickSamples(dataset, split.test, predicted, truth, labels, seed), join(outDir, 'samples.png'), `${task}: sample test faces, correct (green) and misclassified (red)`);
+  fitted.release();
+  model.dispose();
+  return metrics;
+}
+
+/** The coursework's way: model.fit on the 70% training split, the test split shown as validation data. */
+async function fitSeed(args: FitArgs): Promise<FitResult> {
+  const { task, labels, dataset, targets, train, test, seed, log } = args;
+  const config = SEED_TRAINING[task];
+  const epochs = args.epochs ?? config.epochs;
   const model = buildSeedModel(task, labels.length, seed);
-  log(`${task}: ${model.countParams().toLocaleString('en-US')} parameters, ${split.train.length} train / ${split.test.length} test faces, batch ${config.batchSize}, ${epochs} epochs`);
-
-  const [xTrain, yTrain] = tensorsFor(dataset, targets, split.train);
-  const [xTest, yTest] = tensorsFor(dataset, targets, split.test);
-  const history: History = { epoch: [], loss: [], accuracy: [], valLoss: [], valAccuracy: [], seconds: [], imagesPerSecond: [] };
+  log(`${task}: ${model.countParams().toLocaleString('en-US')} parameters, ${train.length} train / ${test.length} test faces, batch ${config.batchSize}, ${epochs} epochs`);
+  const [xTrain, yTrain] = tensorsFor(dataset, targets, train);
+  const [xTest, yTest] = tensorsFor(dataset, targets, test);
+  const history = emptyHistory();
   let epochStart = 0;
   const trainStart = performance.now();
   await model.fit(xTrain, yTrain, {
@@ -113,71 +160,27 @@ export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics>
           valLoss: logs.val_loss,
           valAccuracy: logs.val_acc ?? logs.val_accuracy,
           seconds,
-          imagesPerSecond: split.train.length / seconds,
+          imagesPerSecond: train.length / seconds,
         };
-        history.epoch.push(entry.epoch);
-        history.loss.push(entry.loss);
-        history.accuracy.push(entry.accuracy);
-        history.valLoss.push(entry.valLoss);
-        history.valAccuracy.push(entry.valAccuracy);
-        history.seconds.push(seconds);
-        history.imagesPerSecond.push(entry.imagesPerSecond);
+        recordEpoch(history, entry);
         log(`${task}: ${formatEpochLine(entry)}`);
       },
     },
   });
   const trainSeconds = (performance.now() - trainStart) / 1000;
-
   tf.dispose([xTrain, yTrain, xTest, yTest]);
   const outputs: OutputSpec[] = [task === 'gender' ? { name: 'output', kind: 'sigmoid', labels } : { name: 'output', kind: 'probabilities', labels }];
-  const evaluation = await evaluate(tfjsPredictor(model, dataset.spec, { task, labels, outputs }), dataset, split.test, task, labels, ageScheme);
-  log(formatEvaluation(evaluation));
-  const { predicted, truth, subgroups } = evaluation;
-  const cm = evaluation.confusionMatrix;
-  const report = evaluation.report;
-  const testLoss = evaluation.loss;
-
-  const metrics: TaskMetrics = {
-    task,
-    preset: options.preset,
-    labels,
-    testAccuracy: report.accuracy,
-    testLoss,
-    trainCount: split.train.length,
-    testCount: split.test.length,
+  return {
+    model,
+    outputs,
+    history,
     epochs,
     parameters: model.countParams(),
-    backend: options.backend,
+    trainCount: train.length,
     trainSeconds,
-    meanImagesPerSecond: (split.train.length * epochs) / trainSeconds,
-    report,
-    confusionMatrix: cm,
-    split: { testFraction: config.testFraction, seed, limit: options.limit ?? null, datasetCount: dataset.count },
+    // The optimizer was passed to compile(), so the model does not own it: its Adam moments are ours to free.
+    release: () => model.optimizer.dispose(),
   };
-
-  await saveModel(model, join(outDir, 'model'));
-  await writeJson(join(outDir, 'training-info.json'), {
-    task,
-    preset: options.preset,
-    labels,
-    ageScheme,
-    input: dataset.spec,
-    preprocessingVersion: PREPROCESSING_VERSION,
-    outputs,
-    seed,
-    split: { testFraction: config.testFraction, seed },
-  });
-  await writeJson(join(outDir, 'metrics.json'), { ...metrics, subgroups });
-  await writeJson(join(outDir, 'history.json'), history);
-  await writeJson(join(outDir, 'test-split.json'), split.test.length > 0 ? Array.from(split.test, (i) => dataset.names[i]) : []);
-  await writeFile(join(outDir, 'subgroups.txt'), formatSubgroupTable(subgroups) + '\n');
-  await plotHistory(history, join(outDir, 'curves.png'), `${task} (seed preset): loss and accuracy`);
-  await plotConfusionMatrix(cm, labels, join(outDir, 'confusion.png'), `${task}: confusion matrix (test split)`);
-  await plotSampleGrid(pickSamples(dataset, split.test, predicted, truth, labels, seed), join(outDir, 'samples.png'), `${task}: sample test faces, correct (green) and misclassified (red)`);
-  // The optimizer was passed to compile(), so the model does not own it: its Adam moments are ours to free.
-  model.optimizer.dispose();
-  model.dispose();
-  return metrics;
 }
 
 /** Inputs scaled as the spec says, and targets as an [N, 1] float column (sparse classes or binary). */
