@@ -197,6 +197,8 @@ export async function fitResidual(args: FitArgs, config: ResidualConfig = RESIDU
     trainSeconds,
     release: () => {
       optimizer.dispose();
+      // MomentumOptimizer.dispose() forgets the learning-rate scalar its SGD base keeps (tfjs 4.22).
+      (optimizer as unknown as { c?: tf.Tensor }).c?.dispose();
       groupOfAge?.dispose();
       // The training graph shares its layers with the inference model, which the caller disposes.
     },
