@@ -1,0 +1,194 @@
+/**
+ * npm run model-card -- [--models DIR] [--data PATH] [--out FILE]
+ *
+ * Writes models/MODEL_CARD.md from a measurement, not from memory: each shipped ONNX model is evaluated in
+ * onnxruntime-node on the test split recorded in its own metadata, and the card's tables are those figures.
+ */
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ETHNICITY_LABELS, GENDER_LABELS, type Task } from '../../models/spec/labels.ts';
+import type { ModelMetadata } from '../../models/spec/metadata.ts';
+import { loadDataset } from '../data/load.ts';
+import { trainTestSplit } from '../data/split.ts';
+import { evaluate, onnxPredictor, type Evaluation } from '../evaluate.ts';
+import { defaultDataSource, REPO_ROOT } from '../paths.ts';
+import type { TestSplitInfo } from '../train-task.ts';
+import { isMain, runCli, UsageError } from './args.ts';
+
+const USAGE = `Usage: npm run model-card -- [--models DIR] [--data PATH] [--out FILE]
+
+  --models DIR   the exported models                              (default: models)
+  --data PATH    the UTKFace folder they were trained on           (default: ../shared/data/utkface)
+  --out FILE     where the card is written                         (default: <models>/MODEL_CARD.md)`;
+
+interface Measured {
+  file: string;
+  metadata: ModelMetadata;
+  evaluation: Evaluation;
+  bytes: number;
+}
+
+const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
+
+function table(header: string[], rows: (string | number)[][]): string {
+  return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+function modelSection(m: Measured): string {
+  const { metadata, evaluation: e } = m;
+  const lines = [
+    `### ${metadata.task} (\`${m.file}\`)`,
+    '',
+    `Preset \`${metadata.source.preset ?? 'unknown'}\`, input ${metadata.input.height}x${metadata.input.width}x${metadata.input.channels}; ` +
+      `test accuracy **${pct(e.accuracy)}** on ${e.count.toLocaleString('en-US')} test faces` +
+      (e.years === undefined ? '.' : `; age mean absolute error **${e.years.mae.toFixed(2)} years**.`),
+    '',
+    table(
+      ['class', 'precision', 'recall', 'F1', 'test faces'],
+      e.report.perClass.map((c) => [c.label, c.precision.toFixed(3), c.recall.toFixed(3), c.f1.toFixed(3), c.support]),
+    ),
+    '',
+    'Accuracy by subgroup of the test split:',
+    '',
+    table(
+      ['subgroup', 'accuracy', 'faces'],
+      [
+        ...e.subgroups.byGender.map((g, i) => [`gender: ${e.subgroups.labels.gender[i]}`, pct(g.accuracy), g.count]),
+        ...e.subgroups.byEthnicity.map((g, i) => [`ethnicity: ${e.subgroups.labels.ethnicity[i]}`, pct(g.accuracy), g.count]),
+        ...e.subgroups.byAgeGroup.map((g, i) => [`age: ${e.subgroups.labels.ageGroup[i]}`, pct(g.accuracy), g.count]),
+      ],
+    ),
+  ];
+  if (metadata.task === 'ethnicity') {
+    lines.push('', 'Confusion matrix (rows: true, columns: predicted):', '', table(['true \\ predicted', ...e.labels], e.confusionMatrix.map((row, i) => [e.labels[i], ...row])));
+  }
+  if (e.years !== undefined) {
+    lines.push('', 'Age error in years by true age group:', '', table(['age group', 'MAE (years)', 'faces'], e.years.byAgeGroup.map((g) => [g.label, g.mae === null ? '-' : g.mae.toFixed(2), g.count])));
+  }
+  return lines.join('\n');
+}
+
+/** The subgroups where a model is weakest: the honest list of known failure modes. */
+function weakest(m: Measured, count = 3): string {
+  const s = m.evaluation.subgroups;
+  const groups = [
+    ...s.byEthnicity.map((g, i) => ({ name: `${s.labels.ethnicity[i]} faces`, ...g })),
+    ...s.byAgeGroup.map((g, i) => ({ name: `ages ${s.labels.ageGroup[i]}`, ...g })),
+    ...s.byGender.map((g, i) => ({ name: `${s.labels.gender[i]} faces`, ...g })),
+  ].filter((g) => g.accuracy !== null && g.count >= 20);
+  groups.sort((a, b) => (a.accuracy ?? 0) - (b.accuracy ?? 0));
+  return groups.slice(0, count).map((g) => `${g.name} ${pct(g.accuracy)} (${g.count})`).join(', ');
+}
+
+export function renderCard(measured: Measured[], dataset: { count: number; genders: number[]; ethnicities: number[] }, command: string): string {
+  const byTask = (task: Task) => measured.find((m) => m.metadata.task === task);
+  const overall = table(
+    ['model', 'preset', 'input', 'test accuracy', 'age MAE', 'test faces', 'size'],
+    measured.map((m) => [m.metadata.task, m.metadata.source.preset ?? '-', `${m.metadata.input.height}x${m.metadata.input.width}x${m.metadata.input.channels}`, pct(m.evaluation.accuracy), m.evaluation.years === undefined ? '-' : `${m.evaluation.years.mae.toFixed(2)} years`, m.evaluation.count, `${(m.bytes / 1024).toFixed(0)} KiB`]),
+  );
+  const gender = byTask('gender');
+  const genderByEthnicity = gender === undefined ? '' : table(['ethnicity', 'gender accuracy', 'faces'], gender.evaluation.subgroups.byEthnicity.map((g, i) => [ETHNICITY_LABELS[i], pct(g.accuracy), g.count]));
+  const counts = (values: number[], labels: readonly string[]) => labels.map((l, i) => `${l} ${values[i].toLocaleString('en-US')} (${((100 * values[i]) / dataset.count).toFixed(1)}%)`).join(', ');
+  return `# Model card: age, ethnicity and gender from a face
+
+Generated by \`${command}\` from a measurement of the ONNX files in this folder (onnxruntime-node, CPU), each on
+the test split recorded in its own metadata. Do not edit by hand; run the command again.
+
+## What the models do
+
+Three small convolutional networks take one face photo, already cropped so the face fills the image (as in
+UTKFace; the server and the demo centre-crop and resize any photo to the models' input), and give
+probabilities for an age group (1-10, 11-20, 21-40, 41-60, 61-90, 91+), an ethnicity (White, Black, Asian,
+Indian, Others, as UTKFace labels them) and a gender (male, female, as UTKFace labels them). An age model that
+also predicts years gives them as \`age.years\`.
+
+## Data
+
+UTKFace, aligned and cropped faces: ${dataset.count.toLocaleString('en-US')} labelled images, labels from the file names as the
+dataset's authors assigned them (they are not self-reported, and the categories are the dataset's, not a
+description of anyone's identity). The set is imbalanced:
+
+- gender: ${counts(dataset.genders, GENDER_LABELS)};
+- ethnicity: ${counts(dataset.ethnicities, ETHNICITY_LABELS)};
+- ages cluster at 20-40 and at 1-4; few faces are over 80.
+
+UTKFace is available for **non-commercial research purposes only**; the models inherit that restriction.
+
+## Intended use, and what they must not be used for
+
+- Intended: research and teaching about face-attribute models, their accuracy and their biases; demos that
+  run on a person's own photo with their consent.
+- **Out of scope**: any decision about a person (hiring, lending, policing, border control, access to services,
+  advertising targeting), identifying people, surveillance, or inferring anyone's ethnicity or gender without
+  their knowledge. Ethnicity and gender inferred from appearance are often wrong and are sensitive personal
+  data; a person's own statement always overrides a prediction.
+- Not validated on photos unlike UTKFace (profile views, occlusions, low light, heavy make-up, children's
+  photos from other sources).
+
+## Metrics
+
+${overall}
+
+Gender accuracy per ethnicity:
+
+${genderByEthnicity}
+
+${measured.map(modelSection).join('\n\n')}
+
+## Known failure modes
+
+Measured above, the weakest subgroups (at least 20 test faces):
+
+${measured.map((m) => `- ${m.metadata.task}: ${weakest(m)}`).join('\n')}
+
+Young children and the elderly are hard for every task: few training faces, and faces that change fast with
+age. Ethnicity "Others" is a catch-all class with few faces and no visual definition.
+
+## How to reproduce every number
+
+\`\`\`sh
+npm run train -- --task all --preset <preset>   # see each model's preset above
+npm run export -- --all
+${command}
+npm run evaluate -- --model models              # the same figures, printed in full
+\`\`\`
+`;
+}
+
+if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
+  const { values } = parseArgs({ args: argv, strict: true, options: { models: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', default: false } } });
+  if (values.help) throw new UsageError('');
+  const modelsDir = resolve(values.models ?? join(REPO_ROOT, 'models'));
+  const data = values.data ?? defaultDataSource();
+  if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
+  const files = (await readdir(modelsDir)).filter((f) => f.endsWith('.onnx')).sort();
+  if (files.length === 0) throw new UsageError(`no .onnx models in "${modelsDir}"; export them first (npm run export -- --all)`);
+  const measured: Measured[] = [];
+  let full: { count: number; genders: number[]; ethnicities: number[] } | undefined;
+  for (const file of files) {
+    const bytes = new Uint8Array(await readFile(join(modelsDir, file)));
+    const { predict, metadata } = await onnxPredictor(bytes);
+    const split = (metadata.metrics as { split?: TestSplitInfo } | null)?.split;
+    if (split === undefined) throw new Error(`${file} records no test split in its metadata; re-export it from a training run`);
+    const dataset = await loadDataset(resolve(data), metadata.input, { limit: split.limit ?? undefined, seed: split.seed, progress: false });
+    if (dataset.count !== split.datasetCount) throw new Error(`${file} was tested on ${split.datasetCount} faces; this data has ${dataset.count}`);
+    const test = trainTestSplit(dataset.count, split.testFraction, split.seed).test;
+    const evaluation = await evaluate(predict, dataset, test, metadata.task, metadata.labels, metadata.ageScheme ?? 'coursework');
+    measured.push({ file, metadata, evaluation, bytes: bytes.length });
+    if (full === undefined && split.limit === null) {
+      const genders = [0, 0];
+      const ethnicities = [0, 0, 0, 0, 0];
+      for (let i = 0; i < dataset.count; i++) {
+        genders[dataset.genders[i]]++;
+        ethnicities[dataset.ethnicities[i]]++;
+      }
+      full = { count: dataset.count, genders, ethnicities };
+    }
+  }
+  if (full === undefined) throw new Error('every model was trained on a --limit subset; the card describes models trained on the full data');
+  const out = resolve(values.out ?? join(modelsDir, 'MODEL_CARD.md'));
+  const command = `npm run model-card${values.models === undefined ? '' : ` -- --models ${relative(REPO_ROOT, modelsDir)}`}`;
+  await writeFile(out, renderCard(measured, full, command));
+  console.log(`wrote ${relative(process.cwd(), out)}: ${measured.map((m) => `${m.metadata.task} ${pct(m.evaluation.accuracy)}`).join(', ')}`);
+});
