@@ -1,9 +1,13 @@
 /**
- * npm run bench:train [-- --backends node-gpu,node,wasm,cpu] [--seconds N] [--wasm-kernels fast|reference] [--profile]
+ * npm run bench:train [-- --backends node-gpu,node,wasm,cpu] [--model seed-age|residual] [--seconds N]
+ *                         [--wasm-kernels fast|reference] [--profile]
  *
- * Training throughput of the seed age model (the coursework's, batch 128) on random 48x48x1 images, one
- * JSON line per backend on stdout: {"backend":"wasm","model":"seed-age","imgPerSec":...,...}. Each backend
- * runs in its own process, one after the other, so that none disturbs another's state or timing.
+ * Training throughput on random 48x48x1 images, one JSON line per backend on stdout:
+ * {"backend":"wasm","model":"seed-age","imgPerSec":...,...}. Models: the seed age model (the coursework's,
+ * batch 128), or `residual`, a small modern multitask CNN (residual-48: 3x3 convolutions with widths 16,
+ * 32 and 64, BatchNormalization, stride-2 downsampling, 1x1 projection shortcuts, global average pooling,
+ * three heads; batch 64). Each backend runs in its own process, one after the other, so that none disturbs
+ * another's state or timing.
  */
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -21,6 +25,8 @@ const USAGE = `Usage: npm run bench:train -- [options]
 Options:
   --backends LIST      comma-separated, from: ${BACKEND_NAMES.join(', ')}
                        (default: those installed; node-gpu and node only where tfjs-node is)
+  --model M            seed-age: the seed age model, batch 128; residual: residual-48, batch 64
+                       (default: seed-age)
   --seconds N          time spent measuring each backend after a warm-up step      (default: 10)
                        (at least 2 steps are measured, however long they take)
   --wasm-kernels K     fast: our training kernels; reference: the stock wasm kernels (default: fast)
@@ -28,12 +34,17 @@ Options:
   --help               this text`;
 
 const WASM_KERNEL_SETS = ['fast', 'reference'] as const;
-const MODEL = 'seed-age';
+const MODEL_OPTIONS = ['seed-age', 'residual'] as const;
+type ModelOption = (typeof MODEL_OPTIONS)[number];
+/** The model name each --model prints. */
+const MODEL_NAMES = { 'seed-age': 'seed-age', residual: 'residual-48' } as const;
 const AGE_CLASSES = 6;
+const RESIDUAL = { batchSize: 64, widths: [16, 32, 64], ethnicities: 5 } as const;
 const MIN_STEPS = 2;
 
 interface BenchConfig {
   backends: BackendName[];
+  model: ModelOption;
   seconds: number;
   wasmKernels: WasmKernelSet;
   profile: boolean;
@@ -42,7 +53,7 @@ interface BenchConfig {
 /** One JSON line of output. */
 interface BenchResult {
   backend: BackendName;
-  model: typeof MODEL;
+  model: (typeof MODEL_NAMES)[ModelOption];
   imgPerSec: number;
   batchSize: number;
   steps: number;
@@ -59,6 +70,7 @@ function parseBenchArgs(argv: string[]): BenchConfig {
     allowPositionals: false,
     options: {
       backends: { type: 'string' },
+      model: { type: 'string', default: 'seed-age' },
       seconds: { type: 'string', default: '10' },
       'wasm-kernels': { type: 'string', default: 'fast' },
       profile: { type: 'boolean', default: false },
@@ -75,6 +87,7 @@ function parseBenchArgs(argv: string[]): BenchConfig {
   if (backends.length === 0) throw new UsageError('--backends lists no backend');
   return {
     backends: [...new Set(backends)],
+    model: parseChoice('--model', values.model ?? 'seed-age', MODEL_OPTIONS),
     seconds,
     wasmKernels: parseChoice('--wasm-kernels', values['wasm-kernels'] ?? 'fast', WASM_KERNEL_SETS),
     profile: values.profile ?? false,
@@ -90,17 +103,72 @@ function isInstalled(packageName: string): boolean {
   }
 }
 
-/** Trains the seed age model on one backend in this process and returns its throughput. */
+/** A model compiled for training, with a batch of random images and labels for it. */
+interface BenchModel {
+  model: tf.LayersModel;
+  batchSize: number;
+  images: tf.Tensor;
+  labels: tf.Tensor[];
+}
+
+function makeBenchModel(option: ModelOption): BenchModel {
+  const { height, width, channels } = SEED_INPUT;
+  if (option === 'seed-age') {
+    const batchSize = SEED_TRAINING.age.batchSize;
+    return {
+      model: buildSeedModel('age', AGE_CLASSES, 1),
+      batchSize,
+      images: tf.randomUniform([batchSize, height, width, channels], 0, 1, 'float32', 1),
+      labels: [tf.tidy(() => tf.floor(tf.randomUniform([batchSize], 0, AGE_CLASSES, 'float32', 2)))],
+    };
+  }
+  const { batchSize, widths, ethnicities } = RESIDUAL;
+  return {
+    model: buildResidualModel([height, width, channels], widths, ethnicities),
+    batchSize,
+    images: tf.randomUniform([batchSize, height, width, channels], 0, 1, 'float32', 1),
+    labels: tf.tidy(() => [
+      tf.round(tf.randomUniform([batchSize, 1], 0, 1, 'float32', 2)),
+      tf.floor(tf.randomUniform([batchSize, 1], 0, ethnicities, 'float32', 3)),
+      tf.randomUniform([batchSize, 1], 0, 100, 'float32', 4),
+    ]),
+  };
+}
+
+/**
+ * residual-48: a stem 3x3 convolution, then per width a residual block (two 3x3 convolutions with
+ * BatchNormalization and ReLU, the first of stride 2 after the first block, a 1x1 projection shortcut
+ * where the shape changes), global average pooling and gender, ethnicity and age heads.
+ */
+function buildResidualModel(inputShape: [number, number, number], widths: readonly number[], ethnicities: number): tf.LayersModel {
+  const convBn = (x: tf.SymbolicTensor, filters: number, kernelSize: number, strides: number): tf.SymbolicTensor => {
+    const y = tf.layers.conv2d({ filters, kernelSize, strides, padding: 'same', useBias: false }).apply(x) as tf.SymbolicTensor;
+    return tf.layers.batchNormalization().apply(y) as tf.SymbolicTensor;
+  };
+  const relu = (x: tf.SymbolicTensor): tf.SymbolicTensor => tf.layers.reLU().apply(x) as tf.SymbolicTensor;
+  const input = tf.input({ shape: inputShape });
+  let x = relu(convBn(input, widths[0], 3, 1));
+  widths.forEach((filters, i) => {
+    const strides = i === 0 ? 1 : 2;
+    const y = convBn(relu(convBn(x, filters, 3, strides)), filters, 3, 1);
+    const shortcut = strides !== 1 || x.shape[3] !== filters ? convBn(x, filters, 1, strides) : x;
+    x = relu(tf.layers.add().apply([y, shortcut]) as tf.SymbolicTensor);
+  });
+  const features = tf.layers.globalAveragePooling2d({}).apply(x) as tf.SymbolicTensor;
+  const head = (units: number, activation: 'sigmoid' | 'softmax' | 'linear', name: string): tf.SymbolicTensor =>
+    tf.layers.dense({ units, activation, name }).apply(features) as tf.SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: [head(1, 'sigmoid', 'gender'), head(ethnicities, 'softmax', 'ethnicity'), head(1, 'linear', 'age')] });
+  model.compile({ optimizer: tf.train.adam(1e-3), loss: ['binaryCrossentropy', 'sparseCategoricalCrossentropy', 'meanAbsoluteError'] });
+  return model;
+}
+
+/** Trains the chosen model on one backend in this process and returns its throughput. */
 async function benchBackend(backend: BackendName, config: BenchConfig): Promise<BenchResult> {
   await selectBackend(backend, (line) => console.error(line));
   if (backend === 'wasm') registerWasmTrainingKernels(config.wasmKernels);
-  const batchSize = SEED_TRAINING.age.batchSize;
-  const { height, width, channels } = SEED_INPUT;
-  const model = buildSeedModel('age', AGE_CLASSES, 1);
-  const images = tf.randomUniform([batchSize, height, width, channels], 0, 1, 'float32', 1);
-  const labels = tf.tidy(() => tf.floor(tf.randomUniform([batchSize], 0, AGE_CLASSES, 'float32', 2)));
+  const { model, batchSize, images, labels } = makeBenchModel(config.model);
   const step = async (): Promise<void> => {
-    await model.trainOnBatch(images, labels); // resolves once the loss is read back: the step is done
+    await model.trainOnBatch(images, labels.length === 1 ? labels[0] : labels); // resolves once the loss is read back: the step is done
   };
 
   await step(); // warm-up: kernel setup, optimizer state, XNNPACK operators
@@ -113,7 +181,7 @@ async function benchBackend(backend: BackendName, config: BenchConfig): Promise<
   const seconds = (performance.now() - started) / 1000;
   const result: BenchResult = {
     backend,
-    model: MODEL,
+    model: MODEL_NAMES[config.model],
     imgPerSec: round((steps * batchSize) / seconds, 1),
     batchSize,
     steps,
@@ -122,7 +190,7 @@ async function benchBackend(backend: BackendName, config: BenchConfig): Promise<
   if (backend === 'wasm') result.wasmKernels = config.wasmKernels;
   if (config.profile) result.kernelMs = await profileKernels(step, backend === 'cpu' ? 1 : 5);
   model.dispose();
-  tf.dispose([images, labels]);
+  tf.dispose([images, ...labels]);
   return result;
 }
 
