@@ -3,6 +3,7 @@
  * Used by `npm run export:check`, by the exporter's self-check and by the tests.
  */
 import * as tf from '@tensorflow/tfjs';
+import { seededRandom } from '../training/data/split.ts';
 import * as ort from 'onnxruntime-node';
 import type { OutputSpec } from '../models/spec/metadata.ts';
 
@@ -139,16 +140,8 @@ export async function compareModels(model: tf.LayersModel, runner: OnnxRunner, i
   });
 }
 
-/** Deterministic uniform [0, 1) values (mulberry32), so a failing check can be rerun exactly. */
+/** Deterministic uniform [low, high) values (seeded), so a failing check can be rerun exactly. */
 export function randomValues(count: number, seed: number, low = 0, high = 1): Float32Array {
-  let state = seed >>> 0;
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = low + (high - low) * (((t ^ (t >>> 14)) >>> 0) / 4294967296);
-  }
-  return out;
+  const random = seededRandom(seed);
+  return Float32Array.from({ length: count }, () => low + (high - low) * random());
 }

@@ -2,24 +2,18 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../training/backend/select.ts';
+import { seededRandom } from '../training/data/split.ts';
+import { buildResidualModels } from '../training/models/residual.ts';
 import { registerWasmTrainingKernels, type WasmKernelSet } from '../training/backend/wasm-kernels.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 
 type Shape4 = [number, number, number, number];
 type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
 
-/** Deterministic values in [-1, 1) (mulberry32), so a failure reproduces. */
+/** Deterministic values in [-1, 1), so a failure reproduces. */
 function randomValues(count: number, seed: number): Float32Array {
-  let state = seed >>> 0;
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-  }
-  return out;
+  const random = seededRandom(seed);
+  return Float32Array.from({ length: count }, () => 2 * random() - 1);
 }
 
 const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
@@ -97,21 +91,11 @@ function poolGradient(x: Shape4, filterSize: number | [number, number], strides:
   };
 }
 
-/** A small residual CNN as tf.layers builds them: conv-BatchNormalization-ReLU blocks, stride 2 and 1x1 projections. */
+/** The residual preset's network (three logits, no dropout) on a small colour input. */
 function buildResidualNet(inputShape: [number, number, number], widths: number[]): tf.LayersModel {
-  const convBn = (x: tf.SymbolicTensor, filters: number, kernelSize: number, strides: number): tf.SymbolicTensor =>
-    tf.layers.batchNormalization().apply(tf.layers.conv2d({ filters, kernelSize, strides, padding: 'same', useBias: false }).apply(x)) as tf.SymbolicTensor;
-  const relu = (x: tf.SymbolicTensor): tf.SymbolicTensor => tf.layers.reLU().apply(x) as tf.SymbolicTensor;
-  const input = tf.input({ shape: inputShape });
-  let x = relu(convBn(input, widths[0], 3, 1));
-  widths.forEach((filters, i) => {
-    const strides = i === 0 ? 1 : 2;
-    const y = convBn(relu(convBn(x, filters, 3, strides)), filters, 3, 1);
-    const shortcut = strides !== 1 || x.shape[3] !== filters ? convBn(x, filters, 1, strides) : x;
-    x = relu(tf.layers.add().apply([y, shortcut]) as tf.SymbolicTensor);
-  });
-  const pooled = tf.layers.globalAveragePooling2d({}).apply(x) as tf.SymbolicTensor;
-  return tf.model({ inputs: input, outputs: tf.layers.dense({ units: 3 }).apply(pooled) as tf.SymbolicTensor });
+  const [height, width, channels] = inputShape;
+  const architecture = { input: { height, width, channels: channels as 1 | 3, scaling: 'unit' as const }, widths, blocksPerStage: 1, dropout: 0 };
+  return buildResidualModels('ethnicity', ['a', 'b', 'c'], architecture, 'coursework', 1).train;
 }
 
 describe('wasm training kernels', () => {

@@ -4,9 +4,9 @@
  *
  * Training throughput on random 48x48x1 images, one JSON line per backend on stdout:
  * {"backend":"wasm","model":"seed-age","imgPerSec":...,...}. Models: the seed age model (the coursework's,
- * batch 128), or `residual`, a small modern multitask CNN (residual-48: 3x3 convolutions with widths 16,
- * 32 and 64, BatchNormalization, stride-2 downsampling, 1x1 projection shortcuts, global average pooling,
- * three heads; batch 64). Each backend runs in its own process, one after the other, so that none disturbs
+ * batch 128), or `residual`, the residual preset's age network as training runs it (residual-48: a small
+ * ResNet with widths 16, 32 and 64, batch normalization, stride-2 downsampling, global average pooling, logits
+ * over every age; batch 64). Each backend runs in its own process, one after the other, so that none disturbs
  * another's state or timing.
  */
 import { spawn } from 'node:child_process';
@@ -18,6 +18,9 @@ import { SEED_INPUT } from '../../models/spec/preprocess.ts';
 import { BACKEND_NAMES, selectBackend, type BackendName } from '../backend/select.ts';
 import { registerWasmTrainingKernels, type WasmKernelSet } from '../backend/wasm-kernels.ts';
 import { parseChoice, runCli, UsageError } from '../cli/args.ts';
+import { taskLabels } from '../../models/spec/labels.ts';
+import { RESIDUAL_TRAINING } from '../fit-residual.ts';
+import { AGE_BINS, buildResidualModels } from '../models/residual.ts';
 import { buildSeedModel, SEED_TRAINING } from '../models/seed.ts';
 
 const USAGE = `Usage: npm run bench:train -- [options]
@@ -39,7 +42,6 @@ type ModelOption = (typeof MODEL_OPTIONS)[number];
 /** The model name each --model prints. */
 const MODEL_NAMES = { 'seed-age': 'seed-age', residual: 'residual-48' } as const;
 const AGE_CLASSES = 6;
-const RESIDUAL = { batchSize: 64, widths: [16, 32, 64], ethnicities: 5 } as const;
 const MIN_STEPS = 2;
 
 interface BenchConfig {
@@ -122,44 +124,16 @@ function makeBenchModel(option: ModelOption): BenchModel {
       labels: [tf.tidy(() => tf.floor(tf.randomUniform([batchSize], 0, AGE_CLASSES, 'float32', 2)))],
     };
   }
-  const { batchSize, widths, ethnicities } = RESIDUAL;
+  // The residual preset's own network, as training runs it: the age model (logits over every age) at batch 64.
+  const { batchSize, architecture } = RESIDUAL_TRAINING;
+  const model = buildResidualModels('age', taskLabels('age'), architecture, 'coursework', 1).train;
+  model.compile({ optimizer: tf.train.momentum(0.05, 0.9, true), loss: (targets: tf.Tensor, logits: tf.Tensor) => tf.losses.softmaxCrossEntropy(targets, logits) });
   return {
-    model: buildResidualModel([height, width, channels], widths, ethnicities),
+    model,
     batchSize,
     images: tf.randomUniform([batchSize, height, width, channels], 0, 1, 'float32', 1),
-    labels: tf.tidy(() => [
-      tf.round(tf.randomUniform([batchSize, 1], 0, 1, 'float32', 2)),
-      tf.floor(tf.randomUniform([batchSize, 1], 0, ethnicities, 'float32', 3)),
-      tf.randomUniform([batchSize, 1], 0, 100, 'float32', 4),
-    ]),
+    labels: [tf.tidy(() => tf.oneHot(tf.randomUniform([batchSize], 0, AGE_BINS, 'int32', 2), AGE_BINS).toFloat())],
   };
-}
-
-/**
- * residual-48: a stem 3x3 convolution, then per width a residual block (two 3x3 convolutions with
- * BatchNormalization and ReLU, the first of stride 2 after the first block, a 1x1 projection shortcut
- * where the shape changes), global average pooling and gender, ethnicity and age heads.
- */
-function buildResidualModel(inputShape: [number, number, number], widths: readonly number[], ethnicities: number): tf.LayersModel {
-  const convBn = (x: tf.SymbolicTensor, filters: number, kernelSize: number, strides: number): tf.SymbolicTensor => {
-    const y = tf.layers.conv2d({ filters, kernelSize, strides, padding: 'same', useBias: false }).apply(x) as tf.SymbolicTensor;
-    return tf.layers.batchNormalization().apply(y) as tf.SymbolicTensor;
-  };
-  const relu = (x: tf.SymbolicTensor): tf.SymbolicTensor => tf.layers.reLU().apply(x) as tf.SymbolicTensor;
-  const input = tf.input({ shape: inputShape });
-  let x = relu(convBn(input, widths[0], 3, 1));
-  widths.forEach((filters, i) => {
-    const strides = i === 0 ? 1 : 2;
-    const y = convBn(relu(convBn(x, filters, 3, strides)), filters, 3, 1);
-    const shortcut = strides !== 1 || x.shape[3] !== filters ? convBn(x, filters, 1, strides) : x;
-    x = relu(tf.layers.add().apply([y, shortcut]) as tf.SymbolicTensor);
-  });
-  const features = tf.layers.globalAveragePooling2d({}).apply(x) as tf.SymbolicTensor;
-  const head = (units: number, activation: 'sigmoid' | 'softmax' | 'linear', name: string): tf.SymbolicTensor =>
-    tf.layers.dense({ units, activation, name }).apply(features) as tf.SymbolicTensor;
-  const model = tf.model({ inputs: input, outputs: [head(1, 'sigmoid', 'gender'), head(ethnicities, 'softmax', 'ethnicity'), head(1, 'linear', 'age')] });
-  model.compile({ optimizer: tf.train.adam(1e-3), loss: ['binaryCrossentropy', 'sparseCategoricalCrossentropy', 'meanAbsoluteError'] });
-  return model;
 }
 
 /** Trains the chosen model on one backend in this process and returns its throughput. */
