@@ -98,7 +98,7 @@ describe('training on the real UTKFace faces (CI smoke)', () => {
     }
     const out = await mkdtemp(join(tmpdir(), 'train-real-'));
     try {
-      const result = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'training/cli/train.ts'), '--task', 'all', '--data', DEFAULT_UTKFACE, '--limit', '300', '--epochs', '1', '--out', out, '--backend', 'wasm'], { encoding: 'utf8', cwd: REPO_ROOT });
+      const result = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'training/cli/train.ts'), '--task', 'all', '--preset', 'seed', '--data', DEFAULT_UTKFACE, '--limit', '300', '--epochs', '1', '--out', out, '--backend', 'wasm'], { encoding: 'utf8', cwd: REPO_ROOT });
       assert.equal(result.status, 0, result.stdout + result.stderr);
       for (const task of ['age', 'ethnicity', 'gender']) {
         const metrics = JSON.parse(await readFile(join(out, task, 'metrics.json'), 'utf8'));
@@ -106,6 +106,28 @@ describe('training on the real UTKFace faces (CI smoke)', () => {
         assert.ok(metrics.testAccuracy >= 0 && metrics.testAccuracy <= 1);
       }
       assert.match(result.stdout, /\[age\]/);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  });
+
+  it('trains the default (multitask) preset for one epoch on 300 colour faces through the CLI', { timeout: 600_000 }, async (t) => {
+    if (!existsSync(DEFAULT_UTKFACE)) {
+      t.skip(`UTKFace data not found at ${DEFAULT_UTKFACE}; this smoke runs where ../shared/data/utkface exists (CI has it)`);
+      return;
+    }
+    const out = await mkdtemp(join(tmpdir(), 'train-multitask-'));
+    try {
+      const result = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'training/cli/train.ts'), '--task', 'all', '--data', DEFAULT_UTKFACE, '--limit', '300', '--epochs', '1', '--out', out, '--backend', 'wasm'], { encoding: 'utf8', cwd: REPO_ROOT });
+      assert.equal(result.status, 0, result.stdout + result.stderr);
+      assert.match(result.stdout, /all: trained 3 models as one network/);
+      for (const task of ['age', 'ethnicity', 'gender']) {
+        const metrics = JSON.parse(await readFile(join(out, task, 'metrics.json'), 'utf8'));
+        assert.equal(metrics.preset, 'multitask', task);
+        assert.equal(metrics.testCount, 60, task);
+        const info = JSON.parse(await readFile(join(out, task, 'training-info.json'), 'utf8'));
+        assert.deepEqual(info.input, { height: 64, width: 64, channels: 3, scaling: 'unit' });
+      }
     } finally {
       await rm(out, { recursive: true, force: true });
     }

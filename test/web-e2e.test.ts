@@ -171,8 +171,10 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
   });
 
   it('agrees with POST /v1/predict on the JPEG files as they are wherever the class is not a near tie (the two JPEG decoders differ slightly)', async () => {
-    // Chromium decodes JPEG with libjpeg-turbo, the server with jpeg-js: about a third of the 48x48 input bytes differ by 1.
-    const DECODER_BOUND = 0.02;
+    // Chromium decodes JPEG with libjpeg-turbo, the server with jpeg-js, and their colour (chroma upsampling) differs
+    // by a level or two on many pixels. The seed models (48x48 gray) moved by up to 6e-4; the multitask models
+    // (64x64 colour, deeper) by up to 2.75e-2 on these 24 faces. Same pixels agree within 1e-4 (the test above).
+    const DECODER_BOUND = 0.05;
     let worst = 0;
     let compared = 0;
     for (const face of faces) {

@@ -57,7 +57,7 @@ export const RESIDUAL_TRAINING: ResidualConfig = {
 };
 
 /** A seeded split of the training faces into what is fitted and what chooses the epoch. */
-function carveValidation(train: Int32Array, fraction: number, seed: number): { fit: Int32Array; validation: Int32Array } {
+export function carveValidation(train: Int32Array, fraction: number, seed: number): { fit: Int32Array; validation: Int32Array } {
   const order = shuffledIndices(train.length, seed);
   const count = Math.round(train.length * fraction);
   return { validation: Int32Array.from(order.subarray(0, count), (i) => train[i]), fit: Int32Array.from(order.subarray(count), (i) => train[i]) };
@@ -71,7 +71,7 @@ export function learningRateAt(epoch: number, config: Pick<ResidualConfig, 'lear
 }
 
 /** Soft targets for the age distribution: a discretised Gaussian around each true age. */
-function ageTargetTable(sigma: number): Float32Array[] {
+export function ageTargetTable(sigma: number): Float32Array[] {
   return Array.from({ length: AGE_BINS }, (_, centre) => {
     const row = new Float32Array(AGE_BINS);
     let sum = 0;
@@ -82,7 +82,7 @@ function ageTargetTable(sigma: number): Float32Array[] {
 }
 
 /** Per-class loss weights (frequency^-balance), normalised to a mean of 1 over the faces. */
-function classWeights(targets: Int32Array, indices: Int32Array, classes: number, balance: number): Float32Array {
+export function classWeights(targets: Int32Array, indices: Int32Array, classes: number, balance: number): Float32Array {
   const counts = new Float64Array(classes);
   for (const i of indices) counts[targets[i]]++;
   const weights = Float32Array.from(counts, (n) => (n > 0 ? n ** -balance : 0));
@@ -195,6 +195,7 @@ export async function fitResidual(args: FitArgs, config: ResidualConfig = RESIDU
     parameters: net.countParams(),
     trainCount: fit.length,
     trainSeconds,
+    keptEpoch: best.epoch,
     release: () => {
       optimizer.dispose();
       // MomentumOptimizer.dispose() forgets the learning-rate scalar its SGD base keeps (tfjs 4.22).

@@ -26,6 +26,8 @@ export interface FitResult {
   parameters: number;
   trainCount: number;
   trainSeconds: number;
+  /** presets that choose on a validation split: the epoch whose weights were kept */
+  keptEpoch?: number;
   /** frees what only training needed (optimizer state, the training graph) */
   release(): void;
 }

@@ -5,8 +5,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { taskLabels, type AgeScheme, type Task } from '../models/spec/labels.ts';
-import { PREPROCESSING_VERSION, scaleBytes } from '../models/spec/preprocess.ts';
+import { TASKS, taskLabels, type AgeScheme, type Task } from '../models/spec/labels.ts';
+import { PREPROCESSING_VERSION, scaleBytes, SEED_INPUT, type InputSpec } from '../models/spec/preprocess.ts';
 import type { OutputSpec } from '../models/spec/metadata.ts';
 import type { Dataset } from './data/dataset.ts';
 import { emptyHistory, recordEpoch, type FitArgs, type FitResult, type History } from './fit.ts';
@@ -14,13 +14,25 @@ import { shuffledIndices, trainTestSplit } from './data/split.ts';
 import { saveModel } from './models/io.ts';
 import { buildSeedModel, SEED_TRAINING } from './models/seed.ts';
 import { fitResidual, RESIDUAL_TEST_FRACTION } from './fit-residual.ts';
+import { fitMultitask, MULTITASK_INPUT, type MultitaskFitArgs } from './fit-multitask.ts';
+import type { BackendName } from './backend/select.ts';
 import { evaluate, formatEvaluation, taskTargets, tfjsPredictor, type Evaluation } from './evaluate.ts';
 import { formatSubgroupTable } from './report/metrics.ts';
 import { plotConfusionMatrix, plotHistory, plotSampleGrid } from './report/plots.ts';
 import { formatEpochLine } from './report/progress.ts';
 
-export type Preset = 'seed' | 'residual';
-export const PRESETS: readonly Preset[] = ['seed', 'residual'];
+export type Preset = 'multitask' | 'residual' | 'seed';
+export const PRESETS: readonly Preset[] = ['multitask', 'residual', 'seed'];
+/** What `npm run train` trains without --preset. */
+export const DEFAULT_PRESET: Preset = 'multitask';
+
+/** The input each preset trains on; the dataset is loaded (and cached) in this form. */
+export const PRESET_INPUT: Record<Preset, InputSpec> = { multitask: MULTITASK_INPUT, residual: SEED_INPUT, seed: SEED_INPUT };
+
+/** Presets that train the three tasks as one network, in one process (`--task all` only). */
+export function trainsTogether(preset: Preset): boolean {
+  return preset === 'multitask';
+}
 
 export interface TrainTaskOptions {
   task: Task;
@@ -35,7 +47,7 @@ export interface TrainTaskOptions {
   limit?: number;
   ageScheme: AgeScheme;
   /** name of the tfjs backend in use, recorded in the metrics */
-  backend: string;
+  backend: BackendName;
   log: (line: string) => void;
 }
 
@@ -56,6 +68,10 @@ export interface TaskMetrics {
   confusionMatrix: number[][];
   /** how the test split was drawn: `trainTestSplit(datasetCount, testFraction, seed)` over the data loaded with `limit` */
   split: TestSplitInfo;
+  /** presets that choose on a validation split: the epoch whose weights were kept */
+  keptEpoch?: number;
+  /** age models that predict years: mean absolute error on the test split, overall and per age group */
+  years?: Evaluation['years'];
 }
 
 export interface TestSplitInfo {
@@ -69,14 +85,62 @@ export interface TestSplitInfo {
 const SAMPLES_PER_KIND = 12;
 
 export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics> {
-  const { task, dataset, outDir, seed, ageScheme, log } = options;
+  const { task, dataset, seed, ageScheme, log } = options;
+  if (trainsTogether(options.preset)) throw new Error(`the ${options.preset} preset trains the three tasks together; use trainTogether (--task all)`);
   const testFraction = options.preset === 'seed' ? SEED_TRAINING[task].testFraction : RESIDUAL_TEST_FRACTION;
   const labels = taskLabels(task, ageScheme);
   const targets = taskTargets(dataset, task, ageScheme);
   const split = trainTestSplit(dataset.count, testFraction, seed);
-  await mkdir(outDir, { recursive: true });
   const fitArgs: FitArgs = { task, labels, dataset, targets, train: split.train, test: split.test, epochs: options.epochs, seed, ageScheme, log };
   const fitted = options.preset === 'seed' ? await fitSeed(fitArgs) : await fitResidual(fitArgs);
+  return writeTaskRun(options, fitted, split, testFraction);
+}
+
+/**
+ * Trains a preset that learns the three tasks as one network (multitask) and writes one task folder per task
+ * under `runDir`, each as `trainTask` would.
+ */
+export async function trainTogether(options: Omit<TrainTaskOptions, 'task' | 'outDir'> & { runDir: string; replicas?: number }): Promise<TaskMetrics[]> {
+  const { dataset, seed, ageScheme, log } = options;
+  const testFraction = RESIDUAL_TEST_FRACTION;
+  const split = trainTestSplit(dataset.count, testFraction, seed);
+  const args: MultitaskFitArgs = {
+    labels: Object.fromEntries(TASKS.map((task) => [task, taskLabels(task, ageScheme)])) as Record<Task, string[]>,
+    dataset,
+    targets: Object.fromEntries(TASKS.map((task) => [task, taskTargets(dataset, task, ageScheme)])) as Record<Task, Int32Array>,
+    train: split.train,
+    testCount: split.test.length,
+    epochs: options.epochs,
+    seed,
+    ageScheme,
+    backend: options.backend,
+    replicas: options.replicas,
+    log,
+  };
+  const fitted = await fitMultitask(args);
+  const metrics: TaskMetrics[] = [];
+  for (const task of TASKS) {
+    const result: FitResult = {
+      model: fitted.models[task],
+      outputs: fitted.outputs[task],
+      history: fitted.history[task],
+      epochs: fitted.epochs,
+      parameters: fitted.models[task].countParams(),
+      trainCount: fitted.trainCount,
+      trainSeconds: fitted.trainSeconds,
+      keptEpoch: fitted.bestEpoch[task],
+      release: () => {},
+    };
+    metrics.push(await writeTaskRun({ ...options, task, outDir: join(options.runDir, task) }, result, split, testFraction));
+  }
+  return metrics;
+}
+
+/** Evaluates a fitted model on the test split and writes the task's run folder. */
+async function writeTaskRun(options: TrainTaskOptions, fitted: FitResult, split: { train: Int32Array; test: Int32Array }, testFraction: number): Promise<TaskMetrics> {
+  const { task, dataset, outDir, seed, ageScheme, log } = options;
+  const labels = taskLabels(task, ageScheme);
+  await mkdir(outDir, { recursive: true });
   const { model, outputs, history, epochs, trainSeconds } = fitted;
 
   const evaluation = await evaluate(tfjsPredictor(model, dataset.spec, { task, labels, outputs }), dataset, split.test, task, labels, ageScheme);
@@ -102,6 +166,8 @@ export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics>
     report,
     confusionMatrix: cm,
     split: { testFraction, seed, limit: options.limit ?? null, datasetCount: dataset.count },
+    ...(fitted.keptEpoch === undefined ? {} : { keptEpoch: fitted.keptEpoch }),
+    ...(evaluation.years === undefined ? {} : { years: evaluation.years }),
   };
 
   await saveModel(model, join(outDir, 'model'));

@@ -1,12 +1,13 @@
 /**
- * npm run bench:train [-- --backends node-gpu,node,wasm,cpu] [--model seed-age|residual] [--seconds N]
+ * npm run bench:train [-- --backends node-gpu,node,wasm,cpu] [--model seed-age|residual|multitask] [--seconds N]
  *                         [--wasm-kernels fast|reference] [--profile]
  *
- * Training throughput on random 48x48x1 images, one JSON line per backend on stdout:
+ * Training throughput on random images, one JSON line per backend on stdout:
  * {"backend":"wasm","model":"seed-age","imgPerSec":...,...}. Models: the seed age model (the coursework's,
  * batch 128), or `residual`, the residual preset's age network as training runs it (residual-48: a small
  * ResNet with widths 16, 32 and 64, batch normalization, stride-2 downsampling, global average pooling, logits
- * over every age; batch 64). Each backend runs in its own process, one after the other, so that none disturbs
+ * over every age; batch 64), or `multitask`, the multitask preset's shared network on 64x64 colour faces (three
+ * heads) at one replica's share of a batch (64 of 128: training runs one replica per core). Each backend runs in its own process, one after the other, so that none disturbs
  * another's state or timing.
  */
 import { spawn } from 'node:child_process';
@@ -18,9 +19,10 @@ import { SEED_INPUT } from '../../models/spec/preprocess.ts';
 import { BACKEND_NAMES, selectBackend, type BackendName } from '../backend/select.ts';
 import { registerWasmTrainingKernels, type WasmKernelSet } from '../backend/wasm-kernels.ts';
 import { parseChoice, runCli, UsageError } from '../cli/args.ts';
-import { taskLabels } from '../../models/spec/labels.ts';
+import { TASKS, taskLabels, type Task } from '../../models/spec/labels.ts';
+import { MULTITASK_TRAINING } from '../fit-multitask.ts';
 import { RESIDUAL_TRAINING } from '../fit-residual.ts';
-import { AGE_BINS, buildResidualModels } from '../models/residual.ts';
+import { AGE_BINS, buildMultitaskModels, buildResidualModels } from '../models/residual.ts';
 import { buildSeedModel, SEED_TRAINING } from '../models/seed.ts';
 
 const USAGE = `Usage: npm run bench:train -- [options]
@@ -28,7 +30,8 @@ const USAGE = `Usage: npm run bench:train -- [options]
 Options:
   --backends LIST      comma-separated, from: ${BACKEND_NAMES.join(', ')}
                        (default: those installed; node-gpu and node only where tfjs-node is)
-  --model M            seed-age: the seed age model, batch 128; residual: residual-48, batch 64
+  --model M            seed-age: the seed age model, batch 128; residual: residual-48, batch 64;
+                       multitask: multitask-64 (64x64x3, three heads), batch 64 = one replica's share
                        (default: seed-age)
   --seconds N          time spent measuring each backend after a warm-up step      (default: 10)
                        (at least 2 steps are measured, however long they take)
@@ -37,10 +40,10 @@ Options:
   --help               this text`;
 
 const WASM_KERNEL_SETS = ['fast', 'reference'] as const;
-const MODEL_OPTIONS = ['seed-age', 'residual'] as const;
+const MODEL_OPTIONS = ['seed-age', 'residual', 'multitask'] as const;
 type ModelOption = (typeof MODEL_OPTIONS)[number];
 /** The model name each --model prints. */
-const MODEL_NAMES = { 'seed-age': 'seed-age', residual: 'residual-48' } as const;
+const MODEL_NAMES = { 'seed-age': 'seed-age', residual: 'residual-48', multitask: 'multitask-64' } as const;
 const AGE_CLASSES = 6;
 const MIN_STEPS = 2;
 
@@ -122,6 +125,31 @@ function makeBenchModel(option: ModelOption): BenchModel {
       batchSize,
       images: tf.randomUniform([batchSize, height, width, channels], 0, 1, 'float32', 1),
       labels: [tf.tidy(() => tf.floor(tf.randomUniform([batchSize], 0, AGE_CLASSES, 'float32', 2)))],
+    };
+  }
+  if (option === 'multitask') {
+    // The multitask preset's network; each replica trains on its share of the batch.
+    const batchSize = MULTITASK_TRAINING.batchSize / 2;
+    const { input } = MULTITASK_TRAINING.architecture;
+    const labelsByTask = Object.fromEntries(TASKS.map((task) => [task, taskLabels(task)])) as Record<Task, string[]>;
+    const model = buildMultitaskModels(labelsByTask, MULTITASK_TRAINING.architecture, 'coursework', 1).train;
+    model.compile({
+      optimizer: tf.train.momentum(0.1, 0.9, true),
+      loss: [
+        (targets: tf.Tensor, logits: tf.Tensor) => tf.losses.softmaxCrossEntropy(targets, logits),
+        (targets: tf.Tensor, logits: tf.Tensor) => tf.losses.softmaxCrossEntropy(targets, logits),
+        (targets: tf.Tensor, logits: tf.Tensor) => tf.losses.sigmoidCrossEntropy(targets, logits),
+      ],
+    });
+    return {
+      model,
+      batchSize,
+      images: tf.randomUniform([batchSize, input.height, input.width, input.channels], 0, 1, 'float32', 1),
+      labels: tf.tidy(() => [
+        tf.oneHot(tf.randomUniform([batchSize], 0, AGE_BINS, 'int32', 2), AGE_BINS).toFloat(),
+        tf.oneHot(tf.randomUniform([batchSize], 0, labelsByTask.ethnicity.length, 'int32', 3), labelsByTask.ethnicity.length).toFloat(),
+        tf.randomUniform([batchSize, 1], 0, 1, 'float32', 4).round(),
+      ]),
     };
   }
   // The residual preset's own network, as training runs it: the age model (logits over every age) at batch 64.

@@ -37,12 +37,21 @@ function table(header: string[], rows: (string | number)[][]): string {
 
 function modelSection(m: Measured): string {
   const { metadata, evaluation: e } = m;
+  const training = metadata.metrics as { epochs?: number; keptEpoch?: number; trainSeconds?: number; split?: TestSplitInfo } | null;
+  const trained =
+    training?.epochs === undefined
+      ? ''
+      : ` Trained for ${training.epochs} epochs` +
+        (training.keptEpoch === undefined ? '' : `; the weights kept are epoch ${training.keptEpoch}'s, the best on a validation split carved from the training faces`) +
+        (training.split === undefined ? '' : `; tested on a seeded ${Math.round(training.split.testFraction * 100)}% split that no training choice saw`) +
+        '.';
   const lines = [
     `### ${metadata.task} (\`${m.file}\`)`,
     '',
     `Preset \`${metadata.source.preset ?? 'unknown'}\`, input ${metadata.input.height}x${metadata.input.width}x${metadata.input.channels}; ` +
       `test accuracy **${pct(e.accuracy)}** on ${e.count.toLocaleString('en-US')} test faces` +
-      (e.years === undefined ? '.' : `; age mean absolute error **${e.years.mae.toFixed(2)} years**.`),
+      (e.years === undefined ? '.' : `; age mean absolute error **${e.years.mae.toFixed(2)} years**.`) +
+      trained,
     '',
     table(
       ['class', 'precision', 'recall', 'F1', 'test faces'],
@@ -81,6 +90,30 @@ function weakest(m: Measured, count = 3): string {
   return groups.slice(0, count).map((g) => `${g.name} ${pct(g.accuracy)} (${g.count})`).join(', ');
 }
 
+/** What the networks are, from the presets recorded in their metadata. */
+function describeNetworks(measured: Measured[]): string {
+  const presets = new Set(measured.map((m) => m.metadata.source.preset));
+  if (presets.size === 1 && presets.has('multitask')) {
+    return 'Three files, one network: a small residual CNN trained once for the three tasks, with a shared trunk\nand one head per task; each file holds the trunk and one head.';
+  }
+  return 'Three small convolutional networks, one per task.';
+}
+
+/** The age model's error where it is worst, from the measurement, for the failure modes. */
+function ageErrorNote(age: Measured | undefined): string {
+  const years = age?.evaluation.years;
+  if (years === undefined) return '';
+  const measured = years.byAgeGroup.flatMap((g) => (g.mae === null ? [] : [{ ...g, mae: g.mae }]));
+  const worst = measured.filter((g) => g.count >= 20).sort((a, b) => b.mae - a.mae).slice(0, 2);
+  const few = measured.filter((g) => g.count < 20);
+  const describe = (g: { label: string; mae: number; count: number }) => `ages ${g.label} (${g.mae.toFixed(1)} years over ${g.count} faces)`;
+  return (
+    `The age model's error in years is largest for ${worst.map(describe).join(' and ')}, against ${years.mae.toFixed(1)} overall` +
+    (few.length === 0 ? '' : `; it is worse still for ${few.map(describe).join(' and ')}, too few faces to measure well`) +
+    '.\n'
+  );
+}
+
 export function renderCard(measured: Measured[], dataset: { count: number; genders: number[]; ethnicities: number[] }, command: string): string {
   const byTask = (task: Task) => measured.find((m) => m.metadata.task === task);
   const overall = table(
@@ -97,7 +130,7 @@ the test split recorded in its own metadata. Do not edit by hand; run the comman
 
 ## What the models do
 
-Three small convolutional networks take one face photo, already cropped so the face fills the image (as in
+${describeNetworks(measured)} They take one face photo, already cropped so the face fills the image (as in
 UTKFace; the server and the demo centre-crop and resize any photo to the models' input), and give
 probabilities for an age group (1-10, 11-20, 21-40, 41-60, 61-90, 91+), an ethnicity (White, Black, Asian,
 Indian, Others, as UTKFace labels them) and a gender (male, female, as UTKFace labels them). An age model that
@@ -142,7 +175,7 @@ Measured above, the weakest subgroups (at least 20 test faces):
 
 ${measured.map((m) => `- ${m.metadata.task}: ${weakest(m)}`).join('\n')}
 
-Young children and the elderly are hard for every task: few training faces, and faces that change fast with
+${ageErrorNote(byTask('age'))}Young children and the elderly are hard for every task: few training faces, and faces that change fast with
 age. Ethnicity "Others" is a catch-all class with few faces and no visual definition.
 
 ## How to reproduce every number

@@ -1,30 +1,37 @@
 /**
- * npm run train -- --task age|ethnicity|gender|all --preset seed --data <folder-or-csv>
- *                  [--epochs N] [--limit N] [--out DIR] [--backend B] [--seed S] [--age-scheme coursework|decades]
+ * npm run train -- --task age|ethnicity|gender|all [--preset multitask|residual|seed] [--data <folder-or-csv>]
+ *                  [--epochs N] [--limit N] [--out DIR] [--backend B] [--replicas N] [--seed S]
+ *                  [--age-scheme coursework|decades]
  */
 import { spawn } from 'node:child_process';
 import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../../models/spec/labels.ts';
-import { SEED_INPUT } from '../../models/spec/preprocess.ts';
 import { BACKEND_NAMES, selectBackend, type BackendName } from '../backend/select.ts';
 import { loadDataset } from '../data/load.ts';
 import { defaultDataSource, RUNS_DIR } from '../paths.ts';
-import { PRESETS, trainTask, type Preset, type TaskMetrics } from '../train-task.ts';
+import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, trainTogether, type Preset, type TaskMetrics } from '../train-task.ts';
 import { isMain, parseChoice, parsePositiveInt, runCli, UsageError } from './args.ts';
 
 const USAGE = `Usage: npm run train -- --task age|ethnicity|gender|all [options]
 
 Options:
-  --task T          age, ethnicity, gender, or all (the three in parallel processes)   (required)
-  --preset P        ${PRESETS.join(', ')}                                             (default: seed)
+  --task T          age, ethnicity, gender, or all                                     (required)
+  --preset P        ${PRESETS.join(', ')}                                 (default: ${DEFAULT_PRESET})
+                    multitask: one residual network shared by the three tasks, 64x64 colour,
+                      data-parallel over the CPU cores; trains with --task all only
+                    residual:  a residual network per task, 48x48 grayscale
+                    seed:      the coursework's three small CNNs, 48x48 grayscale
+                    (with --task all, residual and seed train the three in parallel processes)
   --data PATH       a UTKFace folder or a Kaggle age_gender.csv      (default: ../shared/data/utkface)
-  --epochs N        override the preset's epochs (seed: 25)
+                    (the CSV holds 48x48 grayscale faces: the residual and seed presets)
+  --epochs N        override the preset's epochs (multitask 32, residual 30, seed 25)
   --limit N         train on a fixed random subset of N faces
   --out DIR         where the run is written                    (default: runs/<date>-<preset>)
   --backend B       ${BACKEND_NAMES.join(', ')} (default: the best one available)
+  --replicas N      multitask: data-parallel replicas      (default: one per core on wasm and cpu)
   --seed S          split, subset and initial weights                           (default: 42)
   --age-scheme S    ${AGE_SCHEMES.join(', ')}                                 (default: coursework)
   --no-cache        decode the images again instead of reading the dataset cache
@@ -38,6 +45,7 @@ export interface TrainConfig {
   limit?: number;
   out: string;
   backend?: BackendName;
+  replicas?: number;
   seed: number;
   ageScheme: AgeScheme;
   cache: boolean;
@@ -50,12 +58,13 @@ export function parseTrainArgs(argv: string[]): TrainConfig {
     allowPositionals: false,
     options: {
       task: { type: 'string' },
-      preset: { type: 'string', default: 'seed' },
+      preset: { type: 'string', default: DEFAULT_PRESET },
       data: { type: 'string' },
       epochs: { type: 'string' },
       limit: { type: 'string' },
       out: { type: 'string' },
       backend: { type: 'string' },
+      replicas: { type: 'string' },
       seed: { type: 'string', default: '42' },
       'age-scheme': { type: 'string', default: 'coursework' },
       'no-cache': { type: 'boolean', default: false },
@@ -66,15 +75,27 @@ export function parseTrainArgs(argv: string[]): TrainConfig {
   if (values.task === undefined) throw new UsageError('--task is required');
   const data = values.data ?? defaultDataSource();
   if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
-  const preset = parseChoice('--preset', values.preset ?? 'seed', PRESETS);
+  const preset = parseChoice('--preset', values.preset ?? DEFAULT_PRESET, PRESETS);
+  const task = parseChoice('--task', values.task, [...TASKS, 'all'] as const);
+  if (trainsTogether(preset) && task !== 'all' && process.env.FACE_TRAIN_CHILD === undefined) {
+    throw new UsageError(`the ${preset} preset trains age, ethnicity and gender as one network: use --task all (or --preset residual for one task)`);
+  }
+  const input = PRESET_INPUT[preset];
+  if (extname(data).toLowerCase() === '.csv' && (input.height !== 48 || input.width !== 48 || input.channels !== 1)) {
+    throw new UsageError(
+      `the ${preset} preset trains on ${input.height}x${input.width}x${input.channels} faces, and a Kaggle CSV holds 48x48 grayscale ones: ` +
+        'train it from the UTKFace folder, or train --preset residual or --preset seed from the CSV',
+    );
+  }
   return {
-    task: parseChoice('--task', values.task, [...TASKS, 'all'] as const),
+    task,
     preset,
     data: resolve(data),
     epochs: values.epochs === undefined ? undefined : parsePositiveInt('--epochs', values.epochs),
     limit: values.limit === undefined ? undefined : parsePositiveInt('--limit', values.limit),
     out: resolve(values.out ?? join(RUNS_DIR, `${new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-')}-${preset}`)),
     backend: values.backend === undefined ? undefined : parseChoice('--backend', values.backend, BACKEND_NAMES),
+    replicas: values.replicas === undefined ? undefined : parsePositiveInt('--replicas', values.replicas),
     seed: parsePositiveInt('--seed', values.seed ?? '42', 0),
     ageScheme: parseChoice('--age-scheme', values['age-scheme'] ?? 'coursework', AGE_SCHEMES),
     cache: !values['no-cache'],
@@ -85,7 +106,7 @@ const log = (line: string) => console.log(line);
 
 async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetrics> {
   const backend = await selectBackend(config.backend, log);
-  const dataset = await loadDataset(config.data, SEED_INPUT, { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
+  const dataset = await loadDataset(config.data, PRESET_INPUT[config.preset], { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
   return trainTask({
     task: config.task,
     preset: config.preset,
@@ -100,10 +121,33 @@ async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetri
   });
 }
 
+/** Trains the three tasks as one network in this process (its replicas are threads). */
+async function trainShared(config: TrainConfig): Promise<void> {
+  const started = performance.now();
+  const backend = await selectBackend(config.backend, log);
+  const dataset = await loadDataset(config.data, PRESET_INPUT[config.preset], { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
+  const metrics = await trainTogether({
+    preset: config.preset,
+    dataset,
+    runDir: config.out,
+    epochs: config.epochs,
+    seed: config.seed,
+    limit: config.limit,
+    ageScheme: config.ageScheme,
+    backend: backend.name,
+    replicas: config.replicas,
+    log,
+  });
+  const wallSeconds = (performance.now() - started) / 1000;
+  await writeFile(join(config.out, 'run.json'), JSON.stringify({ tasks: TASKS, preset: config.preset, wallSeconds, trainSeconds: metrics[0].trainSeconds, failed: [] }, null, 2) + '\n');
+  for (const m of metrics) console.log(`${m.task}: test accuracy ${(m.testAccuracy * 100).toFixed(1)}%${m.years === undefined ? '' : `, MAE ${m.years.mae.toFixed(2)} years`}, model in ${relative(process.cwd(), join(config.out, m.task, 'model'))}`);
+  console.log(`all: trained ${TASKS.length} models as one network in ${formatDuration(wallSeconds)} (wall time, data loading included); run folder ${relative(process.cwd(), config.out) || '.'}`);
+}
+
 /** Trains the three tasks in parallel child processes, their output prefixed with the task. */
 async function trainAll(config: TrainConfig, argv: string[]): Promise<void> {
   // Decode once here so that the three processes start from the cache instead of decoding in parallel.
-  await loadDataset(config.data, SEED_INPUT, { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
+  await loadDataset(config.data, PRESET_INPUT[config.preset], { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
   const started = performance.now();
   const childArgs = stripFlag(argv, '--task');
   if (!childArgs.includes('--out')) childArgs.push('--out', config.out);
@@ -162,7 +206,8 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   const config = parseTrainArgs(argv);
   await mkdir(config.out, { recursive: true });
   if (config.task === 'all') {
-    await trainAll(config, argv);
+    if (trainsTogether(config.preset)) await trainShared(config);
+    else await trainAll(config, argv);
     await markLatest(config.out);
   } else {
     const metrics = await trainOne({ ...config, task: config.task });

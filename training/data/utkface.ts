@@ -6,11 +6,12 @@ import type { Dirent } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, extname, join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { MAX_AGE, MIN_AGE, type FaceLabels } from '../../models/spec/labels.ts';
 import type { InputSpec } from '../../models/spec/preprocess.ts';
 import type { Dataset, LoadOptions } from './dataset.ts';
 import { decodeFaceFile, type DecodeBatch, type DecodedBatch, type DecodeWorkerData } from './decode-worker.ts';
+import { startTsWorker } from '../ts-worker.ts';
 import { compareNames, createProgress, DEFAULT_SUBSET_SEED, SkipCollector, subsetOrder, validateLimit } from './ingest.ts';
 
 /** File extensions taken for images; anything else in the folder is skipped as "not an image file". */
@@ -201,19 +202,7 @@ async function decodeFiles(paths: string[], spec: InputSpec, workerCount: number
   return result;
 }
 
-const WORKER_ENTRY = new URL('./decode-worker.ts', import.meta.url).href;
-
-/**
- * Node 20 does not run a worker's .ts entry through the --import hooks the parent was started with
- * (`node --import tsx` and the tsx CLI alike), so the worker starts from a tiny ES module that
- * registers tsx and then imports the real entry.
- */
 function startDecodeWorker(spec: InputSpec): Worker {
-  const source = [
-    `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};`,
-    'register();',
-    `await import(${JSON.stringify(WORKER_ENTRY)});`,
-  ].join('\n');
   const workerData: DecodeWorkerData = { role: 'utkface-decode', spec };
-  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(source)}`), { workerData });
+  return startTsWorker(new URL('./decode-worker.ts', import.meta.url), workerData);
 }

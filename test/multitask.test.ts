@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
+import * as ort from 'onnxruntime-node';
+import { TASKS, taskLabels, type Task } from '../models/spec/labels.ts';
+import type { InputSpec } from '../models/spec/preprocess.ts';
+import { exportModel } from '../export/export-model.ts';
+import { selectBackend } from '../training/backend/select.ts';
+import type { Dataset } from '../training/data/dataset.ts';
+import { taskTargets } from '../training/evaluate.ts';
+import { fitMultitask, MULTITASK_TRAINING, type MultitaskConfig } from '../training/fit-multitask.ts';
+import { buildMultitaskModels } from '../training/models/residual.ts';
+import { trainTogether } from '../training/train-task.ts';
+import { parseTrainArgs } from '../training/cli/train.ts';
+
+const SPEC: InputSpec = { height: 16, width: 16, channels: 3, scaling: 'unit' };
+const labels = Object.fromEntries(TASKS.map((task) => [task, taskLabels(task)])) as Record<Task, string[]>;
+
+/** Colour faces whose gender is their brightness and whose ethnicity is their dominant channel. */
+function patternDataset(count: number): Dataset {
+  const size = SPEC.height * SPEC.width * SPEC.channels;
+  const pixels = new Uint8Array(count * size);
+  const genders = Uint8Array.from({ length: count }, (_, i) => i % 2);
+  const ethnicities = Uint8Array.from({ length: count }, (_, i) => Math.floor(i / 2) % 3);
+  for (let i = 0; i < count; i++) {
+    for (let p = 0; p < size; p++) {
+      const channel = p % 3;
+      pixels[i * size + p] = (genders[i] ? 150 : 40) + (channel === ethnicities[i] ? 80 : 0) + ((i * 13 + p * 7) % 20);
+    }
+  }
+  return {
+    spec: SPEC,
+    count,
+    pixels,
+    ages: Uint8Array.from({ length: count }, (_, i) => 1 + ((i * 7) % 90)),
+    genders,
+    ethnicities,
+    names: Array.from({ length: count }, (_, i) => `${i}.jpg`),
+    skipped: { count: 0, byReason: {}, examples: [] },
+  };
+}
+
+const SMALL: MultitaskConfig = {
+  ...MULTITASK_TRAINING,
+  architecture: { input: SPEC, stemWidth: 4, widths: [8, 8], strides: [2, 2], blocksPerStage: 1, dropout: 0 },
+  batchSize: 32,
+  epochs: 4,
+  patience: 10,
+};
+
+function fitArgs(dataset: Dataset, replicas: number, log: (line: string) => void) {
+  const train = Int32Array.from({ length: 320 }, (_, i) => i);
+  return {
+    labels,
+    dataset,
+    targets: Object.fromEntries(TASKS.map((task) => [task, taskTargets(dataset, task, 'coursework')])) as Record<Task, Int32Array>,
+    train,
+    testCount: dataset.count - train.length,
+    seed: 3,
+    ageScheme: 'coursework' as const,
+    backend: 'wasm' as const,
+    replicas,
+    log,
+  };
+}
+
+describe('multitask preset', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'multitask-'));
+    await selectBackend('wasm', () => {});
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('builds one trunk with three heads whose shipped models share it and export to ONNX as tfjs computes them', async () => {
+    const models = buildMultitaskModels(labels, SMALL.architecture, 'coursework', 1);
+    assert.deepEqual(models.train.outputs.map((o) => o.shape), [[null, 116], [null, 5], [null, 1]]);
+    const trunk = (task: Task) => models.inference[task].layers.filter((l) => l.getClassName() === 'Conv2D').map((l) => l.name);
+    assert.deepEqual(trunk('age'), trunk('gender'));
+    assert.deepEqual(trunk('ethnicity'), trunk('gender'));
+    const x = tf.randomUniform([3, 16, 16, 3], 0, 1, 'float32', 9);
+    for (const task of TASKS) {
+      const exported = exportModel(models.inference[task], { task, labels: labels[task], input: SPEC, outputs: models.outputs[task], sourceSha256: '0'.repeat(64) });
+      const session = await ort.InferenceSession.create(exported.bytes);
+      const results = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x.dataSync() as Float32Array, [3, 16, 16, 3]) });
+      const expected = models.inference[task].predict(x);
+      (Array.isArray(expected) ? expected : [expected]).forEach((tensor, i) => {
+        const got = results[session.outputNames[i]].data as Float32Array;
+        const want = tensor.dataSync();
+        want.forEach((v, k) => assert.ok(Math.abs(v - got[k]) < 1e-4 * Math.max(1, Math.abs(v)), `${task} output ${i}[${k}]: ${got[k]} vs ${v}`));
+      });
+      tf.dispose(expected);
+      await session.release();
+    }
+    x.dispose();
+    models.train.dispose();
+  });
+
+  it('trains the three tasks data-parallel on two replicas that stay identical, and learns each pattern', { timeout: 300_000 }, async () => {
+    const lines: string[] = [];
+    const before = tf.memory().numTensors;
+    const fitted = await fitMultitask(fitArgs(patternDataset(400), 2, (l) => lines.push(l)), SMALL);
+    // fitMultitask checks that both replicas end with the same weights (it throws otherwise).
+    assert.equal(fitted.replicas, 2);
+    assert.equal(fitted.epochs, 4);
+    assert.ok(lines[0].includes('batch 32 over 2 replicas'), lines[0]);
+    assert.ok(lines[0].includes('the 80 test faces are held out'), lines[0]);
+    assert.equal(lines.filter((l) => /^gender\s*: epoch/.test(l)).length, 4);
+    assert.ok(Math.max(...fitted.history.gender.valAccuracy) > 0.9, `gender ${fitted.history.gender.valAccuracy}`);
+    assert.ok(Math.max(...fitted.history.ethnicity.valAccuracy) > 0.6, `ethnicity ${fitted.history.ethnicity.valAccuracy}`);
+    assert.equal(fitted.history.age.valMae?.length, 4);
+    for (const task of TASKS) {
+      const kept = fitted.bestEpoch[task];
+      assert.ok(kept >= 1 && kept <= 4);
+      assert.ok(lines.includes(`${task}: keeping epoch ${kept}, the best on the validation split`));
+    }
+    // The gender model holds the weights of gender's best epoch: its validation accuracy is reproduced.
+    for (const task of TASKS) fitted.models[task].dispose();
+    assert.ok(tf.memory().numTensors - before < 200, 'only the three models\' other heads remain');
+  });
+
+  it('fails with the replica\'s reason instead of waiting forever when a replica cannot start', { timeout: 120_000 }, async () => {
+    await assert.rejects(fitMultitask({ ...fitArgs(patternDataset(400), 2, () => {}), backend: 'node' }, SMALL), /training replica \d failed: .*tfjs-node/);
+  });
+
+  it('writes one task folder per task from a single training, with the kept epoch recorded', { timeout: 300_000 }, async () => {
+    const runDir = join(dir, 'run');
+    const metrics = await trainTogether({ preset: 'multitask', dataset: patternDataset(400), runDir, epochs: 2, seed: 5, ageScheme: 'coursework', backend: 'wasm', replicas: 1, log: () => {} });
+    assert.deepEqual(metrics.map((m) => m.task), [...TASKS]);
+    for (const task of TASKS) {
+      const written = JSON.parse(await readFile(join(runDir, task, 'metrics.json'), 'utf8'));
+      assert.equal(written.preset, 'multitask');
+      assert.equal(written.testCount, 80);
+      assert.ok(written.keptEpoch >= 1 && written.keptEpoch <= 2);
+      const info = JSON.parse(await readFile(join(runDir, task, 'training-info.json'), 'utf8'));
+      assert.deepEqual(info.input, SPEC);
+    }
+    assert.ok(metrics[0].years !== undefined && metrics[0].years.mae > 0);
+  });
+});
+
+describe('train CLI with the multitask preset', () => {
+  it('is the default preset, and asks for --task all since it trains the three tasks together', () => {
+    assert.equal(parseTrainArgs(['--task', 'all', '--data', '/faces']).preset, 'multitask');
+    assert.throws(() => parseTrainArgs(['--task', 'age', '--data', '/faces']), /use --task all \(or --preset residual for one task\)/);
+    assert.equal(parseTrainArgs(['--task', 'age', '--preset', 'residual', '--data', '/faces']).task, 'age');
+  });
+
+  it('refuses a Kaggle CSV, which holds 48x48 grayscale faces, and names the presets that take it', () => {
+    assert.throws(() => parseTrainArgs(['--task', 'all', '--data', '/data/age_gender.csv']), /64x64x3 faces.*--preset residual or --preset seed from the CSV/);
+    assert.equal(parseTrainArgs(['--task', 'all', '--preset', 'seed', '--data', '/data/age_gender.csv']).preset, 'seed');
+  });
+
+  it('takes --replicas', () => {
+    assert.equal(parseTrainArgs(['--task', 'all', '--data', '/faces', '--replicas', '1']).replicas, 1);
+    assert.throws(() => parseTrainArgs(['--task', 'all', '--data', '/faces', '--replicas', '0']), /--replicas/);
+  });
+});

@@ -1,0 +1,192 @@
+/**
+ * The `multitask` preset: one residual trunk shared by the age, ethnicity and gender heads, trained on
+ * 64x64 colour faces with the residual preset's recipe (augmentation, SGD with Nesterov momentum on a
+ * warm-up + cosine schedule, decoupled weight decay, label smoothing, class-balanced ethnicity loss, the age
+ * distribution target), data-parallel over the CPU cores: one replica per core in worker threads
+ * (fit-multitask-worker.ts) that average their gradients through shared memory at every step.
+ *
+ * Each task keeps its own best epoch on the validation split (carved from the training faces; the test split is
+ * never seen here), so each shipped model is the shared trunk and that task's head as they were at that epoch.
+ */
+import { availableParallelism } from 'node:os';
+import type { Worker } from 'node:worker_threads';
+import { startTsWorker } from './ts-worker.ts';
+import * as tf from '@tensorflow/tfjs';
+import { TASKS, type AgeScheme, type Task } from '../models/spec/labels.ts';
+import type { OutputSpec } from '../models/spec/metadata.ts';
+import type { InputSpec } from '../models/spec/preprocess.ts';
+import type { BackendName } from './backend/select.ts';
+import type { Dataset } from './data/dataset.ts';
+import { carveValidation, RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
+import type { ReplicaData, ReplicaMessage } from './fit-multitask-worker.ts';
+import { emptyHistory, recordEpoch, type History } from './fit.ts';
+import { buildMultitaskModels } from './models/residual.ts';
+import { formatDuration, formatEpochLine } from './report/progress.ts';
+
+/** The multitask preset's input: UTKFace's colour, at a size the browser and two CPU cores can afford. */
+export const MULTITASK_INPUT: InputSpec = { height: 64, width: 64, channels: 3, scaling: 'unit' };
+
+export interface MultitaskConfig extends ResidualConfig {
+  /** weight of each task's loss in the sum that is differentiated */
+  lossWeights: Record<Task, number>;
+}
+
+export const MULTITASK_TRAINING: MultitaskConfig = {
+  ...RESIDUAL_TRAINING,
+  architecture: { input: MULTITASK_INPUT, stemWidth: 16, widths: [32, 64, 128], strides: [2, 2, 2], blocksPerStage: 1, dropout: 0.2 },
+  // 64 faces per replica on two cores: smaller shares leave the cores waiting on each other more
+  batchSize: 128,
+  learningRate: 0.1,
+  epochs: 32,
+  patience: 10,
+  lossWeights: { age: 1, ethnicity: 1, gender: 1 },
+};
+
+export interface MultitaskFitArgs {
+  labels: Record<Task, string[]>;
+  dataset: Dataset;
+  targets: Record<Task, Int32Array>;
+  /** the faces training may use (the test split is not among them) */
+  train: Int32Array;
+  testCount: number;
+  epochs?: number;
+  seed: number;
+  ageScheme: AgeScheme;
+  backend: BackendName;
+  /** data-parallel replicas (default: one per core on wasm and cpu; one on tfjs-node, which has its own threads) */
+  replicas?: number;
+  log: (line: string) => void;
+}
+
+export interface MultitaskFitResult {
+  /** per task: the shippable model (shared trunk at that task's best epoch, plus its head) */
+  models: Record<Task, tf.LayersModel>;
+  outputs: Record<Task, OutputSpec[]>;
+  history: Record<Task, History>;
+  /** per task: the epoch kept */
+  bestEpoch: Record<Task, number>;
+  epochs: number;
+  parameters: number;
+  trainCount: number;
+  trainSeconds: number;
+  replicas: number;
+}
+
+function startReplica(data: ReplicaData): Worker {
+  return startTsWorker(new URL('./fit-multitask-worker.ts', import.meta.url), data);
+}
+
+function shared<T extends Uint8Array | Int32Array>(array: T): SharedArrayBuffer {
+  const buffer = new SharedArrayBuffer(array.byteLength);
+  new Uint8Array(buffer).set(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
+  return buffer;
+}
+
+export function defaultReplicas(backend: BackendName): number {
+  return backend === 'wasm' || backend === 'cpu' ? availableParallelism() : 1;
+}
+
+export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConfig = MULTITASK_TRAINING): Promise<MultitaskFitResult> {
+  const { dataset, labels, seed, log } = args;
+  const epochs = args.epochs ?? config.epochs;
+  const replicas = Math.max(1, Math.min(args.replicas ?? defaultReplicas(args.backend), config.batchSize));
+  if (config.batchSize % replicas !== 0) throw new Error(`batch size ${config.batchSize} does not split evenly over ${replicas} replicas`);
+  const { fit, validation } = carveValidation(args.train, config.validationFraction, seed + 101);
+  if (fit.length < config.batchSize) throw new Error(`only ${fit.length} faces to fit, fewer than one batch of ${config.batchSize}; load more faces`);
+  const architecture = { ...config.architecture, input: dataset.spec };
+  const probe = buildMultitaskModels(labels, architecture, args.ageScheme, seed);
+  const parameters = probe.train.countParams();
+  const parameterCount = probe.train.trainableWeights.reduce((n, w) => n + w.read().size, 0);
+  probe.train.dispose();
+  log(
+    `multitask: shared residual net, ${parameters.toLocaleString('en-US')} parameters, input ${dataset.spec.height}x${dataset.spec.width}x${dataset.spec.channels}; ` +
+      `${fit.length} train / ${validation.length} validation faces (the ${args.testCount} test faces are held out), batch ${config.batchSize} over ${replicas} replica${replicas === 1 ? '' : 's'}, up to ${epochs} epochs`,
+  );
+
+  const common = {
+    role: 'multitask-replica' as const,
+    replicas,
+    config,
+    epochs,
+    seed,
+    ageScheme: args.ageScheme,
+    labels,
+    spec: dataset.spec,
+    backend: args.backend,
+    pixels: shared(dataset.pixels),
+    ages: shared(dataset.ages),
+    targets: Object.fromEntries(TASKS.map((task) => [task, shared(args.targets[task])])) as Record<Task, SharedArrayBuffer>,
+    fit: shared(fit),
+    validation: shared(validation),
+    gradients: new SharedArrayBuffer(2 * replicas * parameterCount * Float32Array.BYTES_PER_ELEMENT),
+    stats: new SharedArrayBuffer(replicas * 16 * Float64Array.BYTES_PER_ELEMENT),
+    sync: new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT),
+  };
+  const history = Object.fromEntries(TASKS.map((task) => [task, emptyHistory()])) as Record<Task, History>;
+  const started = performance.now();
+  const workers = Array.from({ length: replicas }, (_, replica) => startReplica({ ...common, replica }));
+  const done = await new Promise<Extract<ReplicaMessage, { type: 'done' }>>((resolveDone, reject) => {
+    let result: Extract<ReplicaMessage, { type: 'done' }> | undefined;
+    let exited = 0;
+    const digests: string[] = [];
+    const fail = (error: Error) => {
+      Atomics.store(new Int32Array(common.sync), 2, 1);
+      Atomics.notify(new Int32Array(common.sync), 1);
+      for (const worker of workers) void worker.terminate();
+      reject(error);
+    };
+    workers.forEach((worker, replica) => {
+      worker.on('error', (error) => fail(new Error(`training replica ${replica} failed: ${error.message}`, { cause: error })));
+      worker.on('exit', (code) => {
+        if (code !== 0) return fail(new Error(`training replica ${replica} exited with code ${code}`));
+        if (++exited === replicas) {
+          if (result === undefined) fail(new Error('training replicas exited without a result'));
+          // The replicas apply the same mean gradient, so they must end with the same weights, bit for bit.
+          else if (new Set(digests).size !== 1) fail(new Error(`training replicas diverged: their weights differ (digests ${digests.map((d) => d.slice(0, 12)).join(', ')})`));
+          else resolveDone(result);
+        }
+      });
+      worker.on('message', (message: ReplicaMessage) => {
+        if (message.type === 'done') result = message;
+        else if (message.type === 'digest') digests[message.replica] = message.digest;
+        else if (message.type === 'stopped') log(`multitask: stopping early: no task improved on the validation split for ${message.patience} epochs`);
+        else {
+          const elapsed = (performance.now() - started) / 1000;
+          const left = (elapsed / message.epoch) * (epochs - message.epoch);
+          for (const task of TASKS) {
+            const t = message.tasks[task];
+            const entry = { epoch: message.epoch, epochs, loss: t.loss, accuracy: t.accuracy, valLoss: t.valLoss, valAccuracy: t.valAccuracy, seconds: message.seconds, imagesPerSecond: message.imagesPerSecond, valMae: t.valMae };
+            recordEpoch(history[task], entry);
+            log(`${task.padEnd(9)}: ${formatEpochLine(entry)}${t.valMae === undefined ? '' : `  val_mae ${t.valMae.toFixed(2)}`}${t.improved ? '  (best)' : ''}`);
+          }
+          log(`multitask: epoch ${message.epoch}/${epochs} done, ${formatDuration(elapsed)} elapsed, about ${formatDuration(left)} left`);
+        }
+      });
+    });
+  });
+
+  const models = {} as Record<Task, tf.LayersModel>;
+  let outputs = {} as Record<Task, OutputSpec[]>;
+  for (const task of TASKS) {
+    // Each task's model is its own copy of the network, holding the weights of that task's best epoch.
+    const built = buildMultitaskModels(labels, architecture, args.ageScheme, seed);
+    const weights = built.train.getWeights();
+    const values = done.best[task].weights.map((data, i) => tf.tensor(data, weights[i].shape));
+    built.train.setWeights(values);
+    tf.dispose(values);
+    models[task] = built.inference[task];
+    outputs = built.outputs;
+    log(`${task}: keeping epoch ${done.best[task].epoch}, the best on the validation split`);
+  }
+  return {
+    models,
+    outputs,
+    history,
+    bestEpoch: Object.fromEntries(TASKS.map((task) => [task, done.best[task].epoch])) as Record<Task, number>,
+    epochs: done.epochsRun,
+    parameters,
+    trainCount: fit.length,
+    trainSeconds: done.trainSeconds,
+    replicas,
+  };
+}
