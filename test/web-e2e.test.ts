@@ -250,6 +250,8 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
 
   it('works by keyboard: labelled controls, and Tab then Space on the file input opens the file chooser', async () => {
     const keyboardPage = await openPage();
+    // Chromium opens a file chooser only for the page that has focus; the suite's other pages share the browser.
+    await keyboardPage.bringToFront();
     await keyboardPage.evaluate(() => window.demo.ready);
     assert.equal(await keyboardPage.getByLabel('Runtime').count(), 1, 'the runtime select has a label');
     assert.equal(await keyboardPage.getByLabel('Choose a photo…').count(), 1, 'the file input has a label');
