@@ -1,20 +1,10 @@
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { BACKEND_NAMES, parseBackendName, selectBackend, type BackendName } from '../training/backend/select.ts';
+import { BACKEND_NAMES, isBackendInstalled, parseBackendName, selectBackend, type BackendName } from '../training/backend/select.ts';
 
-function isInstalled(packageName: string): boolean {
-  try {
-    createRequire(import.meta.url).resolve(`${packageName}/package.json`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const nodeInstalled = isInstalled('@tensorflow/tfjs-node');
-const nodeGpuInstalled = isInstalled('@tensorflow/tfjs-node-gpu');
+const nodeInstalled = isBackendInstalled('node');
+const nodeGpuInstalled = isBackendInstalled('node-gpu');
 const NEEDS_NO_TFJS_NODE = nodeInstalled || nodeGpuInstalled ? 'tfjs-node is installed here, so auto does not fall back' : false;
 
 describe('backend selection', () => {

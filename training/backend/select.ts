@@ -12,6 +12,7 @@
  * works on real hosts and fails where there is no network, so they may be absent. Without a request (or
  * with `auto`) the best one that loads is taken, and one line says which and why each better one was not.
  */
+import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 
 export const BACKEND_NAMES = ['node-gpu', 'node', 'wasm', 'cpu'] as const;
@@ -64,6 +65,20 @@ const BACKENDS: Record<BackendName, BackendEntry> = {
     remedy: 'reinstall the dependencies (`npm ci`)',
   },
 };
+
+/**
+ * Whether a backend's package is installed here. Only the optional tfjs-node packages can be absent; wasm and cpu
+ * come with the dependencies.
+ */
+export function isBackendInstalled(name: BackendName): boolean {
+  if (name === 'wasm' || name === 'cpu') return true;
+  try {
+    createRequire(import.meta.url).resolve(`${BACKENDS[name].packageName}/package.json`);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Thrown when a package is absent, as opposed to present but failing to load. */
 class NotInstalledError extends Error {

@@ -11,12 +11,11 @@
  * another's state or timing.
  */
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { SEED_INPUT } from '../../models/spec/preprocess.ts';
-import { BACKEND_NAMES, selectBackend, type BackendName } from '../backend/select.ts';
+import { BACKEND_NAMES, isBackendInstalled, selectBackend, type BackendName } from '../backend/select.ts';
 import { registerWasmTrainingKernels, type WasmKernelSet } from '../backend/wasm-kernels.ts';
 import { parseChoice, runCli, UsageError } from '../cli/args.ts';
 import { TASKS, taskLabels, type Task } from '../../models/spec/labels.ts';
@@ -87,7 +86,7 @@ function parseBenchArgs(argv: string[]): BenchConfig {
   if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`--seconds must be a positive number; got "${values.seconds}"`);
   const backends =
     values.backends === undefined
-      ? BACKEND_NAMES.filter((name) => (name === 'node' || name === 'node-gpu' ? isInstalled(`@tensorflow/tfjs-${name}`) : true))
+      ? BACKEND_NAMES.filter(isBackendInstalled)
       : values.backends.split(',').map((name) => parseChoice('--backends', name.trim(), BACKEND_NAMES));
   if (backends.length === 0) throw new UsageError('--backends lists no backend');
   return {
@@ -97,15 +96,6 @@ function parseBenchArgs(argv: string[]): BenchConfig {
     wasmKernels: parseChoice('--wasm-kernels', values['wasm-kernels'] ?? 'fast', WASM_KERNEL_SETS),
     profile: values.profile ?? false,
   };
-}
-
-function isInstalled(packageName: string): boolean {
-  try {
-    createRequire(import.meta.url).resolve(`${packageName}/package.json`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A model compiled for training, with a batch of random images and labels for it. */
