@@ -72,7 +72,9 @@ export type ReplicaMessage =
     };
 
 /** Per-replica sums: for each task (TASKS order) train loss, train hits, validation loss, validation hits; then counts and the age error. */
-const STAT_COUNT = 16;
+export const STAT_COUNT = 16;
+/** Int32 slots of `sync`: arrived, generation, aborted. */
+export const SYNC_SLOTS = 3;
 const TRAIN_COUNT = 12;
 const VALIDATION_COUNT = 13;
 const AGE_ABS_ERROR = 14;
@@ -114,6 +116,8 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
     parameterCount += v.size;
   }
   const gradients = new Float32Array(data.gradients);
+  // the mean of the replicas' gradients, rebuilt at every step in one reused buffer
+  const meanGradient = new Float32Array(parameterCount);
   if (gradients.length !== 2 * replicas * parameterCount) throw new Error(`gradient buffer holds ${gradients.length} floats; expected ${2 * replicas * parameterCount}`);
   const decayed = variables.filter((v) => v.name.includes('kernel'));
   const optimizer = tf.train.momentum(config.learningRate, config.momentum, true);
@@ -190,7 +194,7 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
       arriveAndWait(sync, replicas);
       optimizer.setLearningRate(lr);
       const mean = variables.map((v, i) => {
-        const averaged = new Float32Array(v.size);
+        const averaged = meanGradient.subarray(offsets[i], offsets[i] + v.size).fill(0);
         for (let r = 0; r < replicas; r++) {
           const from = (slot + r) * parameterCount + offsets[i];
           for (let j = 0; j < averaged.length; j++) averaged[j] += gradients[from + j];

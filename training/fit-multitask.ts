@@ -18,7 +18,7 @@ import type { InputSpec } from '../models/spec/preprocess.ts';
 import type { BackendName } from './backend/select.ts';
 import type { Dataset } from './data/dataset.ts';
 import { carveValidation, RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
-import type { ReplicaData, ReplicaMessage } from './fit-multitask-worker.ts';
+import { STAT_COUNT, SYNC_SLOTS, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
 import { emptyHistory, recordEpoch, type History } from './fit.ts';
 import { buildMultitaskModels } from './models/residual.ts';
 import { formatDuration, formatEpochLine } from './report/progress.ts';
@@ -119,8 +119,8 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     fit: shared(fit),
     validation: shared(validation),
     gradients: new SharedArrayBuffer(2 * replicas * parameterCount * Float32Array.BYTES_PER_ELEMENT),
-    stats: new SharedArrayBuffer(replicas * 16 * Float64Array.BYTES_PER_ELEMENT),
-    sync: new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT),
+    stats: new SharedArrayBuffer(replicas * STAT_COUNT * Float64Array.BYTES_PER_ELEMENT),
+    sync: new SharedArrayBuffer(SYNC_SLOTS * Int32Array.BYTES_PER_ELEMENT),
   };
   const history = Object.fromEntries(TASKS.map((task) => [task, emptyHistory()])) as Record<Task, History>;
   const started = performance.now();
@@ -166,7 +166,6 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
   });
 
   const models = {} as Record<Task, tf.LayersModel>;
-  let outputs = {} as Record<Task, OutputSpec[]>;
   for (const task of TASKS) {
     // Each task's model is its own copy of the network, holding the weights of that task's best epoch.
     const built = buildMultitaskModels(labels, architecture, args.ageScheme, seed);
@@ -175,12 +174,11 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     built.train.setWeights(values);
     tf.dispose(values);
     models[task] = built.inference[task];
-    outputs = built.outputs;
     log(`${task}: keeping epoch ${done.best[task].epoch}, the best on the validation split`);
   }
   return {
     models,
-    outputs,
+    outputs: probe.outputs,
     history,
     bestEpoch: Object.fromEntries(TASKS.map((task) => [task, done.best[task].epoch])) as Record<Task, number>,
     epochs: done.epochsRun,
