@@ -91,6 +91,15 @@ function poolGradient(x: Shape4, filterSize: number | [number, number], strides:
   };
 }
 
+/** The gradient of `loss` with respect to each of `model`'s trainable weights, in their order; disposes the model. */
+function weightGradients(model: tf.LayersModel, loss: () => tf.Scalar): tf.Tensor[] {
+  const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const { grads } = tf.variableGrads(loss, variables);
+  const out = variables.map((v) => grads[v.name]);
+  model.dispose();
+  return out;
+}
+
 /** The residual preset's network (three logits, no dropout) on a small colour input. */
 function buildResidualNet(inputShape: [number, number, number], widths: number[]): tf.LayersModel {
   const [height, width, channels] = inputShape;
@@ -404,12 +413,7 @@ describe('wasm training kernels', () => {
       model.setWeights(model.getWeights().map((w, i) => tf.tensor(randomValues(w.size, 80 + i).map((v) => v / 2 + (w.shape.length === 1 ? 0.5 : 0)), w.shape)));
       const x = tf.tensor4d(randomValues(4 * 12 * 12 * 3, 79), [4, 12, 12, 3]);
       const labels = tf.tensor2d(randomValues(4 * 3, 78), [4, 3]);
-      const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
-      const loss = (): tf.Scalar => tf.losses.meanSquaredError(labels, model.apply(x, { training: true }) as tf.Tensor);
-      const { grads } = tf.variableGrads(loss, variables);
-      const out = variables.map((v) => grads[v.name]);
-      model.dispose();
-      return out;
+      return weightGradients(model, () => tf.losses.meanSquaredError(labels, model.apply(x, { training: true }) as tf.Tensor));
     };
     const cpu = await on('cpu', gradients);
     const wasm = await on('wasm', gradients);
@@ -423,12 +427,7 @@ describe('wasm training kernels', () => {
       const x = tf.tensor4d(randomValues(16 * 48 * 48, 9).map((v) => (v + 1) / 2), [16, 48, 48, 1]);
       const labels = tf.oneHot(tf.tensor1d(Array.from({ length: 16 }, (_, i) => i % 6), 'int32'), 6);
       // training: false, so that dropout (random, and differently so per backend) stays out of it
-      const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
-      const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: false }) as tf.Tensor);
-      const { grads } = tf.variableGrads(loss, variables);
-      const out = variables.map((v) => grads[v.name]);
-      model.dispose();
-      return out;
+      return weightGradients(model, () => tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: false }) as tf.Tensor));
     };
     const cpu = await on('cpu', gradients);
     const wasm = await on('wasm', gradients);
