@@ -3,6 +3,7 @@
  * encoder for it: a few hundred bytes of wire format are simpler to own than a protobuf dependency.
  * Field numbers are the schema's; the encoder writes fields in field-number order, as protoc does.
  */
+import { MessageWriter } from '../models/spec/onnx-wire.ts';
 
 /** TensorProto.DataType values used here. */
 export const DataType = { FLOAT: 1, INT64: 7 } as const;
@@ -61,89 +62,6 @@ export const IR_VERSION_FOR_OPSET: Readonly<Record<number, number>> = {
 };
 
 const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, FLOATS: 6, INTS: 7 } as const;
-
-/** Wire types of the protobuf encoding. */
-const VARINT = 0;
-const FIXED32 = 5;
-const LENGTH_DELIMITED = 2;
-
-const textEncoder = new TextEncoder();
-
-/** Accumulates one message's bytes. */
-class MessageWriter {
-  private readonly chunks: Uint8Array[] = [];
-  private pending: number[] = [];
-
-  private flushPending(): void {
-    if (this.pending.length > 0) {
-      this.chunks.push(Uint8Array.from(this.pending));
-      this.pending = [];
-    }
-  }
-
-  private varint(value: number | bigint): void {
-    // Negative int64 values are ten bytes of two's complement, as protobuf specifies.
-    let v = BigInt.asUintN(64, BigInt(value));
-    while (v >= 0x80n) {
-      this.pending.push(Number(v & 0x7fn) | 0x80);
-      v >>= 7n;
-    }
-    this.pending.push(Number(v));
-  }
-
-  private tag(field: number, wireType: number): void {
-    this.varint((field << 3) | wireType);
-  }
-
-  int(field: number, value: number): this {
-    if (!Number.isSafeInteger(value)) throw new RangeError(`protobuf field ${field}: ${value} is not a safe integer`);
-    this.tag(field, VARINT);
-    this.varint(value);
-    return this;
-  }
-
-  float(field: number, value: number): this {
-    this.tag(field, FIXED32);
-    const bytes = new Uint8Array(4);
-    new DataView(bytes.buffer).setFloat32(0, value, true);
-    this.pending.push(...bytes);
-    return this;
-  }
-
-  bytes(field: number, value: Uint8Array): this {
-    this.tag(field, LENGTH_DELIMITED);
-    this.varint(value.length);
-    this.flushPending();
-    this.chunks.push(value);
-    return this;
-  }
-
-  string(field: number, value: string): this {
-    return this.bytes(field, textEncoder.encode(value));
-  }
-
-  /** A non-empty string; proto3 leaves empty strings out. */
-  optionalString(field: number, value: string | undefined): this {
-    return value === undefined || value === '' ? this : this.string(field, value);
-  }
-
-  message(field: number, value: Uint8Array): this {
-    return this.bytes(field, value);
-  }
-
-  finish(): Uint8Array {
-    this.flushPending();
-    let length = 0;
-    for (const chunk of this.chunks) length += chunk.length;
-    const out = new Uint8Array(length);
-    let offset = 0;
-    for (const chunk of this.chunks) {
-      out.set(chunk, offset);
-      offset += chunk.length;
-    }
-    return out;
-  }
-}
 
 function encodeTensor(tensor: TensorProto): Uint8Array {
   const w = new MessageWriter();

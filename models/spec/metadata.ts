@@ -8,6 +8,9 @@
  */
 import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from './labels.ts';
 import type { InputSpec, Scaling } from './preprocess.ts';
+import { decodeString, ModelMetadataError, ProtoReader, toBytes, WIRE_LENGTH_DELIMITED, WIRE_VARINT } from './onnx-wire.ts';
+
+export { ModelMetadataError } from './onnx-wire.ts';
 
 /** The `metadata_props` key that holds the JSON document. */
 export const METADATA_KEY = 'face_attributes';
@@ -96,14 +99,6 @@ export interface ManifestEntry {
   sourceSha256: string;
 }
 
-/** The bytes are not a readable ONNX model, or its metadata is missing or invalid. */
-export class ModelMetadataError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ModelMetadataError';
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading the ONNX protobuf.
 
@@ -116,110 +111,8 @@ export interface OnnxModelInfo {
   metadataProps: Record<string, string>;
 }
 
-const WIRE_VARINT = 0;
-const WIRE_FIXED64 = 1;
-const WIRE_LENGTH_DELIMITED = 2;
-const WIRE_FIXED32 = 5;
-
 /** ModelProto field numbers (onnx.proto). */
 const MODEL_FIELD = { irVersion: 1, producerName: 2, producerVersion: 3, graph: 7, opsetImport: 8, metadataProps: 14 } as const;
-
-class ProtoReader {
-  offset = 0;
-  constructor(
-    private readonly bytes: Uint8Array,
-    /** where `bytes` starts in the file, for messages */
-    private readonly base: number,
-    private readonly what: string,
-  ) {}
-
-  get done(): boolean {
-    return this.offset >= this.bytes.length;
-  }
-
-  fail(message: string): never {
-    throw new ModelMetadataError(`Not a valid ONNX model: ${message} (in ${this.what} at byte ${this.base + this.offset})`);
-  }
-
-  varint(): number {
-    let result = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.offset >= this.bytes.length) this.fail('the file is truncated inside a number');
-      const byte = this.bytes[this.offset++];
-      // Exact up to 2^53; larger values only occur in fields this reader skips or reports.
-      result += (byte & 0x7f) * scale;
-      scale *= 128;
-      if ((byte & 0x80) === 0) return result;
-    }
-    return this.fail('a number is longer than 10 bytes');
-  }
-
-  /** The next field's number and wire type, validated. */
-  tag(): { field: number; wireType: number } {
-    const start = this.offset;
-    const key = this.varint();
-    const field = Math.floor(key / 8);
-    const wireType = key % 8;
-    if (field === 0) {
-      this.offset = start;
-      this.fail('field number 0');
-    }
-    if (wireType !== WIRE_VARINT && wireType !== WIRE_FIXED64 && wireType !== WIRE_LENGTH_DELIMITED && wireType !== WIRE_FIXED32) {
-      this.offset = start;
-      this.fail(`field ${field} has wire type ${wireType}, which ONNX never uses`);
-    }
-    return { field, wireType };
-  }
-
-  /** A length-delimited value: its bytes and where they start in the file. */
-  lengthDelimited(field: number): { bytes: Uint8Array; at: number } {
-    const length = this.varint();
-    const left = this.bytes.length - this.offset;
-    if (length > left) this.fail(`the file is truncated: field ${field} needs ${length} bytes, ${left} are left`);
-    const at = this.base + this.offset;
-    const bytes = this.bytes.subarray(this.offset, this.offset + length);
-    this.offset += length;
-    return { bytes, at };
-  }
-
-  skip(field: number, wireType: number): void {
-    switch (wireType) {
-      case WIRE_VARINT:
-        this.varint();
-        return;
-      case WIRE_FIXED64:
-      case WIRE_FIXED32: {
-        const size = wireType === WIRE_FIXED64 ? 8 : 4;
-        if (this.offset + size > this.bytes.length) this.fail(`the file is truncated inside field ${field}`);
-        this.offset += size;
-        return;
-      }
-      default:
-        this.lengthDelimited(field);
-    }
-  }
-
-  expect(field: number, wireType: number, expected: number, name: string): void {
-    if (wireType !== expected) this.fail(`field ${field} (${name}) has wire type ${wireType}; expected ${expected}`);
-  }
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-function decodeString(reader: ProtoReader, bytes: Uint8Array, name: string): string {
-  try {
-    return utf8.decode(bytes);
-  } catch {
-    return reader.fail(`${name} is not valid UTF-8`);
-  }
-}
-
-function toBytes(data: Uint8Array | ArrayBuffer): Uint8Array {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  throw new ModelMetadataError(`Expected the model's bytes as a Uint8Array or ArrayBuffer, got ${Object.prototype.toString.call(data)}`);
-}
 
 /**
  * The ONNX file's IR version, producer, opset imports and `metadata_props`, read from its protobuf bytes
