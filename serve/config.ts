@@ -7,6 +7,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export type Device = 'auto' | 'cpu' | 'cuda';
+export type MergeMode = 'auto' | 'off';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
 export interface ServeConfig {
@@ -16,6 +17,8 @@ export interface ServeConfig {
   modelsDir: string;
   webDemoDir: string;
   device: Device;
+  /** auto: models that read the same input run as one merged graph, their shared layers computed once; off: a session per model. */
+  mergeModels: MergeMode;
   /** Processes sharing the port (node:cluster); 1 runs in this process. */
   workers: number;
   /** Decode threads per process; 0 means one per core divided among the processes. */
@@ -66,6 +69,7 @@ export const OPTIONS: { readonly [K in keyof ServeConfig]: OptionSpec } = {
   modelsDir: { flag: '--models', env: 'SERVE_MODELS_DIR', kind: { type: 'path' }, default: resolve(REPO_ROOT, 'models'), doc: 'folder with age.onnx, ethnicity.onnx, gender.onnx and manifest.json' },
   webDemoDir: { flag: '--web-demo', env: 'SERVE_WEB_DEMO_DIR', kind: { type: 'path' }, default: resolve(REPO_ROOT, 'web-demo', 'dist'), doc: 'static web demo served at /' },
   device: { flag: '--device', env: 'SERVE_DEVICE', kind: { type: 'enum', values: ['auto', 'cpu', 'cuda'] }, default: 'auto', doc: 'execution provider: auto tries CUDA, then CPU' },
+  mergeModels: { flag: '--merge-models', env: 'SERVE_MERGE_MODELS', kind: { type: 'enum', values: ['auto', 'off'] }, default: 'auto', doc: 'auto: run models that read the same input as one graph (shared layers once); off: a session each' },
   workers: { flag: '--workers', env: 'SERVE_WORKERS', kind: int(1, 256), default: 1, doc: 'processes sharing the port (node:cluster)' },
   decodeThreads: { flag: '--decode-threads', env: 'SERVE_DECODE_THREADS', kind: int(0, 256), default: 0, doc: 'image decode threads per process; 0 = cores / workers' },
   inferenceThreads: { flag: '--inference-threads', env: 'SERVE_INFERENCE_THREADS', kind: int(1, 256), default: 1, doc: 'onnxruntime intra-op threads per model' },

@@ -1,7 +1,9 @@
 /**
  * Loading the shipped models: the manifest's files, checked against their sha256, with the metadata each
  * carries (task, labels, input spec, what each output means), on the execution provider the config asks for.
- * Input and output shapes are read from the session and checked against the metadata.
+ * Input and output shapes are read from the session and checked against the metadata. Models that read the same
+ * input are merged into one graph (models/spec/merge-models.ts) unless the config says not to, so that layers
+ * they share, such as the multitask preset's trunk, are computed once per image.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -10,26 +12,26 @@ import { basename, join } from 'node:path';
 import { TASKS } from '../models/spec/labels.ts';
 import { readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../models/spec/metadata.ts';
 import { PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
-import type { Device } from './config.ts';
+import type { Device, MergeMode } from './config.ts';
 import type { Logger } from './log.ts';
+import { mergeModels, ModelMergeError, type MergedModel } from '../models/spec/merge-models.ts';
 import { taskPrediction, type TaskPrediction } from '../models/spec/prediction.ts';
 import { createSession, missingCudaBinaries, releaseSession, RUNTIME_NAME, type FloatTensor, type Provider, type Session, type TensorInfo } from './runtime.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
-/** A model ready to serve. */
-export interface ServedModel {
-  task: string;
-  labels: readonly string[];
+/** One onnxruntime session ready to serve, and the tasks it answers: one model's, or several merged into one graph. */
+export interface ServedGraph {
+  tasks: string[];
   inputSpec: InputSpec;
-  /** Index of the model's input spec among the distinct specs (each image is preprocessed once per spec). */
+  /** Index of the graph's input spec among the distinct specs (each image is preprocessed once per spec). */
   specIndex: number;
   inputName: string;
-  /** Whether the batch dimension is free; a model fixed at batch 1 runs image by image. */
+  /** Whether the batch dimension is free; a graph fixed at batch 1 runs image by image. */
   batchable: boolean;
   session: Session;
-  /** The prediction of batch row `row` from the session's outputs. */
-  interpret(outputs: Record<string, FloatTensor>, row: number): TaskPrediction;
+  /** Each task's prediction for batch row `row`, from the session's outputs. */
+  interpret(outputs: Record<string, FloatTensor>, row: number): Record<string, TaskPrediction>;
 }
 
 /** What GET /v1/models answers. */
@@ -48,10 +50,12 @@ export interface ModelsReport {
     onnx: { inputs: readonly TensorInfo[]; outputs: readonly TensorInfo[] };
     metadata: ModelMetadata;
   }[];
+  /** The onnxruntime sessions, and for a merged one how many nodes merging saved. */
+  sessions: { tasks: string[]; nodes?: { separate: number; merged: number } }[];
 }
 
 export interface LoadedModels {
-  served: ServedModel[];
+  graphs: ServedGraph[];
   /** The distinct input specs, in `specIndex` order. */
   specs: InputSpec[];
   report: ModelsReport;
@@ -59,6 +63,8 @@ export interface LoadedModels {
 
 export interface LoadOptions {
   device: Device;
+  /** auto: merge models that read the same input into one graph where they can be; off: a session per model */
+  merge: MergeMode;
   threads: number;
   log: Logger;
 }
@@ -129,10 +135,13 @@ function checkInput(file: string, session: Session, spec: InputSpec): { inputNam
   return { inputName: input.name, batchable: typeof batch !== 'number' };
 }
 
-function makeInterpreter(file: string, session: Session, metadata: ModelMetadata): ServedModel['interpret'] {
-  const names = new Set(session.outputs.map((o) => o.name));
+/**
+ * A model's prediction for one batch row, reading each output its metadata describes from the session output
+ * `sessionName` maps it to (the same name, unless the model was merged into one graph with others).
+ */
+function makeInterpreter(file: string, sessionName: ReadonlyMap<string, string>, metadata: ModelMetadata): (outputs: Record<string, FloatTensor>, row: number) => TaskPrediction {
   for (const output of metadata.outputs) {
-    if (!names.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...names].join(', ')})`);
+    if (!sessionName.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...sessionName.keys()].join(', ')})`);
   }
   if (!metadata.outputs.some((o) => o.kind !== 'years')) throw new ModelLoadError(`${file}: no output gives class probabilities`);
   const rowOf = (tensor: FloatTensor, row: number): Float32Array => {
@@ -141,9 +150,61 @@ function makeInterpreter(file: string, session: Session, metadata: ModelMetadata
   };
   return (outputs, row) => {
     const rows: Record<string, Float32Array> = {};
-    for (const output of metadata.outputs) rows[output.name] = rowOf(outputs[output.name], row);
+    for (const output of metadata.outputs) rows[output.name] = rowOf(outputs[sessionName.get(output.name) as string], row);
     return taskPrediction(metadata, rows);
   };
+}
+
+interface ModelFile {
+  path: string;
+  file: string;
+  bytes: Uint8Array;
+  digest: string;
+  metadata: ModelMetadata;
+}
+
+/** A session for `group` (models with one input spec): merged into one graph where it can be, else one each. */
+async function openSessions(group: readonly ModelFile[], options: LoadOptions, provider: Provider): Promise<{ graphs: Omit<ServedGraph, 'specIndex'>[]; onnx: Map<ModelFile, { inputs: TensorInfo[]; outputs: TensorInfo[] }>; sessions: ModelsReport['sessions'] }> {
+  const open = (bytes: Uint8Array) => createSession(bytes, { provider, threads: options.threads });
+  const onnx = new Map<ModelFile, { inputs: TensorInfo[]; outputs: TensorInfo[] }>();
+  if (options.merge === 'auto' && group.length > 1) {
+    let merged: MergedModel | undefined;
+    try {
+      merged = mergeModels(group.map((model) => ({ key: model.metadata.task, bytes: model.bytes })));
+    } catch (error) {
+      if (!(error instanceof ModelMergeError)) throw error;
+      options.log.info(`${group.map((m) => m.file).join(', ')} run as separate graphs: ${error.message}`);
+    }
+    if (merged !== undefined) {
+      const session = await open(merged.bytes);
+      const describedBy = group.map((m) => m.path).join(' + ');
+      const { inputName, batchable } = checkInput(describedBy, session, group[0].metadata.input);
+      const interpreters = group.map((model) => {
+        const names = new Map(Object.entries(merged.outputNames[model.metadata.task]));
+        const fromSession = new Map([...names].map(([own, inSession]) => [inSession, own]));
+        onnx.set(model, { inputs: [...session.inputs], outputs: session.outputs.filter((o) => fromSession.has(o.name)).map((o) => ({ ...o, name: fromSession.get(o.name) as string })) });
+        return { task: model.metadata.task, interpret: makeInterpreter(model.path, names, model.metadata) };
+      });
+      const tasks = group.map((m) => m.metadata.task);
+      options.log.info(`${tasks.join(', ')}: one merged graph, ${merged.nodes.merged} nodes where the separate graphs have ${merged.nodes.separate}`);
+      return {
+        graphs: [{ tasks, inputSpec: group[0].metadata.input, inputName, batchable, session, interpret: (outputs, row) => Object.fromEntries(interpreters.map((m) => [m.task, m.interpret(outputs, row)])) }],
+        onnx,
+        sessions: [{ tasks, nodes: merged.nodes }],
+      };
+    }
+  }
+  const graphs = await Promise.all(
+    group.map(async (model): Promise<Omit<ServedGraph, 'specIndex'>> => {
+      const session = await open(model.bytes);
+      const { inputName, batchable } = checkInput(model.path, session, model.metadata.input);
+      const interpret = makeInterpreter(model.path, new Map(session.outputs.map((o) => [o.name, o.name])), model.metadata);
+      onnx.set(model, { inputs: [...session.inputs], outputs: [...session.outputs] });
+      const task = model.metadata.task;
+      return { tasks: [task], inputSpec: model.metadata.input, inputName, batchable, session, interpret: (outputs, row) => ({ [task]: interpret(outputs, row) }) };
+    }),
+  );
+  return { graphs, onnx, sessions: group.map((m) => ({ tasks: [m.metadata.task] })) };
 }
 
 export async function loadModels(dir: string, options: LoadOptions): Promise<LoadedModels> {
@@ -174,7 +235,7 @@ export async function loadModels(dir: string, options: LoadOptions): Promise<Loa
           `${path} was trained with preprocessing version ${metadata.preprocessingVersion}, but this server preprocesses with version ${PREPROCESSING_VERSION}; export a model trained with the current preprocessing`,
         );
       }
-      return { path, file: basename(path), bytes, digest, metadata };
+      return { path, file: basename(path), bytes, digest, metadata } satisfies ModelFile;
     }),
   );
 
@@ -182,45 +243,33 @@ export async function loadModels(dir: string, options: LoadOptions): Promise<Loa
   if (note !== undefined) options.log.info(`device auto: using CPU. ${note}`);
   options.log.info(`execution provider: ${provider} (${RUNTIME_NAME})`);
 
-  const specs: InputSpec[] = [];
-  const specIndexes = new Map<string, number>();
-  const served = await Promise.all(
-    files.map(async ({ path, file, bytes, metadata }): Promise<ServedModel> => {
-      const session = await createSession(bytes, { provider, threads: options.threads });
-      const { inputName, batchable } = checkInput(path, session, metadata.input);
-      const key = specKey(metadata.input);
-      if (!specIndexes.has(key)) {
-        specIndexes.set(key, specs.length);
-        specs.push(metadata.input);
-      }
-      return {
-        task: metadata.task,
-        labels: metadata.labels,
-        inputSpec: metadata.input,
-        specIndex: specIndexes.get(key) as number,
-        inputName,
-        batchable,
-        session,
-        interpret: makeInterpreter(path, session, metadata),
-      };
-    }),
-  );
+  // Each distinct input spec is one group: its models may merge, and each image is preprocessed once for it.
+  const groups = new Map<string, ModelFile[]>();
+  for (const file of files) {
+    const key = specKey(file.metadata.input);
+    groups.set(key, [...(groups.get(key) ?? []), file]);
+  }
+  const specs = [...groups.values()].map((group) => group[0].metadata.input);
+  const opened = await Promise.all([...groups.values()].map((group) => openSessions(group, options, provider)));
+  const graphs = opened.flatMap(({ graphs: own }, specIndex) => own.map((graph) => ({ ...graph, specIndex })));
+  const onnx = new Map(opened.flatMap((o) => [...o.onnx]));
 
   const report: ModelsReport = {
     provider,
     ...(note === undefined ? {} : { providerNote: note }),
     runtime: RUNTIME_NAME,
-    models: files.map(({ file, bytes, digest, metadata }, i) => ({
-      task: metadata.task,
-      file,
-      sha256: digest,
-      bytes: bytes.length,
-      labels: metadata.labels,
-      input: metadata.input,
-      outputs: metadata.outputs,
-      onnx: { inputs: served[i].session.inputs, outputs: served[i].session.outputs },
-      metadata,
+    models: files.map((model) => ({
+      task: model.metadata.task,
+      file: model.file,
+      sha256: model.digest,
+      bytes: model.bytes.length,
+      labels: model.metadata.labels,
+      input: model.metadata.input,
+      outputs: model.metadata.outputs,
+      onnx: onnx.get(model) as { inputs: TensorInfo[]; outputs: TensorInfo[] },
+      metadata: model.metadata,
     })),
+    sessions: opened.flatMap((o) => o.sessions),
   };
-  return { served, specs, report };
+  return { graphs, specs, report };
 }

@@ -106,7 +106,7 @@ export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefin
         },
         Models: {
           type: 'object',
-          required: ['provider', 'models'],
+          required: ['provider', 'models', 'sessions'],
           properties: {
             provider: { type: 'string', enum: ['cpu', 'cuda'], description: 'The execution provider in use.' },
             providerNote: { type: 'string', description: 'Why auto fell back to the CPU, where it did.' },
@@ -124,6 +124,18 @@ export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefin
                   input: { type: 'object' },
                   outputs: { type: 'array', items: { type: 'object' } },
                   metadata: { type: 'object', description: 'The metadata_props the model carries.' },
+                },
+              },
+            },
+            sessions: {
+              type: 'array',
+              description: 'The onnxruntime sessions: models that read the same input run as one merged graph, their shared layers computed once.',
+              items: {
+                type: 'object',
+                required: ['tasks'],
+                properties: {
+                  tasks: { type: 'array', items: { type: 'string' } },
+                  nodes: { type: 'object', description: 'For a merged graph: its nodes, and the separate graphs\' together.', properties: { separate: { type: 'integer' }, merged: { type: 'integer' } } },
                 },
               },
             },

@@ -1,13 +1,13 @@
 /**
  * From image bytes to a prediction: admission into a bounded queue, decoding in the pool (once per distinct
- * input spec), and one micro-batched onnxruntime run per model. Labels and their order come from each model's
+ * input spec), and one micro-batched onnxruntime run per graph (a model, or models merged into one). Labels and their order come from each model's
  * metadata; nothing here knows what the classes are called.
  */
 import { MicroBatcher } from './batcher.ts';
 import type { DecodedImage, DecodePool } from './decode-pool.ts';
 import { OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
-import type { ServedModel } from './models.ts';
+import type { ServedGraph } from './models.ts';
 import { run } from './runtime.ts';
 import type { Prediction, TaskPrediction, Timings } from '../models/spec/prediction.ts';
 
@@ -31,7 +31,7 @@ export class Predictor {
   private readonly batcher: MicroBatcher<DecodedImage, InferenceResult>;
 
   constructor(
-    private readonly models: readonly ServedModel[],
+    private readonly graphs: readonly ServedGraph[],
     private readonly pool: DecodePool,
     private readonly metrics: ServeMetrics,
     private readonly options: PredictorOptions,
@@ -75,24 +75,22 @@ export class Predictor {
     this.metrics.decodeBacklog.set(this.pool.backlog);
   }
 
-  /** One run per model over the whole batch (or one per image where a model's batch size is fixed at 1). */
+  /** One run per graph over the whole batch (or one per image where a graph's batch size is fixed at 1). */
   private async infer(images: DecodedImage[]): Promise<InferenceResult[]> {
     const started = performance.now();
     this.metrics.batchSize.observe(images.length);
     const results: InferenceResult[] = images.map(() => ({ tasks: {}, ms: 0 }));
-    for (const model of this.models) {
-      const groups = model.batchable ? [images.map((_, i) => i)] : images.map((_, i) => [i]);
+    for (const graph of this.graphs) {
+      const groups = graph.batchable ? [images.map((_, i) => i)] : images.map((_, i) => [i]);
       for (const group of groups) {
-        const modelStarted = performance.now();
-        const [height, width, channels] = [model.inputSpec.height, model.inputSpec.width, model.inputSpec.channels];
+        const graphStarted = performance.now();
+        const [height, width, channels] = [graph.inputSpec.height, graph.inputSpec.width, graph.inputSpec.channels];
         const size = height * width * channels;
         const data = new Float32Array(group.length * size);
-        group.forEach((imageIndex, row) => data.set(images[imageIndex].inputs[model.specIndex], row * size));
-        const outputs = await run(model.session, { [model.inputName]: { data, dims: [group.length, height, width, channels] } });
-        group.forEach((imageIndex, row) => {
-          results[imageIndex].tasks[model.task] = model.interpret(outputs, row);
-        });
-        this.metrics.inference.observe((performance.now() - modelStarted) / 1000, { model: model.task });
+        group.forEach((imageIndex, row) => data.set(images[imageIndex].inputs[graph.specIndex], row * size));
+        const outputs = await run(graph.session, { [graph.inputName]: { data, dims: [group.length, height, width, channels] } });
+        group.forEach((imageIndex, row) => Object.assign(results[imageIndex].tasks, graph.interpret(outputs, row)));
+        this.metrics.inference.observe((performance.now() - graphStarted) / 1000, { model: graph.tasks.join('+') });
       }
     }
     const ms = performance.now() - started;

@@ -74,7 +74,7 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
     const workerEntry = DecodePool.prepare();
     // An unobserved rejection would crash the process before loadModels' own error is reported.
     workerEntry.catch(() => {});
-    models = await loadModels(config.modelsDir, { device: config.device, threads: config.inferenceThreads, log });
+    models = await loadModels(config.modelsDir, { device: config.device, merge: config.mergeModels, threads: config.inferenceThreads, log });
     pool = await DecodePool.start({
       threads: config.decodeThreads,
       perThread: 2,
@@ -90,9 +90,9 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
     }, workerEntry);
     await pool.ready();
     state.models = models.report;
-    state.predictor = new Predictor(models.served, pool, metrics, config);
+    state.predictor = new Predictor(models.graphs, pool, metrics, config);
     log.info(
-      `ready in ${Math.round(performance.now() - started)} ms: ${models.served.map((m) => m.task).join(', ')} on ${models.report.provider}, ` +
+      `ready in ${Math.round(performance.now() - started)} ms: ${models.graphs.map((g) => g.tasks.join('+')).join(', ')} on ${models.report.provider}, ` +
         `${config.decodeThreads} decode thread(s) (${pool.entry.how}), batches of up to ${config.maxBatch}`,
     );
   })();
@@ -116,7 +116,7 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
       clearInterval(sweeper);
       await ready.catch(() => {});
       await pool?.close();
-      for (const model of models?.served ?? []) await releaseSession(model.session);
+      for (const graph of models?.graphs ?? []) await releaseSession(graph.session);
     })();
     return shutdownPromise;
   };

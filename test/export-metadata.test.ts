@@ -232,14 +232,16 @@ describe('training-info.json and manifest.json formats', () => {
 });
 
 describe('models/spec/metadata.ts in the browser', () => {
-  it('has no Node imports and bundles for the browser with esbuild', async () => {
-    const source = await readFile(new URL('../models/spec/metadata.ts', import.meta.url), 'utf8');
-    const imports = [...source.matchAll(/from '([^']+)'/g)].map((m) => m[1]);
-    assert.deepEqual(imports.sort(), ['./labels.ts', './preprocess.ts']);
-    const result = await build({ entryPoints: [new URL('../models/spec/metadata.ts', import.meta.url).pathname], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });
-    assert.equal(result.errors.length, 0);
-    assert.ok(result.outputFiles[0].text.includes('face_attributes'));
-  });
+  for (const file of ['metadata.ts', 'onnx-wire.ts', 'merge-models.ts']) {
+    it(`${file}: imports only its neighbours in models/spec (no Node modules) and bundles for the browser with esbuild`, async () => {
+      const url = new URL(`../models/spec/${file}`, import.meta.url);
+      const imports = [...(await readFile(url, 'utf8')).matchAll(/from '([^']+)'/g)].map((m) => m[1]);
+      for (const name of imports) assert.match(name, /^\.\/[\w-]+\.ts$/, `${file} imports ${name}`);
+      const result = await build({ entryPoints: [url.pathname], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });
+      assert.equal(result.errors.length, 0);
+      if (file === 'metadata.ts') assert.ok(result.outputFiles[0].text.includes('face_attributes'));
+    });
+  }
 });
 
 function indexOf(haystack: Uint8Array, needle: Uint8Array): number {

@@ -132,7 +132,12 @@ describe('serve API', () => {
   it('GET /v1/models reports metadata, sha256 and the execution provider in use', async () => {
     const res = await fetch(`${t.url}/v1/models`);
     assert.equal(res.status, 200);
-    const body = (await res.json()) as { provider: string; runtime: string; models: { task: string; file: string; sha256: string; labels: string[]; input: object; metadata: { labels: string[] } }[] };
+    const body = (await res.json()) as {
+      provider: string;
+      runtime: string;
+      models: { task: string; file: string; sha256: string; labels: string[]; input: object; metadata: { labels: string[] }; onnx: { outputs: { name: string }[] } }[];
+      sessions: { tasks: string[]; nodes?: { separate: number; merged: number } }[];
+    };
     assert.equal(body.provider, 'cpu');
     assert.match(body.runtime, /onnxruntime-node/);
     const manifest = JSON.parse(await readFile(join(t.modelsDir, 'manifest.json'), 'utf8')) as { models: { task: string; sha256: string }[] };
@@ -144,6 +149,28 @@ describe('serve API', () => {
     assert.deepEqual(body.models[1].labels, ETHNICITY_LABELS);
     assert.deepEqual(body.models[1].input, { height: 32, width: 32, channels: 3, scaling: 'unit' });
     assert.deepEqual(body.models[2].metadata.labels, GENDER_LABELS);
+    // age and gender (same input spec, and the fixtures' first convolution has the same weights) run as one graph.
+    assert.deepEqual(body.sessions.map((s) => s.tasks), [['age', 'gender'], ['ethnicity']]);
+    const nodes = body.sessions[0].nodes as { separate: number; merged: number };
+    assert.ok(nodes.merged < nodes.separate, `the shared convolution is kept once: ${JSON.stringify(nodes)}`);
+    // Each model's outputs are reported under its own names, not the merged graph's.
+    assert.deepEqual(body.models[0].onnx.outputs.map((o) => o.name).sort(), ['probabilities', 'years']);
+  });
+
+  it('--merge-models off runs a session per model, with the answers of the merged graph', async () => {
+    const separate = await startTestServer({ flags: ['--web-demo', join(tmpdir(), `no-web-demo-${process.pid}`), '--merge-models', 'off'], modelsDir: t.modelsDir });
+    try {
+      const sessions = ((await (await fetch(`${separate.url}/v1/models`)).json()) as { sessions: { tasks: string[]; nodes?: object }[] }).sessions;
+      assert.deepEqual(sessions, [{ tasks: ['age'] }, { tasks: ['gender'] }, { tasks: ['ethnicity'] }], 'grouped by input spec, one session each');
+      const predict = async (url: string) => (await (await fetch(`${url}/v1/predict`, { method: 'POST', body: jpeg, headers: { 'content-type': 'image/jpeg' } })).json()) as PredictBody;
+      const [merged, apart] = [await predict(t.url), await predict(separate.url)];
+      for (const task of ['age', 'ethnicity', 'gender'] as const) {
+        merged[task].probabilities.forEach((p, i) => assert.ok(Math.abs(p - apart[task].probabilities[i]) <= 1e-6, `${task}[${i}]: ${p} merged, ${apart[task].probabilities[i]} apart`));
+      }
+      assert.ok(Math.abs((merged.age.years as number) - (apart.age.years as number)) <= 1e-4);
+    } finally {
+      await separate.close();
+    }
   });
 
   it('GET /healthz and /readyz answer 200 once the models are loaded', async () => {
@@ -165,7 +192,9 @@ describe('serve API', () => {
     assert.match(text, /^http_requests_total\{method="POST",route="\/v1\/predict",status="400"\} \d+$/m);
     assert.match(text, /^http_request_duration_seconds_bucket\{route="\/v1\/predict",le="0.1"\} \d+$/m);
     assert.match(text, /^image_decode_seconds_count [1-9]\d*$/m);
-    assert.match(text, /^inference_seconds_sum\{model="age"\} [\d.e-]+$/m);
+    // age and gender read the same input, so they run as one merged graph; ethnicity runs on its own.
+    assert.match(text, /^inference_seconds_sum\{model="age\+gender"\} [\d.e-]+$/m);
+    assert.match(text, /^inference_seconds_sum\{model="ethnicity"\} [\d.e-]+$/m);
     assert.match(text, /^errors_total\{code="empty_body"\} [1-9]\d*$/m);
     assert.match(text, /^queue_depth 0$/m);
   });

@@ -125,6 +125,11 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
     assert.equal(info.version, '1.30.0');
     assert.deepEqual(info.models.map((m) => m.task).sort(), ['age', 'ethnicity', 'gender']);
     for (const model of info.models) assert.ok(model.labels.length >= 2, `${model.task} labels come from its metadata`);
+    // Models that read the same input run as one merged graph, as on the server.
+    const specs = new Set(info.models.map((m) => JSON.stringify(m.input)));
+    assert.equal(info.graphs.length, specs.size, `one session per input spec: ${JSON.stringify(info.graphs)}`);
+    assert.deepEqual(info.graphs.flatMap((g) => g.tasks).sort(), ['age', 'ethnicity', 'gender']);
+    for (const graph of info.graphs.filter((g) => g.tasks.length > 1)) assert.ok(graph.nodes !== undefined && graph.nodes.merged <= graph.nodes.separate);
     assert.equal(info.crossOriginIsolated, true, 'COOP/COEP make the page cross-origin isolated');
     assert.ok(info.threads >= 1);
     const status = await page.locator('#status').textContent();

@@ -12,6 +12,8 @@ import { loadRuntime, runtimeInfo, webGpuAdapterAvailable, webGpuAvailable, type
 /** What `window.demo.ready` resolves to. */
 export interface DemoInfo extends RuntimeInfo {
   models: { task: string; file: string; labels: string[]; input: InputSpec }[];
+  /** the sessions that run them: each one's tasks, and for a merged graph its nodes and the separate graphs' */
+  graphs: { tasks: string[]; nodes?: { separate: number; merged: number } }[];
 }
 
 /** The automation API (documented in web-demo/README.md). */
@@ -119,6 +121,7 @@ async function start(): Promise<{ classifier: Classifier; info: DemoInfo }> {
   const info: DemoInfo = {
     ...runtimeInfo(),
     models: classifier.models.map((m) => ({ task: m.task, file: m.file, labels: [...m.metadata.labels], input: { ...m.metadata.input } })),
+    graphs: classifier.graphs.map((g) => ({ tasks: g.members.map((m) => m.model.task), ...(g.nodes === undefined ? {} : { nodes: { ...g.nodes } }) })),
   };
   return { classifier, info };
 }
@@ -133,7 +136,8 @@ function showReady(info: DemoInfo): void {
   const threads = `${info.threads} thread${info.threads === 1 ? '' : 's'}`;
   const isolation = info.crossOriginIsolated ? '' : ' (the page is not cross-origin isolated, so no threads)';
   setStatus('ready', `Ready: ${info.models.length} models on ${BACKEND_NAMES[info.backend]}, ${threads}${isolation}`);
-  ui.status.title = `onnxruntime-web ${info.version}; ${info.models.map((m) => `${m.task}: ${m.input.width}x${m.input.height}x${m.input.channels}`).join(', ')}`;
+  const graphs = info.graphs.map((g) => (g.tasks.length > 1 ? `${g.tasks.join(' + ')} merged into one graph` : g.tasks[0])).join('; ');
+  ui.status.title = `onnxruntime-web ${info.version}; ${info.models.map((m) => `${m.task}: ${m.input.width}x${m.input.height}x${m.input.channels}`).join(', ')}; sessions: ${graphs}`;
 }
 
 ready.then(showReady, (error: unknown) => setStatus('error', `The models could not be loaded: ${errorText(error)}`));

@@ -2,8 +2,10 @@
  * The models in the browser: the manifest's files fetched from the page's own origin and checked against their
  * sha256, the metadata each carries (task, labels, input spec, what each output means), and one prediction per
  * image in exactly the shape of the server's POST /v1/predict answer. Nothing here knows a label or a size.
+ * As in the server, models that read the same input run as one merged graph, so a shared trunk runs once.
  */
 import { TASKS } from '../../../models/spec/labels.ts';
+import { mergeModels, ModelMergeError, type MergedModel } from '../../../models/spec/merge-models.ts';
 import { readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
 import { PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../models/spec/preprocess.ts';
 import { taskPrediction, type Prediction, type TaskPrediction } from '../../../models/spec/prediction.ts';
@@ -17,10 +19,18 @@ export interface LoadedModel {
   task: string;
   file: string;
   metadata: ModelMetadata;
+}
+
+/** One onnxruntime session and the models it runs: one, or several merged into one graph. */
+export interface LoadedGraph {
   session: Session;
   inputName: string;
   /** index into `Classifier.specs` */
   specIndex: number;
+  /** each model it runs, with its output names -> the session's */
+  members: { model: LoadedModel; outputs: ReadonlyMap<string, string> }[];
+  /** for a merged graph: its nodes, and the separate graphs' together */
+  nodes?: MergedModel['nodes'];
 }
 
 /** The model input of one spec, and its bytes (0-255, HWC) for showing the crop as the model sees it. */
@@ -60,12 +70,40 @@ function checkInput(file: string, session: Session, spec: InputSpec): string {
   return input.name;
 }
 
-function checkOutputs(file: string, session: Session, metadata: ModelMetadata): void {
-  const names = new Set(session.outputs.map((o) => o.name));
+function checkOutputs(file: string, sessionNames: ReadonlyMap<string, string>, metadata: ModelMetadata): void {
   for (const output of metadata.outputs) {
-    if (!names.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...names].join(', ')})`);
+    if (!sessionNames.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...sessionNames.keys()].join(', ')})`);
   }
   if (!metadata.outputs.some((o) => o.kind !== 'years')) throw new ModelLoadError(`${file}: no output gives class probabilities`);
+}
+
+/** Sessions for `models` (one input spec): one merged graph where they can be merged, else one each. */
+async function openGraphs(models: readonly { model: LoadedModel; bytes: Uint8Array }[], specIndex: number): Promise<LoadedGraph[]> {
+  let merged: MergedModel | undefined;
+  if (models.length > 1) {
+    try {
+      merged = mergeModels(models.map(({ model, bytes }) => ({ key: model.task, bytes })));
+    } catch (error) {
+      if (!(error instanceof ModelMergeError)) throw error;
+      console.info(`The models run as separate graphs: ${error.message}`);
+    }
+  }
+  if (merged !== undefined) {
+    const session = await createSession(merged.bytes);
+    const inputName = checkInput(models.map((m) => m.model.file).join(' + '), session, models[0].model.metadata.input);
+    const members = models.map(({ model }) => ({ model, outputs: new Map(Object.entries(merged.outputNames[model.task])) }));
+    for (const { model, outputs } of members) checkOutputs(model.file, outputs, model.metadata);
+    return [{ session, inputName, specIndex, members, nodes: merged.nodes }];
+  }
+  return Promise.all(
+    models.map(async ({ model, bytes }): Promise<LoadedGraph> => {
+      const session = await createSession(bytes);
+      const inputName = checkInput(model.file, session, model.metadata.input);
+      const outputs = new Map(session.outputs.map((o) => [o.name, o.name]));
+      checkOutputs(model.file, outputs, model.metadata);
+      return { session, inputName, specIndex, members: [{ model, outputs }] };
+    }),
+  );
 }
 
 /** One task's answer from its model's outputs (batch of one): the shared function the server uses too. */
@@ -77,12 +115,15 @@ export function interpret(metadata: ModelMetadata, outputs: Record<string, Float
 
 export class Classifier {
   private constructor(
+    /** the models, in the usual task order */
     readonly models: readonly LoadedModel[],
+    /** the sessions that run them */
+    readonly graphs: readonly LoadedGraph[],
     /** the distinct input specs; each image is preprocessed once per spec */
     readonly specs: readonly InputSpec[],
   ) {}
 
-  /** Fetches `manifest.json` and the models it lists from `modelsUrl`, checks them, and opens a session each. */
+  /** Fetches `manifest.json` and the models it lists from `modelsUrl`, checks them, and opens their sessions. */
   static async load(modelsUrl: URL): Promise<Classifier> {
     const manifestUrl = new URL(MANIFEST_FILE, modelsUrl);
     let manifest;
@@ -92,10 +133,8 @@ export class Classifier {
       throw error instanceof ModelLoadError ? error : new ModelLoadError(`${manifestUrl.pathname} is not a valid manifest: ${(error as Error).message}`);
     }
     if (manifest.models.length === 0) throw new ModelLoadError(`${manifestUrl.pathname} lists no models`);
-    const specs: InputSpec[] = [];
-    const specIndexes = new Map<string, number>();
-    const models = await Promise.all(
-      manifest.models.map(async (entry): Promise<LoadedModel> => {
+    const fetched = await Promise.all(
+      manifest.models.map(async (entry) => {
         const url = new URL(entry.file, modelsUrl);
         const bytes = new Uint8Array(await (await fetchOk(url)).arrayBuffer());
         const digest = await sha256(bytes);
@@ -105,17 +144,19 @@ export class Classifier {
         if (metadata.preprocessingVersion !== PREPROCESSING_VERSION) {
           throw new ModelLoadError(`${url.pathname} was trained with preprocessing version ${metadata.preprocessingVersion}; this page preprocesses with version ${PREPROCESSING_VERSION}`);
         }
-        const session = await createSession(bytes);
-        const inputName = checkInput(entry.file, session, metadata.input);
-        checkOutputs(entry.file, session, metadata);
-        const key = specKey(metadata.input);
-        if (!specIndexes.has(key)) specIndexes.set(key, specs.push(metadata.input) - 1);
-        return { task: metadata.task, file: entry.file, metadata, session, inputName, specIndex: specIndexes.get(key) as number };
+        return { model: { task: metadata.task, file: entry.file, metadata }, bytes };
       }),
     );
     // Tasks in their usual order, whatever the manifest's.
-    models.sort((a, b) => TASKS.indexOf(a.metadata.task) - TASKS.indexOf(b.metadata.task));
-    return new Classifier(models, specs);
+    fetched.sort((a, b) => TASKS.indexOf(a.model.metadata.task) - TASKS.indexOf(b.model.metadata.task));
+    const groups = new Map<string, typeof fetched>();
+    for (const entry of fetched) {
+      const key = specKey(entry.model.metadata.input);
+      groups.set(key, [...(groups.get(key) ?? []), entry]);
+    }
+    const specs = [...groups.values()].map((group) => group[0].model.metadata.input);
+    const graphs = (await Promise.all([...groups.values()].map((group, specIndex) => openGraphs(group, specIndex)))).flat();
+    return new Classifier(fetched.map((f) => f.model), graphs, specs);
   }
 
   /** The model inputs of a decoded image, one per distinct spec (shared preprocessing, as in the server). */
@@ -138,12 +179,15 @@ export class Classifier {
   async infer(inputs: readonly ModelInput[]): Promise<{ tasks: Record<string, TaskPrediction>; ms: number }> {
     const started = performance.now();
     const tasks: Record<string, TaskPrediction> = {};
-    for (const model of this.models) {
-      const { spec, data } = inputs[model.specIndex];
-      const outputs = await run(model.session, { [model.inputName]: { data, dims: [1, spec.height, spec.width, spec.channels] } });
-      tasks[model.task] = interpret(model.metadata, outputs);
+    for (const graph of this.graphs) {
+      const { spec, data } = inputs[graph.specIndex];
+      const outputs = await run(graph.session, { [graph.inputName]: { data, dims: [1, spec.height, spec.width, spec.channels] } });
+      for (const { model, outputs: names } of graph.members) {
+        tasks[model.task] = interpret(model.metadata, Object.fromEntries([...names].map(([own, inSession]) => [own, outputs[inSession]])));
+      }
     }
-    return { tasks, ms: performance.now() - started };
+    // In the usual task order, whichever graph answered first.
+    return { tasks: Object.fromEntries(this.models.map((m) => [m.task, tasks[m.task]])), ms: performance.now() - started };
   }
 
   /**
