@@ -6,7 +6,8 @@
  * Summed in the same order everywhere, the mean is the same in every replica, so the weights stay identical
  * without ever being sent. Only batch-norm running statistics differ (each replica's are from its own faces);
  * replica 0's ship. Validation is split the same way, and every replica reaches the same choices from the
- * shared sums. Replica 0 keeps each task's best checkpoint and reports to the parent.
+ * shared sums. Replica 0 keeps the best epoch's checkpoint (one for all three tasks, so that the shipped models
+ * share their trunk exactly) and reports to the parent.
  */
 import { createHash } from 'node:crypto';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -55,11 +56,11 @@ export interface TaskEpoch {
   valAccuracy: number;
   /** age only: validation mean absolute error in years */
   valMae?: number;
-  improved: boolean;
 }
 
 export type ReplicaMessage =
-  | { type: 'epoch'; epoch: number; seconds: number; imagesPerSecond: number; tasks: Record<Task, TaskEpoch> }
+  /** `improved`: the epoch is the best so far on the validation split, by `validationScore` */
+  | { type: 'epoch'; epoch: number; seconds: number; imagesPerSecond: number; tasks: Record<Task, TaskEpoch>; improved: boolean }
   | { type: 'stopped'; epoch: number; patience: number }
   /** every replica, at the end: a digest of its trainable weights, which must be the same in all */
   | { type: 'digest'; replica: number; digest: string }
@@ -67,8 +68,8 @@ export type ReplicaMessage =
       type: 'done';
       epochsRun: number;
       trainSeconds: number;
-      /** per task: the epoch kept and the whole network's weights at that epoch, in getWeights() order */
-      best: Record<Task, { epoch: number; weights: Float32Array[] }>;
+      /** the epoch kept and the whole network's weights at that epoch, in getWeights() order */
+      best: { epoch: number; weights: Float32Array[] };
     };
 
 /** Per-replica sums: for each task (TASKS order) train loss, train hits, validation loss, validation hits; then counts and the age error. */
@@ -135,7 +136,7 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
   const share = Math.floor(globalBatch / replicas);
   const batchInput = new Float32Array(share * size);
   const mine = new Int32Array(share);
-  const best = Object.fromEntries(TASKS.map((task) => [task, { score: -Infinity, epoch: 0, weights: [] as tf.Tensor[] }])) as Record<Task, { score: number; epoch: number; weights: tf.Tensor[] }>;
+  const best = { score: -Infinity, epoch: 0, weights: [] as tf.Tensor[] };
   const own = stats.subarray(replica * STAT_COUNT, (replica + 1) * STAT_COUNT);
 
   const lossOf = (logits: tf.Tensor[], batch: Int32Array): tf.Scalar[] => {
@@ -245,28 +246,27 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
     const tasks = {} as Record<Task, TaskEpoch>;
     TASKS.forEach((task, t) => {
       const valAccuracy = total[4 * t + 3] / total[VALIDATION_COUNT];
-      const score = task === 'age' ? -mae : valAccuracy;
-      const improved = score > best[task].score;
-      if (improved) {
-        if (replica === 0) {
-          tf.dispose(best[task].weights);
-          best[task].weights = net.getWeights().map((w) => w.clone());
-        }
-        best[task].score = score;
-        best[task].epoch = epoch + 1;
-      }
       tasks[task] = {
         loss: total[4 * t] / total[TRAIN_COUNT],
         accuracy: total[4 * t + 1] / total[TRAIN_COUNT],
         valLoss: total[4 * t + 2] / total[VALIDATION_COUNT],
         valAccuracy,
         valMae: task === 'age' ? mae : undefined,
-        improved,
       };
     });
+    const score = validationScore(tasks);
+    const improved = score > best.score;
+    if (improved) {
+      if (replica === 0) {
+        tf.dispose(best.weights);
+        best.weights = net.getWeights().map((w) => w.clone());
+      }
+      best.score = score;
+      best.epoch = epoch + 1;
+    }
     epochsRun = epoch + 1;
-    if (replica === 0) post({ type: 'epoch', epoch: epoch + 1, seconds, imagesPerSecond: total[TRAIN_COUNT] / seconds, tasks });
-    if (TASKS.every((task) => epoch + 1 - best[task].epoch >= config.patience)) {
+    if (replica === 0) post({ type: 'epoch', epoch: epoch + 1, seconds, imagesPerSecond: total[TRAIN_COUNT] / seconds, tasks, improved });
+    if (epoch + 1 - best.epoch >= config.patience) {
       if (replica === 0) post({ type: 'stopped', epoch: epoch + 1, patience: config.patience });
       break;
     }
@@ -276,12 +276,18 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
   for (const v of variables) hash.update(v.dataSync() as Float32Array);
   post({ type: 'digest', replica, digest: hash.digest('hex') });
   if (replica === 0) {
-    const chosen = {} as Record<Task, { epoch: number; weights: Float32Array[] }>;
-    for (const task of TASKS) chosen[task] = { epoch: best[task].epoch, weights: best[task].weights.map((w) => w.dataSync() as Float32Array) };
-    post({ type: 'done', epochsRun, trainSeconds, best: chosen });
+    post({ type: 'done', epochsRun, trainSeconds, best: { epoch: best.epoch, weights: best.weights.map((w) => w.dataSync() as Float32Array) } });
   }
-  tf.dispose([groupMatrix, yearsMatrix, ...TASKS.flatMap((task) => best[task].weights)]);
+  tf.dispose([groupMatrix, yearsMatrix, ...best.weights]);
   optimizer.dispose();
+}
+
+/**
+ * What chooses the epoch that ships: the mean of the three validation accuracies (age group, ethnicity,
+ * gender). One epoch for all tasks keeps the three models' trunks identical, so a runtime can compute it once.
+ */
+export function validationScore(tasks: Record<Task, Pick<TaskEpoch, 'valAccuracy'>>): number {
+  return TASKS.reduce((sum, task) => sum + tasks[task].valAccuracy, 0) / TASKS.length;
 }
 
 /** Runs `score` on this replica's share of `indices` (every replicas-th face), in batches, without augmentation. */

@@ -128,7 +128,7 @@ export async function trainTogether(options: Omit<TrainTaskOptions, 'task' | 'ou
       parameters: fitted.models[task].countParams(),
       trainCount: fitted.trainCount,
       trainSeconds: fitted.trainSeconds,
-      keptEpoch: fitted.bestEpoch[task],
+      keptEpoch: fitted.bestEpoch,
       release: () => {},
     };
     metrics.push(await writeTaskRun({ ...options, task, outDir: join(options.runDir, task) }, result, split, testFraction));

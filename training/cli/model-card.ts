@@ -42,7 +42,10 @@ function modelSection(m: Measured): string {
     training?.epochs === undefined
       ? ''
       : ` Trained for ${training.epochs} epochs` +
-        (training.keptEpoch === undefined ? '' : `; the weights kept are epoch ${training.keptEpoch}'s, the best on a validation split carved from the training faces`) +
+        (training.keptEpoch === undefined
+          ? ''
+          : `; the weights kept are epoch ${training.keptEpoch}'s, the best on a validation split carved from the training faces` +
+            (metadata.source.preset === 'multitask' ? ' by the mean accuracy of the three tasks (one epoch for all three, so their trunks are the same)' : '')) +
         (training.split === undefined ? '' : `; tested on a seeded ${Math.round(training.split.testFraction * 100)}% split that no training choice saw`) +
         '.';
   const lines = [
