@@ -72,7 +72,7 @@ export const OPTIONS: { readonly [K in keyof ServeConfig]: OptionSpec } = {
   mergeModels: { flag: '--merge-models', env: 'SERVE_MERGE_MODELS', kind: { type: 'enum', values: ['auto', 'off'] }, default: 'auto', doc: 'auto: run models that read the same input as one graph (shared layers once); off: a session each' },
   workers: { flag: '--workers', env: 'SERVE_WORKERS', kind: int(1, 256), default: 1, doc: 'processes sharing the port (node:cluster)' },
   decodeThreads: { flag: '--decode-threads', env: 'SERVE_DECODE_THREADS', kind: int(0, 256), default: 0, doc: 'image decode threads per process; 0 = cores / workers' },
-  inferenceThreads: { flag: '--inference-threads', env: 'SERVE_INFERENCE_THREADS', kind: int(1, 256), default: 1, doc: 'onnxruntime intra-op threads per model' },
+  inferenceThreads: { flag: '--inference-threads', env: 'SERVE_INFERENCE_THREADS', kind: int(1, 256), default: 1, doc: 'onnxruntime intra-op threads per session (a model, or models merged into one graph)' },
   maxBatch: { flag: '--max-batch', env: 'SERVE_MAX_BATCH', kind: int(1, 1024), default: 32, doc: 'most images in one onnxruntime run' },
   batchWaitMs: { flag: '--batch-wait-ms', env: 'SERVE_BATCH_WAIT_MS', kind: int(0, 1000), default: 1, doc: 'longest wait for a batch to fill' },
   maxQueue: { flag: '--max-queue', env: 'SERVE_MAX_QUEUE', kind: int(1, 100_000), default: 32, doc: 'images in progress per process before 503' },

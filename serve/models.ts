@@ -14,7 +14,7 @@ import { readModelMetadata, validateModelManifest, type ModelManifest, type Mode
 import { PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
 import type { Device, MergeMode } from './config.ts';
 import type { Logger } from './log.ts';
-import { mergeModels, ModelMergeError, type MergedModel } from '../models/spec/merge-models.ts';
+import { mergeModels, ModelMergeError } from '../models/spec/merge-models.ts';
 import { taskPrediction, type TaskPrediction } from '../models/spec/prediction.ts';
 import { createSession, missingCudaBinaries, releaseSession, RUNTIME_NAME, type FloatTensor, type Provider, type Session, type TensorInfo } from './runtime.ts';
 
@@ -163,37 +163,57 @@ interface ModelFile {
   metadata: ModelMetadata;
 }
 
-/** A session for `group` (models with one input spec): merged into one graph where it can be, else one each. */
-async function openSessions(group: readonly ModelFile[], options: LoadOptions, provider: Provider): Promise<{ graphs: Omit<ServedGraph, 'specIndex'>[]; onnx: Map<ModelFile, { inputs: TensorInfo[]; outputs: TensorInfo[] }>; sessions: ModelsReport['sessions'] }> {
-  const open = (bytes: Uint8Array) => createSession(bytes, { provider, threads: options.threads });
-  const onnx = new Map<ModelFile, { inputs: TensorInfo[]; outputs: TensorInfo[] }>();
-  if (options.merge === 'auto' && group.length > 1) {
-    let merged: MergedModel | undefined;
-    try {
-      merged = mergeModels(group.map((model) => ({ key: model.metadata.task, bytes: model.bytes })));
-    } catch (error) {
-      if (!(error instanceof ModelMergeError)) throw error;
-      options.log.info(`${group.map((m) => m.file).join(', ')} run as separate graphs: ${error.message}`);
-    }
-    if (merged !== undefined) {
-      const session = await open(merged.bytes);
-      const describedBy = group.map((m) => m.path).join(' + ');
-      const { inputName, batchable } = checkInput(describedBy, session, group[0].metadata.input);
-      const interpreters = group.map((model) => {
-        const names = new Map(Object.entries(merged.outputNames[model.metadata.task]));
-        const fromSession = new Map([...names].map(([own, inSession]) => [inSession, own]));
-        onnx.set(model, { inputs: [...session.inputs], outputs: session.outputs.filter((o) => fromSession.has(o.name)).map((o) => ({ ...o, name: fromSession.get(o.name) as string })) });
-        return { task: model.metadata.task, interpret: makeInterpreter(model.path, names, model.metadata) };
+type OpenedGroup = { graphs: Omit<ServedGraph, 'specIndex'>[]; onnx: Map<ModelFile, { inputs: TensorInfo[]; outputs: TensorInfo[] }>; sessions: ModelsReport['sessions'] };
+
+/**
+ * One session for the models of `group` merged into one graph, or undefined where they cannot be merged or
+ * onnxruntime will not run the merged graph: the caller then opens a session per model, which reports any
+ * fault of the models themselves. A failed merge never stops the server.
+ */
+async function openMerged(group: readonly ModelFile[], options: LoadOptions, open: (bytes: Uint8Array) => Promise<Session>): Promise<OpenedGroup | undefined> {
+  const files = group.map((m) => m.file).join(', ');
+  let session: Session | undefined;
+  try {
+    const merged = mergeModels(group.map((model) => ({ key: model.metadata.task, bytes: model.bytes })));
+    session = await open(merged.bytes);
+    const opened = session;
+    const { inputName, batchable } = checkInput(group.map((m) => m.path).join(' + '), opened, group[0].metadata.input);
+    const onnx = new Map<ModelFile, { inputs: TensorInfo[]; outputs: TensorInfo[] }>();
+    const interpreters = group.map((model) => {
+      const task = model.metadata.task;
+      const names = new Map(Object.entries(merged.outputNames[task]));
+      const fromSession = new Map([...names].map(([own, inSession]) => [inSession, own]));
+      // Each model is reported under its own names, not the merged graph's.
+      onnx.set(model, {
+        inputs: opened.inputs.map((i) => ({ ...i, name: merged.inputNames[task] })),
+        outputs: opened.outputs.filter((o) => fromSession.has(o.name)).map((o) => ({ ...o, name: fromSession.get(o.name) as string })),
       });
-      const tasks = group.map((m) => m.metadata.task);
-      options.log.info(`${tasks.join(', ')}: one merged graph, ${merged.nodes.merged} nodes where the separate graphs have ${merged.nodes.separate}`);
-      return {
-        graphs: [{ tasks, inputSpec: group[0].metadata.input, inputName, batchable, session, interpret: (outputs, row) => Object.fromEntries(interpreters.map((m) => [m.task, m.interpret(outputs, row)])) }],
-        onnx,
-        sessions: [{ tasks, nodes: merged.nodes }],
-      };
-    }
+      return { task, interpret: makeInterpreter(model.path, names, model.metadata) };
+    });
+    const tasks = group.map((m) => m.metadata.task);
+    options.log.info(`${tasks.join(', ')}: one merged graph, ${merged.nodes.merged} nodes where the separate graphs have ${merged.nodes.separate}`);
+    return {
+      graphs: [{ tasks, inputSpec: group[0].metadata.input, inputName, batchable, session: opened, interpret: (outputs, row) => Object.fromEntries(interpreters.map((m) => [m.task, m.interpret(outputs, row)])) }],
+      onnx,
+      sessions: [{ tasks, nodes: merged.nodes }],
+    };
+  } catch (error) {
+    if (session !== undefined) await releaseSession(session);
+    // Models that cannot merge are normal; a merged graph that will not load is a fault of merging, worth a warning.
+    if (error instanceof ModelMergeError) options.log.info(`${files} run as separate graphs: ${error.message}`);
+    else options.log.warn(`${files} run as separate graphs: the merged graph failed to load (${(error as Error).message.split('\n')[0]})`);
+    return undefined;
   }
+}
+
+/** Sessions for `group` (models with one input spec): one merged graph where they can be merged, else one each. */
+async function openSessions(group: readonly ModelFile[], options: LoadOptions, provider: Provider): Promise<OpenedGroup> {
+  const open = (bytes: Uint8Array) => createSession(bytes, { provider, threads: options.threads });
+  if (options.merge === 'auto' && group.length > 1) {
+    const merged = await openMerged(group, options, open);
+    if (merged !== undefined) return merged;
+  }
+  const onnx = new Map<ModelFile, { inputs: TensorInfo[]; outputs: TensorInfo[] }>();
   const graphs = await Promise.all(
     group.map(async (model): Promise<Omit<ServedGraph, 'specIndex'>> => {
       const session = await open(model.bytes);

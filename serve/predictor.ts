@@ -9,6 +9,7 @@ import { OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { ServedGraph } from './models.ts';
 import { run } from './runtime.ts';
+import { TASKS, type Task } from '../models/spec/labels.ts';
 import type { Prediction, TaskPrediction, Timings } from '../models/spec/prediction.ts';
 
 export type { Prediction, TaskPrediction, Timings } from '../models/spec/prediction.ts';
@@ -28,6 +29,7 @@ const round = (ms: number): number => Math.round(ms * 100) / 100;
 
 export class Predictor {
   private inProgress = 0;
+  private readonly taskOrder: string[];
   private readonly batcher: MicroBatcher<DecodedImage, InferenceResult>;
 
   constructor(
@@ -36,6 +38,7 @@ export class Predictor {
     private readonly metrics: ServeMetrics,
     private readonly options: PredictorOptions,
   ) {
+    this.taskOrder = graphs.flatMap((g) => g.tasks).sort((a, b) => TASKS.indexOf(a as Task) - TASKS.indexOf(b as Task));
     this.batcher = new MicroBatcher({ maxBatch: options.maxBatch, maxWaitMs: options.batchWaitMs, runBatch: (images) => this.infer(images) });
   }
 
@@ -67,7 +70,9 @@ export class Predictor {
     this.metrics.decode.observe(image.ms / 1000);
     signal?.throwIfAborted();
     const result = await this.batcher.submit(image);
-    return { ...result.tasks, timingsMs: { decode: round(image.ms), inference: round(result.ms), total: round(performance.now() - startedAt) } };
+    // The usual task order, whichever graph answered first.
+    const tasks = Object.fromEntries(this.taskOrder.map((task) => [task, result.tasks[task]]));
+    return { ...tasks, timingsMs: { decode: round(image.ms), inference: round(result.ms), total: round(performance.now() - startedAt) } };
   }
 
   private updateGauges(): void {

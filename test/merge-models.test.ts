@@ -36,20 +36,32 @@ function trunkAndHead(prefix: string, trunkSeed: number, headSeed: number, optio
       { name: `${prefix}_add`, opType: 'Add', inputs: [`${prefix}_z`, `${prefix}_n`], outputs: ['y'], attributes: {} },
     );
   }
+  const initializers = [weights(`${prefix}_w1`, [features, FEATURES], trunkSeed), weights(`${prefix}_w2`, [FEATURES, 2], headSeed)];
+  return graphModel(prefix, nodes, initializers, [features], [2]);
+}
+
+/** A model of `nodes` from `<prefix>_x` [N, ...input] to `y` [N, ...output]. */
+function graphModel(prefix: string, nodes: NodeProto[], initializers: TensorProto[], input: number[], output: number[], irVersion = 7): Uint8Array {
   return encodeModel({
-    irVersion: 7,
+    irVersion,
     producerName: 'merge-models.test',
     producerVersion: '1',
     graph: {
       name: prefix,
       nodes,
-      initializers: [weights(`${prefix}_w1`, [features, FEATURES], trunkSeed), weights(`${prefix}_w2`, [FEATURES, 2], headSeed)],
-      inputs: [{ name: `${prefix}_x`, elemType: DataType.FLOAT, shape: ['N', features] }],
-      outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: ['N', 2] }],
+      initializers,
+      inputs: [{ name: `${prefix}_x`, elemType: DataType.FLOAT, shape: ['N', ...input] }],
+      outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: ['N', ...output] }],
     },
     opsetImports: [{ domain: '', version: 13 }],
     metadataProps: [],
   });
+}
+
+/** x [N, 6] split in `parts` equal parts along axis 1 (opset 13: the number of outputs sets their size); y is the first. */
+function splitModel(prefix: string, parts: number): Uint8Array {
+  const outputs = Array.from({ length: parts }, (_, i) => (i === 0 ? 'y' : `${prefix}_part${i}`));
+  return graphModel(prefix, [{ name: `${prefix}_split`, opType: 'Split', inputs: [`${prefix}_x`], outputs, attributes: { axis: 1 } }], [], [6], [6 / parts]);
 }
 
 async function runModel(bytes: Uint8Array, input: ort.Tensor): Promise<Record<string, Float32Array>> {
@@ -85,7 +97,18 @@ describe('merging models into one graph', () => {
     assert.deepEqual(merged.nodes, { separate: 10, merged: 7 });
   });
 
+  it('keeps apart nodes that differ only in their outputs: a Split into 3 parts is not a Split into 2', async () => {
+    const models = [{ key: 'thirds', bytes: splitModel('a', 3) }, { key: 'halves', bytes: splitModel('b', 2) }];
+    const merged = mergeModels(models);
+    assert.deepEqual(merged.nodes, { separate: 2, merged: 2 });
+    const input = new ort.Tensor('float32', Float32Array.from({ length: 2 * 6 }, (_, i) => i), [2, 6]);
+    const together = await runModel(merged.bytes, input);
+    for (const { key, bytes } of models) assert.deepEqual(together[`${key}/y`], (await runModel(bytes, input)).y, `${key}'s output`);
+    assert.deepEqual(Array.from(together['halves/y']), [0, 1, 2, 6, 7, 8]);
+  });
+
   it('refuses, saying why, models whose inputs differ in shape, files that are not models, and keys used twice', () => {
+    assert.throws(() => mergeModels([{ key: 'a', bytes: trunkAndHead('a', 1, 10) }, { key: 'old', bytes: graphModel('old', [{ name: 'r', opType: 'Relu', inputs: ['old_x'], outputs: ['y'], attributes: {} }], [], [FEATURES], [FEATURES], 3) }]), /old: IR version 3 is older than 4/);
     assert.throws(
       () => mergeModels([{ key: 'a', bytes: trunkAndHead('a', 1, 10) }, { key: 'b', bytes: trunkAndHead('b', 1, 10, { features: 3 }) }]),
       (e: Error) => e instanceof ModelMergeError && e.message === 'b\'s input "b_x" differs from a\'s "a_x" in type or shape',

@@ -4,15 +4,17 @@
  * the multitask preset's three do, run it once per image instead of once per model. Models that share nothing
  * merge too, into one graph that runs them side by side.
  *
- * Two nodes are the same when their operator, domain, attributes and other fields are byte for byte equal and
- * their inputs are the same tensors; two initializers are the same when everything but their names is. Nothing
- * is approximated, so the merged graph computes exactly what the separate ones do. Random operators are never
- * merged, and graphs this module cannot rename safely (subgraphs, local functions, external or sparse data)
- * are refused with a `ModelMergeError` that says why: callers then run the models separately.
+ * Two nodes are the same when their operator, domain, attributes and other fields are byte for byte equal, their
+ * inputs are the same tensors, and they have the same outputs (how many, and which are left empty); two
+ * initializers are the same when everything but their names is. Nothing is approximated: the merged graph is
+ * the same computation as the separate ones. Random operators (and Dropout in training mode) are never merged.
+ * What this module cannot rename safely (subgraphs, operators outside the standard domain, local functions,
+ * training info, external or sparse data, IR versions before 4) is refused with a `ModelMergeError` that says
+ * why: callers then run the models separately.
  *
  * Pure TypeScript with no Node imports: the server and the browser both use it.
  */
-import { decodeString, MessageWriter, ModelMetadataError, ProtoReader, toBytes, wireFields, type WireField } from './onnx-wire.ts';
+import { concatBytes, decodeString, MessageWriter, ModelMetadataError, ProtoReader, toBytes, wireFields, type WireField } from './onnx-wire.ts';
 
 /** The models cannot be merged into one graph; the message says why. They still run separately. */
 export class ModelMergeError extends Error {
@@ -30,6 +32,8 @@ export interface MergedModel {
   bytes: Uint8Array;
   /** the one image input, named as in the first model */
   inputName: string;
+  /** for each model's key: its own name for that input */
+  inputNames: Record<string, string>;
   /** for each model's key: its output names -> their names in the merged graph */
   outputNames: Record<string, Record<string, string>>;
   /** nodes in the separate graphs together, and in the merged one (the identities naming its outputs excluded) */
@@ -46,7 +50,10 @@ const VALUE_INFO = { name: 1 } as const;
 const TENSOR_LOCATION_EXTERNAL = 1;
 
 /** Operators whose every run draws new numbers: two of them are never the same node. */
-const RANDOM_OPS = new Set(['RandomNormal', 'RandomNormalLike', 'RandomUniform', 'RandomUniformLike', 'Multinomial', 'Bernoulli', 'Dropout']);
+const RANDOM_OPS = new Set(['RandomNormal', 'RandomNormalLike', 'RandomUniform', 'RandomUniformLike', 'Multinomial', 'Bernoulli']);
+
+/** Whether a node draws new numbers each run: a random operator, or Dropout given a training_mode input. */
+const isRandom = (node: ParsedNode): boolean => RANDOM_OPS.has(node.opType) || (node.opType === 'Dropout' && (node.inputs[2] ?? '') !== '');
 
 interface ParsedNode {
   inputs: string[];
@@ -82,7 +89,8 @@ const latin1 = (parts: readonly Uint8Array[]): string => {
 };
 
 function string(field: WireField, what: string): string {
-  return decodeString(new ProtoReader(field.payload ?? new Uint8Array(0), field.payloadAt ?? 0, what), field.payload ?? new Uint8Array(0), what);
+  if (field.payload === undefined) throw new ModelMergeError(`${what} has wire type ${field.wireType}; expected a string`);
+  return decodeString(new ProtoReader(field.payload, field.payloadAt ?? 0, what), field.payload, what);
 }
 
 function message(field: WireField, what: string): WireField[] {
@@ -136,6 +144,8 @@ function parseModel(model: ModelToMerge): ParsedModel {
     // metadata_props (and anything later) describe one model, not the merged graph: left out.
   }
   if (graph === undefined) throw new ModelMergeError(`${model.key}: the model has no graph`);
+  // Before IR 4, initializers had to be listed among the graph's inputs as well; the merged graph does not.
+  if (parsed.irVersion < 4) throw new ModelMergeError(`${model.key}: IR version ${parsed.irVersion} is older than 4, which merging needs`);
   for (const f of message(graph, `the ${model.key} graph`)) {
     if (f.field === GRAPH.node) parsed.nodes.push(parseNode(f, model.key));
     else if (f.field === GRAPH.initializer) {
@@ -187,7 +197,7 @@ class GraphMerger {
 
   /** The merged name of an initializer: an earlier model's, where one holds the same data. */
   initializer(tensor: Named): string {
-    const content = concat(tensor.rest);
+    const content = concatBytes(tensor.rest);
     const hash = fnv1a(content);
     const candidates = this.byInitializer.get(hash) ?? [];
     const known = candidates.find((c) => sameBytes(c.content, content));
@@ -200,8 +210,10 @@ class GraphMerger {
 
   /** The merged names of a node's outputs: an earlier node's, where it is the same operation on the same tensors. */
   node(node: ParsedNode, inputs: string[]): string[] {
-    const key = `${latin1(node.identity)}\u0000${inputs.join('\u0000')}`;
-    const random = RANDOM_OPS.has(node.opType);
+    // Inputs length-prefixed, so that no two lists of names give one key; outputs by which are present, since an
+    // operator may compute differently for a different number of them (Split without sizes, for one).
+    const key = [latin1(node.identity), ...inputs.map((name) => `${name.length}:${name}`), node.outputs.map((o) => (o === '' ? '0' : '1')).join('')].join('\u0000');
+    const random = isRandom(node);
     const known = random ? undefined : this.byNode.get(key);
     if (known !== undefined) return known;
     const outputs = node.outputs.map((output) => (output === '' ? '' : this.fresh(output)));
@@ -209,8 +221,8 @@ class GraphMerger {
     const w = new MessageWriter();
     for (const input of inputs) w.string(NODE.input, input);
     for (const output of outputs) w.string(NODE.output, output);
-    w.string(NODE.name, this.fresh(`node:${node.name === '' ? outputs[0] : node.name}`));
-    this.nodes.push(w.raw(concat(node.identity)).finish());
+    w.string(NODE.name, this.fresh(`node:${node.name === '' ? (outputs[0] ?? node.opType) : node.name}`));
+    this.nodes.push(w.raw(concatBytes(node.identity)).finish());
     this.mergedNodes++;
     return outputs;
   }
@@ -218,7 +230,7 @@ class GraphMerger {
   /** A graph output named `name` (claimed beforehand), an identity of `tensor`. */
   output(tensor: string, name: string, type: Uint8Array[]): void {
     this.nodes.push(new MessageWriter().string(NODE.input, tensor).string(NODE.output, name).string(NODE.name, this.fresh(`node:${name}`)).string(NODE.opType, 'Identity').finish());
-    this.outputs.push(new MessageWriter().string(VALUE_INFO.name, name).raw(concat(type)).finish());
+    this.outputs.push(new MessageWriter().string(VALUE_INFO.name, name).raw(concatBytes(type)).finish());
   }
 }
 
@@ -233,16 +245,6 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /**
@@ -291,7 +293,10 @@ export function mergeModels(models: readonly ModelToMerge[]): MergedModel {
         if (merged === undefined) throw new ModelMergeError(`${model.key}: node "${node.name}" reads "${name}", which no earlier node or initializer defines`);
         return merged;
       });
-      merger.node(node, inputs).forEach((merged, i) => names.set(node.outputs[i], merged));
+      merger.node(node, inputs).forEach((merged, i) => {
+        // An empty output stays absent: '' must keep meaning "no tensor" for the optional inputs that read it.
+        if (node.outputs[i] !== '') names.set(node.outputs[i], merged);
+      });
     }
     separate += model.nodes.length;
     outputNames[model.key] = {};
@@ -308,9 +313,10 @@ export function mergeModels(models: readonly ModelToMerge[]): MergedModel {
   for (const node of merger.nodes) graph.message(GRAPH.node, node);
   graph.string(2, `merged: ${keys.join(', ')}`);
   for (const tensor of merger.initializers) graph.message(GRAPH.initializer, tensor);
-  graph.message(GRAPH.input, new MessageWriter().string(VALUE_INFO.name, input.name).raw(concat(input.rest)).finish());
+  graph.message(GRAPH.input, new MessageWriter().string(VALUE_INFO.name, input.name).raw(concatBytes(input.rest)).finish());
   for (const output of merger.outputs) graph.message(GRAPH.output, output);
-  const model = new MessageWriter().raw(concat(first.header)).message(MODEL.graph, graph.finish());
+  const model = new MessageWriter().raw(concatBytes(first.header)).message(MODEL.graph, graph.finish());
   for (const opset of first.opsets) model.raw(opset);
-  return { bytes: model.finish(), inputName: input.name, outputNames, nodes: { separate, merged: merger.nodeCount } };
+  const inputNames = Object.fromEntries(parsed.map((m) => [m.key, m.inputs[0].name]));
+  return { bytes: model.finish(), inputName: input.name, inputNames, outputNames, nodes: { separate, merged: merger.nodeCount } };
 }

@@ -9,7 +9,7 @@ import { mergeModels, ModelMergeError, type MergedModel } from '../../../models/
 import { readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
 import { PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../models/spec/preprocess.ts';
 import { taskPrediction, type Prediction, type TaskPrediction } from '../../../models/spec/prediction.ts';
-import { createSession, run, type FloatTensor, type Session } from './runtime.ts';
+import { createSession, releaseSession, run, type FloatTensor, type Session } from './runtime.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -77,24 +77,33 @@ function checkOutputs(file: string, sessionNames: ReadonlyMap<string, string>, m
   if (!metadata.outputs.some((o) => o.kind !== 'years')) throw new ModelLoadError(`${file}: no output gives class probabilities`);
 }
 
-/** Sessions for `models` (one input spec): one merged graph where they can be merged, else one each. */
-async function openGraphs(models: readonly { model: LoadedModel; bytes: Uint8Array }[], specIndex: number): Promise<LoadedGraph[]> {
-  let merged: MergedModel | undefined;
-  if (models.length > 1) {
-    try {
-      merged = mergeModels(models.map(({ model, bytes }) => ({ key: model.task, bytes })));
-    } catch (error) {
-      if (!(error instanceof ModelMergeError)) throw error;
-      console.info(`The models run as separate graphs: ${error.message}`);
-    }
-  }
-  if (merged !== undefined) {
-    const session = await createSession(merged.bytes);
+/**
+ * One session for `models` merged into one graph, or undefined where they cannot be merged or onnxruntime-web
+ * will not run the merged graph: the caller then opens a session per model, which reports any fault of the
+ * models themselves.
+ */
+async function openMerged(models: readonly { model: LoadedModel; bytes: Uint8Array }[], specIndex: number): Promise<LoadedGraph | undefined> {
+  let session: Session | undefined;
+  try {
+    const merged = mergeModels(models.map(({ model, bytes }) => ({ key: model.task, bytes })));
+    session = await createSession(merged.bytes);
     const inputName = checkInput(models.map((m) => m.model.file).join(' + '), session, models[0].model.metadata.input);
     const members = models.map(({ model }) => ({ model, outputs: new Map(Object.entries(merged.outputNames[model.task])) }));
     for (const { model, outputs } of members) checkOutputs(model.file, outputs, model.metadata);
-    return [{ session, inputName, specIndex, members, nodes: merged.nodes }];
+    return { session, inputName, specIndex, members, nodes: merged.nodes };
+  } catch (error) {
+    if (session !== undefined) await releaseSession(session);
+    // Models that cannot merge are normal; a merged graph that will not load is a fault of merging.
+    if (error instanceof ModelMergeError) console.info(`The models run as separate graphs: ${error.message}`);
+    else console.warn(`The models run as separate graphs: the merged graph failed to load (${error instanceof Error ? error.message : String(error)})`);
+    return undefined;
   }
+}
+
+/** Sessions for `models` (one input spec): one merged graph where they can be merged, else one each. */
+async function openGraphs(models: readonly { model: LoadedModel; bytes: Uint8Array }[], specIndex: number): Promise<LoadedGraph[]> {
+  const merged = models.length > 1 ? await openMerged(models, specIndex) : undefined;
+  if (merged !== undefined) return [merged];
   return Promise.all(
     models.map(async ({ model, bytes }): Promise<LoadedGraph> => {
       const session = await createSession(bytes);

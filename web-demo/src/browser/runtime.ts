@@ -100,6 +100,10 @@ export async function createSession(modelBytes: Uint8Array): Promise<Session> {
   return { inputs: describe(inner.inputMetadata), outputs: describe(inner.outputMetadata), inner };
 }
 
+export async function releaseSession(session: Session): Promise<void> {
+  await session.inner.release();
+}
+
 /** Runs the model on float32 inputs and returns every output as float32. */
 export async function run(session: Session, inputs: Record<string, FloatTensor>): Promise<Record<string, FloatTensor>> {
   const module = loaded();
