@@ -98,11 +98,11 @@ function message(field: WireField, what: string): WireField[] {
   return [...wireFields(field.payload, field.payloadAt ?? 0, what)];
 }
 
-/** A named message: its name field read, the rest kept as encoded. */
-function named(field: WireField, nameField: number, what: string): Named {
+/** A named message, from its fields: its name field read, the rest kept as encoded. */
+function named(fields: readonly WireField[], nameField: number, what: string): Named {
   let name = '';
   const rest: Uint8Array[] = [];
-  for (const f of message(field, what)) {
+  for (const f of fields) {
     if (f.field === nameField) name = string(f, `${what}'s name`);
     else rest.push(f.encoded);
   }
@@ -149,13 +149,14 @@ function parseModel(model: ModelToMerge): ParsedModel {
   for (const f of message(graph, `the ${model.key} graph`)) {
     if (f.field === GRAPH.node) parsed.nodes.push(parseNode(f, model.key));
     else if (f.field === GRAPH.initializer) {
-      const tensor = named(f, TENSOR.name, `an initializer of ${model.key}`);
-      const location = message(f, 'an initializer').find((t) => t.field === TENSOR.dataLocation);
+      const fields = message(f, `an initializer of ${model.key}`);
+      const tensor = named(fields, TENSOR.name, `an initializer of ${model.key}`);
+      const location = fields.find((t) => t.field === TENSOR.dataLocation);
       if (location?.value === TENSOR_LOCATION_EXTERNAL) throw new ModelMergeError(`${model.key}: initializer "${tensor.name}" keeps its data in an external file`);
       parsed.initializers.push(tensor);
     } else if (f.field === GRAPH.sparseInitializer) throw new ModelMergeError(`${model.key}: the graph has sparse initializers, which merging does not handle`);
-    else if (f.field === GRAPH.input) parsed.inputs.push(named(f, VALUE_INFO.name, `an input of ${model.key}`));
-    else if (f.field === GRAPH.output) parsed.outputs.push(named(f, VALUE_INFO.name, `an output of ${model.key}`));
+    else if (f.field === GRAPH.input) parsed.inputs.push(named(message(f, `an input of ${model.key}`), VALUE_INFO.name, `an input of ${model.key}`));
+    else if (f.field === GRAPH.output) parsed.outputs.push(named(message(f, `an output of ${model.key}`), VALUE_INFO.name, `an output of ${model.key}`));
     // The graph's name, doc string and value_info (optional shape hints) are not needed to run it.
   }
   // IR 3 listed initializers among the inputs too; the image is the input that is not one.
