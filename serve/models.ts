@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { TASKS } from '../models/spec/labels.ts';
 import { readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../models/spec/metadata.ts';
-import { PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
+import { groupByInputSpec, PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
 import type { Device, MergeMode } from './config.ts';
 import type { Logger } from './log.ts';
 import { mergeModels, ModelMergeError } from '../models/spec/merge-models.ts';
@@ -75,7 +75,6 @@ export class ModelLoadError extends Error {
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-const specKey = (spec: InputSpec): string => `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
 
 /** The files to load with their expected sha256: the manifest's, or (without one) whichever <task>.onnx exist. */
 async function listModelFiles(dir: string, log: Logger): Promise<{ task: string; file: string; sha256?: string; bytes?: number }[]> {
@@ -264,13 +263,9 @@ export async function loadModels(dir: string, options: LoadOptions): Promise<Loa
   options.log.info(`execution provider: ${provider} (${RUNTIME_NAME})`);
 
   // Each distinct input spec is one group: its models may merge, and each image is preprocessed once for it.
-  const groups = new Map<string, ModelFile[]>();
-  for (const file of files) {
-    const key = specKey(file.metadata.input);
-    groups.set(key, [...(groups.get(key) ?? []), file]);
-  }
-  const specs = [...groups.values()].map((group) => group[0].metadata.input);
-  const opened = await Promise.all([...groups.values()].map((group) => openSessions(group, options, provider)));
+  const groups = groupByInputSpec(files, (file) => file.metadata.input);
+  const specs = groups.map((group) => group.spec);
+  const opened = await Promise.all(groups.map((group) => openSessions(group.items, options, provider)));
   const graphs = opened.flatMap(({ graphs: own }, specIndex) => own.map((graph) => ({ ...graph, specIndex })));
   const onnx = new Map(opened.flatMap((o) => [...o.onnx]));
 

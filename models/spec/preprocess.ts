@@ -18,6 +18,22 @@ export interface InputSpec {
   scaling: Scaling;
 }
 
+/**
+ * `items` grouped by their input spec, in the order each spec first appears: a runtime preprocesses each image
+ * once per group, and runs each group's models on that one input.
+ */
+export function groupByInputSpec<T>(items: readonly T[], specOf: (item: T) => InputSpec): { spec: InputSpec; items: T[] }[] {
+  const groups = new Map<string, { spec: InputSpec; items: T[] }>();
+  for (const item of items) {
+    const spec = specOf(item);
+    const key = `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
+    let group = groups.get(key);
+    if (group === undefined) groups.set(key, (group = { spec, items: [] }));
+    group.items.push(item);
+  }
+  return [...groups.values()];
+}
+
 /** The coursework's input: 48x48 grayscale scaled to [0, 1], as in the Kaggle `age_gender.csv`. */
 export const SEED_INPUT: InputSpec = { height: 48, width: 48, channels: 1, scaling: 'unit' };
 

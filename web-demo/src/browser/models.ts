@@ -7,7 +7,7 @@
 import { TASKS } from '../../../models/spec/labels.ts';
 import { mergeModels, ModelMergeError, type MergedModel } from '../../../models/spec/merge-models.ts';
 import { readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
-import { PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../models/spec/preprocess.ts';
+import { groupByInputSpec, PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../models/spec/preprocess.ts';
 import { taskPrediction, type Prediction, type TaskPrediction } from '../../../models/spec/prediction.ts';
 import { createSession, releaseSession, run, type FloatTensor, type Session } from './runtime.ts';
 
@@ -46,7 +46,6 @@ export class ModelLoadError extends Error {
 }
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;
-const specKey = (spec: InputSpec): string => `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
@@ -158,13 +157,9 @@ export class Classifier {
     );
     // Tasks in their usual order, whatever the manifest's.
     fetched.sort((a, b) => TASKS.indexOf(a.model.metadata.task) - TASKS.indexOf(b.model.metadata.task));
-    const groups = new Map<string, typeof fetched>();
-    for (const entry of fetched) {
-      const key = specKey(entry.model.metadata.input);
-      groups.set(key, [...(groups.get(key) ?? []), entry]);
-    }
-    const specs = [...groups.values()].map((group) => group[0].model.metadata.input);
-    const graphs = (await Promise.all([...groups.values()].map((group, specIndex) => openGraphs(group, specIndex)))).flat();
+    const groups = groupByInputSpec(fetched, (entry) => entry.model.metadata.input);
+    const specs = groups.map((group) => group.spec);
+    const graphs = (await Promise.all(groups.map((group, specIndex) => openGraphs(group.items, specIndex)))).flat();
     return new Classifier(fetched.map((f) => f.model), graphs, specs);
   }
 
