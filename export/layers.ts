@@ -323,6 +323,15 @@ function globalPooling(ctx: LayerContext, opType: 'GlobalAveragePool' | 'GlobalM
   return { name: ctx.graph.node('Flatten', [pooled], ctx.layerName, { axis: 1 }), shape: ctx.outputShape, layout: 'keras' };
 }
 
+/** The image mirrored left to right: the width axis (NCHW axis 3) gathered in reverse order. */
+function horizontalFlip(ctx: LayerContext): GraphValue {
+  const x = image(ctx);
+  const width = x.shape[2];
+  if (typeof width !== 'number') throw ctx.unsupported('its input has no fixed width; expected [batch, height, width, channels] with a known width');
+  const reversed = ctx.graph.int64Vector(Array.from({ length: width }, (_, i) => width - 1 - i));
+  return nchwOutput(ctx, ctx.graph.node('Gather', [x.name, reversed], ctx.layerName, { axis: 3 }));
+}
+
 /** Inference form: y = gamma (x - mean) / sqrt(variance + epsilon) + beta, with the moving statistics. */
 function batchNormalization(ctx: LayerContext): GraphValue {
   const x = single(ctx);
@@ -473,6 +482,7 @@ export const LAYER_TABLE: LayerTable = {
   AveragePooling2D: { onnx: 'AveragePool (padding not counted)', convert: (ctx) => pooling(ctx, 'AveragePool') },
   GlobalAveragePooling2D: { onnx: 'GlobalAveragePool, Flatten', convert: (ctx) => globalPooling(ctx, 'GlobalAveragePool') },
   GlobalMaxPooling2D: { onnx: 'GlobalMaxPool, Flatten', convert: (ctx) => globalPooling(ctx, 'GlobalMaxPool') },
+  HorizontalFlip: { onnx: 'Gather of the width axis in reverse order', convert: horizontalFlip },
   BatchNormalization: { onnx: 'BatchNormalization (inference, moving statistics)', convert: batchNormalization },
   Dense: { onnx: 'Gemm, or MatMul + Add above rank 2 (+ activation)', convert: dense },
   Flatten: { onnx: 'Transpose to NHWC, Flatten', convert: flatten },

@@ -11,6 +11,7 @@ import { encodeLayersModel } from '../export/export-model.ts';
 import { ONNX_RUNTIMES, maxAbsDiff, randomValues, runBoth, type OnnxRuntimeName } from '../export/parity.ts';
 import { modelSha256, SpatialDropout2D } from '../export/tfjs-model.ts';
 import { taskLabels, TASKS } from '../models/spec/labels.ts';
+import { HorizontalFlip } from '../training/models/flip.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 
 /** Same arithmetic in another runtime: the STYLE guide's tolerance. */
@@ -159,6 +160,14 @@ const CASES: LayerCase[] = [
       const shared = L.conv2d({ filters: 3, kernelSize: 3, padding: 'same' });
       const once = sym(shared, x);
       return sym(L.add({}), [once, sym(shared, once)]);
+    },
+  },
+  {
+    name: 'HorizontalFlip: one conv on the image and on its mirror image, averaged (test-time flip)',
+    input: IMAGE,
+    build: (x) => {
+      const shared = L.conv2d({ filters: 3, kernelSize: [2, 3], padding: 'same' });
+      return sym(L.average({}), [sym(shared, x), sym(shared, sym(new HorizontalFlip({}), x))]);
     },
   },
   {

@@ -12,7 +12,7 @@ import { selectBackend } from '../training/backend/select.ts';
 import type { Dataset } from '../training/data/dataset.ts';
 import { taskTargets } from '../training/evaluate.ts';
 import { fitMultitask, MULTITASK_TRAINING, type MultitaskConfig } from '../training/fit-multitask.ts';
-import { validationScore } from '../training/fit-multitask-worker.ts';
+import { batchNormalizers, batchStatistics, setRunningStatistics, validationScore } from '../training/fit-multitask-worker.ts';
 import { buildMultitaskModels } from '../training/models/residual.ts';
 import { trainTogether } from '../training/train-task.ts';
 import { parseTrainArgs } from '../training/cli/train.ts';
@@ -46,7 +46,7 @@ function patternDataset(count: number): Dataset {
 
 const SMALL: MultitaskConfig = {
   ...MULTITASK_TRAINING,
-  architecture: { input: SPEC, stemWidth: 4, widths: [8, 8], strides: [2, 2], blocksPerStage: 1, dropout: 0 },
+  architecture: { input: SPEC, stemWidth: 4, widths: [8, 8], strides: [2, 2], blocksPerStage: 1, dropout: 0, flipTest: true },
   batchSize: 32,
   epochs: 4,
   patience: 10,
@@ -76,6 +76,47 @@ describe('multitask preset', () => {
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('ships models that answer with the mean over the face and its mirror image, with the training network\'s weights', () => {
+    const flipped = buildMultitaskModels(labels, SMALL.architecture, 'coursework', 1);
+    const plain = buildMultitaskModels(labels, { ...SMALL.architecture, flipTest: false }, 'coursework', 1);
+    assert.equal(flipped.inference.age.countParams(), plain.inference.age.countParams());
+    const x = tf.randomUniform([2, 16, 16, 3], 0, 1, 'float32', 4);
+    for (const task of TASKS) {
+      const [want, got] = tf.tidy(() => {
+        const outputs = (m: tf.LayersModel, input: tf.Tensor) => [m.predict(input)].flat();
+        const mean = outputs(plain.inference[task], x).map((y, i) => y.add(outputs(plain.inference[task], tf.reverse(x, 2))[i]).div(2));
+        return [tf.concat(mean.map((y) => y.flatten())), tf.concat(outputs(flipped.inference[task], x).map((y) => y.flatten()))];
+      });
+      assert.ok(tf.sub(want, got).abs().max().dataSync()[0] < 1e-6, task);
+      tf.dispose([want, got]);
+    }
+    x.dispose();
+    flipped.train.dispose();
+    plain.train.dispose();
+  });
+
+  it('replaces the batch-normalization running statistics with the faces\' batch statistics (precise BN)', () => {
+    const models = buildMultitaskModels(labels, SMALL.architecture, 'coursework', 2);
+    const dataset = patternDataset(128);
+    const faces = Int32Array.from({ length: 128 }, (_, i) => i);
+    const normalizers = batchNormalizers(models.train);
+    assert.equal(normalizers.length, 7);
+    setRunningStatistics(normalizers, batchStatistics(models.train, normalizers, faces, dataset.pixels, SPEC));
+    // With the statistics of this one batch in every normalizer, inference normalizes as training does.
+    const x = tf.tensor4d(Float32Array.from(dataset.pixels, (v) => v / 255), [128, 16, 16, 3]);
+    const inference = tf.concat((models.train.apply(x, { training: false }) as tf.Tensor[]).map((y) => y.flatten()));
+    const training = tf.concat((models.train.apply(x, { training: true }) as tf.Tensor[]).map((y) => y.flatten()));
+    const diff = tf.sub(inference, training).abs().max().dataSync()[0];
+    assert.ok(diff < 1e-3, `inference and training logits differ by ${diff}`);
+    // and the running averages alone (never replaced) would not
+    const fresh = buildMultitaskModels(labels, SMALL.architecture, 'coursework', 2);
+    const running = tf.concat((fresh.train.apply(x, { training: false }) as tf.Tensor[]).map((y) => y.flatten()));
+    assert.ok(tf.sub(running, training).abs().max().dataSync()[0] > 0.1);
+    tf.dispose([x, inference, training, running]);
+    models.train.dispose();
+    fresh.train.dispose();
   });
 
   it('builds one trunk with three heads whose shipped models share it and export to ONNX as tfjs computes them', async () => {

@@ -44,6 +44,8 @@ export interface ReplicaData {
   gradients: SharedArrayBuffer;
   /** Float64: replicas x STAT_COUNT per-epoch sums */
   stats: SharedArrayBuffer;
+  /** Float64: replicas x batchStatisticsSize(net), each replica's precise batch-normalization statistics */
+  batchStats: SharedArrayBuffer;
   /** Int32: [arrived, generation, aborted] */
   sync: SharedArrayBuffer;
 }
@@ -137,6 +139,14 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
   const batchInput = new Float32Array(share * size);
   const mine = new Int32Array(share);
   const best = { score: -Infinity, epoch: 0, weights: [] as tf.Tensor[] };
+  const normalizers = batchNormalizers(net);
+  // the faces whose statistics replace the running ones after every epoch: a fixed draw, split between replicas
+  // (at least one each, since every replica must reach the exchange)
+  const statisticsCount = config.batchNormFaces > 0 ? Math.min(fit.length, Math.max(replicas, config.batchNormFaces)) : 0;
+  const statisticsFaces = Int32Array.from(shuffledIndices(fit.length, seed + 303).subarray(0, statisticsCount), (i) => fit[i]).filter((_, i) => i % replicas === replica);
+  const batchStats = new Float64Array(data.batchStats);
+  const statisticsSize = batchStatisticsSize(net);
+  if (batchStats.length !== replicas * statisticsSize) throw new Error(`batch statistics buffer holds ${batchStats.length} values; expected ${replicas * statisticsSize}`);
   const own = stats.subarray(replica * STAT_COUNT, (replica + 1) * STAT_COUNT);
 
   const lossOf = (logits: tf.Tensor[], batch: Int32Array): tf.Scalar[] => {
@@ -209,14 +219,21 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
         for (const w of decayed) w.assign(w.mul(1 - lr * config.weightDecay));
       });
     }
+    if (statisticsCount > 0) {
+      batchStats.set(batchStatistics(net, normalizers, statisticsFaces, pixels, spec), replica * statisticsSize);
+      arriveAndWait(sync, replicas);
+      setRunningStatistics(normalizers, meanOfReplicas(batchStats, replicas, statisticsSize));
+    }
     const seconds = (performance.now() - epochStart) / 1000;
 
     // Validation, split between the replicas; every replica reads the same totals and decides alike.
-    await scoreShare(net, validation, replica, replicas, pixels, spec, size, (logits, faces) => {
+    // With flipTest, each face is scored as the shipped models answer: the mean over it and its mirror image.
+    await scoreShare(net, validation, replica, replicas, pixels, spec, size, config.architecture.flipTest === true, (views, faces) => {
       const count = faces.length;
       const [ageGroups, ageYears, ethnicity, gender] = tf.tidy(() => {
-        const distribution = tf.softmax(logits[0]);
-        return [distribution.matMul(groupMatrix), distribution.matMul(yearsMatrix), tf.softmax(logits[1]), tf.sigmoid(logits[2])];
+        const mean = (f: (logits: tf.Tensor[]) => tf.Tensor) => tf.addN(views.map(f)).div(views.length);
+        const distribution = mean((logits) => tf.softmax(logits[0]));
+        return [distribution.matMul(groupMatrix), distribution.matMul(yearsMatrix), mean((logits) => tf.softmax(logits[1])), mean((logits) => tf.sigmoid(logits[2]))];
       });
       const probabilities = [ageGroups.dataSync(), ethnicity.dataSync(), gender.dataSync()];
       const years = ageYears.dataSync();
@@ -290,17 +307,104 @@ export function validationScore(tasks: Record<Task, Pick<TaskEpoch, 'valAccuracy
   return TASKS.reduce((sum, task) => sum + tasks[task].valAccuracy, 0) / TASKS.length;
 }
 
-/** Runs `score` on this replica's share of `indices` (every replicas-th face), in batches, without augmentation. */
-async function scoreShare(net: tf.LayersModel, indices: Int32Array, replica: number, replicas: number, pixels: Uint8Array, spec: InputSpec, size: number, score: (logits: tf.Tensor[], faces: Int32Array) => void): Promise<void> {
+/**
+ * Runs `score` on this replica's share of `indices` (every replicas-th face), in batches, without augmentation:
+ * on the network's logits for the faces, and with `mirror` also for their mirror images.
+ */
+async function scoreShare(net: tf.LayersModel, indices: Int32Array, replica: number, replicas: number, pixels: Uint8Array, spec: InputSpec, size: number, mirror: boolean, score: (views: tf.Tensor[][], faces: Int32Array) => void): Promise<void> {
   const faces = indices.filter((_, i) => i % replicas === replica);
   const batchSize = 128;
   const input = new Float32Array(batchSize * size);
   for (let start = 0; start < faces.length; start += batchSize) {
     const chunk = faces.subarray(start, Math.min(faces.length, start + batchSize));
     chunk.forEach((face, k) => scaleBytes(pixels.subarray(face * size, (face + 1) * size), spec, input.subarray(k * size, (k + 1) * size)));
-    const logits = tf.tidy(() => net.apply(tf.tensor4d(input.subarray(0, chunk.length * size), [chunk.length, spec.height, spec.width, spec.channels]), { training: false }) as tf.Tensor[]);
-    score(logits, chunk);
-    tf.dispose(logits);
+    const views = tf.tidy(() => {
+      const x = tf.tensor4d(input.subarray(0, chunk.length * size), [chunk.length, spec.height, spec.width, spec.channels]);
+      const images = mirror ? [x, tf.reverse(x, 2)] : [x];
+      return images.map((image) => net.apply(image, { training: false }) as tf.Tensor[]);
+    });
+    score(views, chunk);
+    tf.dispose(views);
+  }
+}
+
+/** The network's batch-normalization layers, in order. */
+export function batchNormalizers(net: tf.LayersModel): tf.layers.Layer[] {
+  return net.layers.filter((layer) => layer.getClassName() === 'BatchNormalization');
+}
+
+/** How many values `batchStatistics` gives for `net`: a mean and a variance per channel of every normalizer. */
+export function batchStatisticsSize(net: tf.LayersModel): number {
+  return batchNormalizers(net).reduce((n, layer) => n + 2 * runningVariables(layer).mean.read().size, 0);
+}
+
+function runningVariables(layer: tf.layers.Layer): { mean: tf.LayerVariable; variance: tf.LayerVariable } {
+  const find = (suffix: string) => {
+    const found = layer.weights.find((w) => w.name.endsWith(suffix));
+    if (found === undefined) throw new Error(`batch-normalization layer ${layer.name} has no ${suffix} weight`);
+    return found;
+  };
+  return { mean: find('moving_mean'), variance: find('moving_variance') };
+}
+
+const STATISTICS_BATCH = 128;
+
+/**
+ * Precise batch-normalization statistics ("precise BN"): for every normalizer, the mean over `faces`
+ * (unaugmented, in batches of 128) of the batch mean and batch variance of its input, computed exactly as
+ * training normalizes. The running averages they replace lean on the last few hundred augmented faces of one
+ * replica, which made the validation score jump from epoch to epoch even at a tiny learning rate.
+ * Returns, per normalizer in order, its channel means and then its channel variances.
+ */
+export function batchStatistics(net: tf.LayersModel, normalizers: tf.layers.Layer[], faces: Int32Array, pixels: Uint8Array, spec: InputSpec): Float64Array {
+  // node 0 of each normalizer is its call in the training graph (the shipped models call the trunk again)
+  const probe = tf.model({ inputs: net.inputs, outputs: normalizers.map((layer) => layer.getInputAt(0) as tf.SymbolicTensor) });
+  const size = spec.height * spec.width * spec.channels;
+  const sums = new Float64Array(batchStatisticsSize(net));
+  const input = new Float32Array(STATISTICS_BATCH * size);
+  // whole batches only (a small last batch would skew the variances), but at least one
+  const batches = Math.max(1, Math.floor(faces.length / STATISTICS_BATCH));
+  for (let b = 0; b < batches; b++) {
+    const chunk = faces.subarray(b * STATISTICS_BATCH, Math.min(faces.length, (b + 1) * STATISTICS_BATCH));
+    chunk.forEach((face, k) => scaleBytes(pixels.subarray(face * size, (face + 1) * size), spec, input.subarray(k * size, (k + 1) * size)));
+    const moments = tf.tidy(() => {
+      // training mode, so each normalizer sees what it sees in training (upstream layers use batch statistics)
+      const inputs = probe.apply(tf.tensor4d(input.subarray(0, chunk.length * size), [chunk.length, spec.height, spec.width, spec.channels]), { training: true }) as tf.Tensor | tf.Tensor[];
+      return (Array.isArray(inputs) ? inputs : [inputs]).flatMap((y) => {
+        const { mean, variance } = tf.moments(y, [0, 1, 2]);
+        return [mean, variance];
+      });
+    });
+    let offset = 0;
+    for (const m of moments) {
+      const values = m.dataSync();
+      for (let i = 0; i < values.length; i++) sums[offset + i] += values[i];
+      offset += values.length;
+    }
+    tf.dispose(moments);
+  }
+  return sums.map((v) => v / batches);
+}
+
+/** The mean over replicas of `size` values each, summed in replica order so that every replica gets the same bits. */
+function meanOfReplicas(values: Float64Array, replicas: number, size: number): Float64Array {
+  const mean = new Float64Array(size);
+  for (let r = 0; r < replicas; r++) for (let i = 0; i < size; i++) mean[i] += values[r * size + i];
+  return mean.map((v) => v / replicas);
+}
+
+/** Writes statistics laid out as `batchStatistics` gives them into the normalizers' running mean and variance. */
+export function setRunningStatistics(normalizers: tf.layers.Layer[], statistics: Float64Array): void {
+  let offset = 0;
+  for (const layer of normalizers) {
+    const { mean, variance } = runningVariables(layer);
+    const channels = mean.read().size;
+    for (const variable of [mean, variance]) {
+      const value = tf.tensor1d(Float32Array.from(statistics.subarray(offset, offset + channels)));
+      variable.write(value);
+      value.dispose();
+      offset += channels;
+    }
   }
 }
 

@@ -19,7 +19,7 @@ import type { InputSpec } from '../models/spec/preprocess.ts';
 import type { BackendName } from './backend/select.ts';
 import type { Dataset } from './data/dataset.ts';
 import { carveValidation, RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
-import { STAT_COUNT, SYNC_SLOTS, validationScore, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
+import { batchStatisticsSize, STAT_COUNT, SYNC_SLOTS, validationScore, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
 import { emptyHistory, recordEpoch, type History } from './fit.ts';
 import { buildMultitaskModels } from './models/residual.ts';
 import { formatDuration, formatEpochLine } from './report/progress.ts';
@@ -30,11 +30,16 @@ export const MULTITASK_INPUT: InputSpec = { height: 64, width: 64, channels: 3, 
 export interface MultitaskConfig extends ResidualConfig {
   /** weight of each task's loss in the sum that is differentiated */
   lossWeights: Record<Task, number>;
+  /**
+   * training faces whose batch statistics replace the batch-normalization running averages after every epoch
+   * (precise BN; 0 keeps the running averages)
+   */
+  batchNormFaces: number;
 }
 
 export const MULTITASK_TRAINING: MultitaskConfig = {
   ...RESIDUAL_TRAINING,
-  architecture: { input: MULTITASK_INPUT, stemWidth: 16, widths: [32, 64, 128], strides: [2, 2, 2], blocksPerStage: 1, dropout: 0 },
+  architecture: { input: MULTITASK_INPUT, stemWidth: 16, widths: [32, 64, 128], strides: [2, 2, 2], blocksPerStage: 1, dropout: 0, flipTest: true },
   augment: { flip: 0.5, scale: 0.06, rotationDegrees: 6, shift: 0.05, brightness: 0.1, contrast: 0.15 },
   // 64 faces per replica on two cores: smaller shares leave the cores waiting on each other more
   batchSize: 128,
@@ -42,6 +47,7 @@ export const MULTITASK_TRAINING: MultitaskConfig = {
   epochs: 32,
   patience: 10,
   lossWeights: { age: 1, ethnicity: 1, gender: 1 },
+  batchNormFaces: 2048,
 };
 
 export interface MultitaskFitArgs {
@@ -99,6 +105,7 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
   const probe = buildMultitaskModels(labels, architecture, args.ageScheme, seed);
   const parameters = probe.train.countParams();
   const parameterCount = probe.train.trainableWeights.reduce((n, w) => n + w.read().size, 0);
+  const statisticsSize = batchStatisticsSize(probe.train);
   probe.train.dispose();
   log(
     `multitask: shared residual net, ${parameters.toLocaleString('en-US')} parameters, input ${dataset.spec.height}x${dataset.spec.width}x${dataset.spec.channels}; ` +
@@ -122,6 +129,7 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     validation: shared(validation),
     gradients: new SharedArrayBuffer(2 * replicas * parameterCount * Float32Array.BYTES_PER_ELEMENT),
     stats: new SharedArrayBuffer(replicas * STAT_COUNT * Float64Array.BYTES_PER_ELEMENT),
+    batchStats: new SharedArrayBuffer(replicas * statisticsSize * Float64Array.BYTES_PER_ELEMENT),
     sync: new SharedArrayBuffer(SYNC_SLOTS * Int32Array.BYTES_PER_ELEMENT),
   };
   const history = Object.fromEntries(TASKS.map((task) => [task, emptyHistory()])) as Record<Task, History>;

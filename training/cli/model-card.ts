@@ -97,7 +97,10 @@ function weakest(m: Measured, count = 3): string {
 function describeNetworks(measured: Measured[]): string {
   const presets = new Set(measured.map((m) => m.metadata.source.preset));
   if (presets.size === 1 && presets.has('multitask')) {
-    return 'Three files, one network: a small residual CNN trained once for the three tasks, with a shared trunk\nand one head per task; each file holds the trunk and one head.';
+    return (
+      'Three files, one network: a small residual CNN trained once for the three tasks, with a shared trunk\nand one head per task; each file holds the trunk and one head. ' +
+      'Each answers with the mean of its answers for the face\nand for its mirror image (test-time flip: the same weights run twice).'
+    );
   }
   return 'Three small convolutional networks, one per task.';
 }

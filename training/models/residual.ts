@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ageGroupIndex, MAX_AGE, MIN_AGE, TASKS, type AgeScheme, type Task } from '../../models/spec/labels.ts';
 import type { OutputSpec } from '../../models/spec/metadata.ts';
 import type { InputSpec } from '../../models/spec/preprocess.ts';
+import { HorizontalFlip } from './flip.ts';
 
 /** Age bins of the age model's distribution: one per whole year, MIN_AGE..MAX_AGE. */
 export const AGE_BINS = MAX_AGE - MIN_AGE + 1;
@@ -27,6 +28,11 @@ export interface ResidualArchitecture {
   /** residual blocks per stage */
   blocksPerStage: number;
   dropout: number;
+  /**
+   * The shipped models answer with the mean of the face and its mirror image (test-time flip): the same layers
+   * run on both, so the weights are unchanged and the compute doubles. Training never sees it.
+   */
+  flipTest?: boolean;
 }
 
 /** One task's networks. */
@@ -51,16 +57,23 @@ export interface MultitaskModels {
 type Symbolic = tf.SymbolicTensor;
 type Initializer = () => ReturnType<typeof tf.initializers.heNormal>;
 
-function convBn(x: Symbolic, filters: number, kernelSize: number, strides: number, init: Initializer): Symbolic {
-  const y = tf.layers.conv2d({ filters, kernelSize, strides, padding: 'same', useBias: false, kernelInitializer: init() }).apply(x) as Symbolic;
-  return tf.layers.batchNormalization({ momentum: 0.9 }).apply(y) as Symbolic;
+type Block = (x: Symbolic) => Symbolic;
+
+function conv(filters: number, kernelSize: number, strides: number, init: Initializer): tf.layers.Layer {
+  return tf.layers.conv2d({ filters, kernelSize, strides, padding: 'same', useBias: false, kernelInitializer: init() });
 }
 
-function residualBlock(x: Symbolic, filters: number, strides: number, init: Initializer): Symbolic {
-  let y = tf.layers.reLU().apply(convBn(x, filters, 3, strides, init)) as Symbolic;
-  y = convBn(y, filters, 3, 1, init);
-  const shortcut = strides !== 1 || x.shape[3] !== filters ? convBn(x, filters, 1, strides, init) : x;
-  return tf.layers.reLU().apply(tf.layers.add().apply([y, shortcut]) as Symbolic) as Symbolic;
+function applyAll(layers: tf.layers.Layer[], x: Symbolic): Symbolic {
+  return layers.reduce((y, layer) => layer.apply(y) as Symbolic, x);
+}
+
+/** A residual block's layers, made once and applied to any input of `inChannels` channels. */
+function residualBlock(inChannels: number, filters: number, strides: number, init: Initializer): Block {
+  const main = [conv(filters, 3, strides, init), tf.layers.batchNormalization({ momentum: 0.9 }), tf.layers.reLU(), conv(filters, 3, 1, init), tf.layers.batchNormalization({ momentum: 0.9 })];
+  const projection = strides !== 1 || inChannels !== filters ? [conv(filters, 1, strides, init), tf.layers.batchNormalization({ momentum: 0.9 })] : [];
+  const add = tf.layers.add();
+  const relu = tf.layers.reLU();
+  return (x) => relu.apply(add.apply([applyAll(main, x), applyAll(projection, x)]) as Symbolic) as Symbolic;
 }
 
 /** A fixed linear map (no bias, not trained): used to sum the age distribution. */
@@ -69,46 +82,62 @@ function fixedDense(name: string, kernel: number[][]): tf.layers.Layer {
   return tf.layers.dense({ name, units, useBias: false, trainable: false, weights: [tf.tensor2d(kernel)] });
 }
 
-/** The image input and the pooled (and dropped-out, in training) features of the trunk. */
-function buildTrunk(architecture: ResidualArchitecture, init: Initializer): { input: Symbolic; features: Symbolic } {
-  const { height, width, channels } = architecture.input;
-  const input = tf.input({ shape: [height, width, channels], name: 'image' });
-  let x = tf.layers.reLU().apply(convBn(input, architecture.stemWidth ?? architecture.widths[0], 3, 1, init)) as Symbolic;
+/**
+ * The trunk as a function of its input, so that the shipped models can apply the same layers to a face and to
+ * its mirror image. `features` is the pooled (and dropped-out, in training) output.
+ */
+function buildTrunk(architecture: ResidualArchitecture, init: Initializer): (input: Symbolic) => Symbolic {
+  const stem = [conv(architecture.stemWidth ?? architecture.widths[0], 3, 1, init), tf.layers.batchNormalization({ momentum: 0.9 }), tf.layers.reLU()];
+  const blocks: Block[] = [];
+  let channels = architecture.stemWidth ?? architecture.widths[0];
   architecture.widths.forEach((filters, stage) => {
     const stride = architecture.strides?.[stage] ?? (stage > 0 ? 2 : 1);
-    for (let b = 0; b < architecture.blocksPerStage; b++) x = residualBlock(x, filters, b === 0 ? stride : 1, init);
+    for (let b = 0; b < architecture.blocksPerStage; b++) {
+      blocks.push(residualBlock(channels, filters, b === 0 ? stride : 1, init));
+      channels = filters;
+    }
   });
-  x = tf.layers.globalAveragePooling2d({}).apply(x) as Symbolic;
-  if (architecture.dropout > 0) x = tf.layers.dropout({ rate: architecture.dropout }).apply(x) as Symbolic;
-  return { input, features: x };
+  const pool = tf.layers.globalAveragePooling2d({});
+  const dropout = architecture.dropout > 0 ? tf.layers.dropout({ rate: architecture.dropout }) : undefined;
+  return (input) => {
+    let x = applyAll(stem, input);
+    for (const block of blocks) x = block(x);
+    x = pool.apply(x) as Symbolic;
+    return dropout === undefined ? x : (dropout.apply(x) as Symbolic);
+  };
 }
 
 interface Head {
-  logits: Symbolic;
-  /** the shipped outputs, in the order of `outputs` */
-  shipped: Symbolic[];
+  /** what training differentiates */
+  logits: (features: Symbolic) => Symbolic;
+  /** what ships, in the order of `outputs`: the same layers, plus probabilities (and years) */
+  shipped: (features: Symbolic) => Symbolic[];
   outputs: OutputSpec[];
 }
 
-/** One task's head on the trunk's features: logits for training, probabilities (and years) to ship. */
-function buildHead(task: Task, features: Symbolic, labels: string[], ageScheme: AgeScheme, seed: number): Head {
+/** One task's head: logits for training, probabilities (and years) to ship. */
+function buildHead(task: Task, labels: string[], ageScheme: AgeScheme, seed: number): Head {
   const units = task === 'age' ? AGE_BINS : task === 'gender' ? 1 : labels.length;
-  const logits = tf.layers.dense({ units, name: `${task}_logits`, kernelInitializer: tf.initializers.glorotUniform({ seed }) }).apply(features) as Symbolic;
+  const dense = tf.layers.dense({ units, name: `${task}_logits`, kernelInitializer: tf.initializers.glorotUniform({ seed }) });
+  const logits = (features: Symbolic) => dense.apply(features) as Symbolic;
   if (task === 'gender') {
-    const probability = tf.layers.activation({ activation: 'sigmoid', name: 'gender' }).apply(logits) as Symbolic;
-    return { logits, shipped: [probability], outputs: [{ name: 'gender', kind: 'sigmoid', labels }] };
+    const sigmoid = tf.layers.activation({ activation: 'sigmoid', name: 'gender' });
+    return { logits, shipped: (f) => [sigmoid.apply(logits(f)) as Symbolic], outputs: [{ name: 'gender', kind: 'sigmoid', labels }] };
   }
   if (task === 'ethnicity') {
-    const probabilities = tf.layers.activation({ activation: 'softmax', name: 'ethnicity' }).apply(logits) as Symbolic;
-    return { logits, shipped: [probabilities], outputs: [{ name: 'ethnicity', kind: 'probabilities', labels }] };
+    const softmax = tf.layers.activation({ activation: 'softmax', name: 'ethnicity' });
+    return { logits, shipped: (f) => [softmax.apply(logits(f)) as Symbolic], outputs: [{ name: 'ethnicity', kind: 'probabilities', labels }] };
   }
-  const distribution = tf.layers.activation({ activation: 'softmax', name: 'age_distribution' }).apply(logits) as Symbolic;
+  const softmax = tf.layers.activation({ activation: 'softmax', name: 'age_distribution' });
   const ages = Array.from({ length: AGE_BINS }, (_, i) => MIN_AGE + i);
-  const groups = fixedDense('age_group', ages.map((age) => labels.map((_, g) => (ageGroupIndex(age, ageScheme) === g ? 1 : 0)))).apply(distribution) as Symbolic;
-  const years = fixedDense('age_years', ages.map((age) => [age])).apply(distribution) as Symbolic;
+  const groups = fixedDense('age_group', ages.map((age) => labels.map((_, g) => (ageGroupIndex(age, ageScheme) === g ? 1 : 0))));
+  const years = fixedDense('age_years', ages.map((age) => [age]));
   return {
     logits,
-    shipped: [groups, years],
+    shipped: (f) => {
+      const distribution = softmax.apply(logits(f)) as Symbolic;
+      return [groups.apply(distribution) as Symbolic, years.apply(distribution) as Symbolic];
+    },
     outputs: [
       { name: 'age_group', kind: 'probabilities', labels },
       { name: 'age_years', kind: 'years' },
@@ -116,32 +145,56 @@ function buildHead(task: Task, features: Symbolic, labels: string[], ageScheme: 
   };
 }
 
+/**
+ * The shipped outputs for `input`: the head on the trunk's features, or with `flipTest` the mean of that and
+ * of the same layers run on the mirror image (every shipped output is a probability or a linear map of one,
+ * so the mean is still one).
+ */
+function shippedOutputs(input: Symbolic, features: Symbolic, trunk: (x: Symbolic) => Symbolic, head: Head, architecture: ResidualArchitecture, name: string): Symbolic | Symbolic[] {
+  const direct = head.shipped(features);
+  let outputs = direct;
+  if (architecture.flipTest === true) {
+    const mirrored = head.shipped(trunk(new HorizontalFlip({ name: `${name}_mirror` }).apply(input) as Symbolic));
+    outputs = direct.map((y, i) => tf.layers.average({ name: `${head.outputs[i].name}_flip_mean` }).apply([y, mirrored[i]]) as Symbolic);
+  }
+  return outputs.length === 1 ? outputs[0] : outputs;
+}
+
 function seededInitializer(seed: number): { init: Initializer; next: () => number } {
   let layerSeed = seed;
   return { init: () => tf.initializers.heNormal({ seed: layerSeed++ }), next: () => layerSeed++ };
 }
 
+function imageInput(architecture: ResidualArchitecture): Symbolic {
+  const { height, width, channels } = architecture.input;
+  return tf.input({ shape: [height, width, channels], name: 'image' });
+}
+
 export function buildResidualModels(task: Task, labels: string[], architecture: ResidualArchitecture, ageScheme: AgeScheme, seed: number): ResidualModels {
   const { init, next } = seededInitializer(seed);
-  const { input, features } = buildTrunk(architecture, init);
-  const head = buildHead(task, features, labels, ageScheme, next());
+  const trunk = buildTrunk(architecture, init);
+  const head = buildHead(task, labels, ageScheme, next());
+  const input = imageInput(architecture);
+  const features = trunk(input);
   return {
-    train: tf.model({ inputs: input, outputs: head.logits, name: `residual_${task}` }),
-    inference: tf.model({ inputs: input, outputs: head.shipped.length === 1 ? head.shipped[0] : head.shipped }),
+    train: tf.model({ inputs: input, outputs: head.logits(features), name: `residual_${task}` }),
+    inference: tf.model({ inputs: input, outputs: shippedOutputs(input, features, trunk, head, architecture, task) }),
     outputs: head.outputs,
   };
 }
 
 export function buildMultitaskModels(labels: Record<Task, string[]>, architecture: ResidualArchitecture, ageScheme: AgeScheme, seed: number): MultitaskModels {
   const { init, next } = seededInitializer(seed);
-  const { input, features } = buildTrunk(architecture, init);
-  const heads = TASKS.map((task) => buildHead(task, features, labels[task], ageScheme, next()));
+  const trunk = buildTrunk(architecture, init);
+  const heads = TASKS.map((task) => buildHead(task, labels[task], ageScheme, next()));
+  const input = imageInput(architecture);
+  const features = trunk(input);
+  const train = tf.model({ inputs: input, outputs: heads.map((head) => head.logits(features)), name: 'multitask' });
   const inference = {} as Record<Task, tf.LayersModel>;
   const outputs = {} as Record<Task, OutputSpec[]>;
   TASKS.forEach((task, i) => {
-    const { shipped } = heads[i];
-    inference[task] = tf.model({ inputs: input, outputs: shipped.length === 1 ? shipped[0] : shipped, name: `multitask_${task}` });
+    inference[task] = tf.model({ inputs: input, outputs: shippedOutputs(input, features, trunk, heads[i], architecture, task), name: `multitask_${task}` });
     outputs[task] = heads[i].outputs;
   });
-  return { train: tf.model({ inputs: input, outputs: heads.map((h) => h.logits), name: 'multitask' }), inference, outputs };
+  return { train, inference, outputs };
 }
