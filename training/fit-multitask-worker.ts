@@ -4,9 +4,10 @@
  * Every replica builds the same network from the same seed and walks the same batches; each computes the
  * gradients of its share of a batch, writes them to shared memory, waits for the others, and applies the mean.
  * Summed in the same order everywhere, the mean is the same in every replica, so the weights stay identical
- * without ever being sent. Only batch-norm running statistics differ (each replica's are from its own faces);
- * replica 0's ship. Validation is split the same way, and every replica reaches the same choices from the
- * shared sums. Replica 0 keeps the best epoch's checkpoint (one for all three tasks, so that the shipped models
+ * without ever being sent. Only batch-norm running statistics differ during an epoch (each replica's are from
+ * its own faces); after it, every replica writes the same precise statistics, averaged over the replicas (with
+ * `batchNormFaces` 0 they stay apart, and replica 0's ship). Validation is split the same way, and every replica
+ * reaches the same choices from the shared sums. Replica 0 keeps the best epoch's checkpoint (one for all three tasks, so that the shipped models
  * share their trunk exactly) and reports to the parent.
  */
 import { createHash } from 'node:crypto';
@@ -141,7 +142,7 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
   const best = { score: -Infinity, epoch: 0, weights: [] as tf.Tensor[] };
   const normalizers = batchNormalizers(net);
   // the faces whose statistics replace the running ones after every epoch: a fixed draw, split between replicas
-  // (at least one each, since every replica must reach the exchange)
+  // (at least one each, so that no replica averages an empty batch)
   const statisticsCount = config.batchNormFaces > 0 ? Math.min(fit.length, Math.max(replicas, config.batchNormFaces)) : 0;
   const statisticsFaces = Int32Array.from(shuffledIndices(fit.length, seed + 303).subarray(0, statisticsCount), (i) => fit[i]).filter((_, i) => i % replicas === replica);
   const batchStats = new Float64Array(data.batchStats);
@@ -351,8 +352,9 @@ const STATISTICS_BATCH = 128;
 
 /**
  * Precise batch-normalization statistics ("precise BN"): for every normalizer, the mean over `faces`
- * (unaugmented, in batches of 128) of the batch mean and batch variance of its input, computed exactly as
- * training normalizes. The running averages they replace lean on the last few hundred augmented faces of one
+ * (unaugmented, in batches of 128) of the batch mean and batch variance of its input, in training mode, so that
+ * every layer upstream normalizes with its batch's statistics as in training (whose batches are a replica's
+ * share, 64 faces on two cores; the larger batch only steadies the estimate). The running averages they replace lean on the last few hundred augmented faces of one
  * replica, which made the validation score jump from epoch to epoch even at a tiny learning rate.
  * Returns, per normalizer in order, its channel means and then its channel variances.
  */

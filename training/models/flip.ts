@@ -1,7 +1,8 @@
 /**
  * `HorizontalFlip`: mirrors an NHWC image batch left to right. The multitask preset's shipped models run each
- * face and its mirror image through the same layers and average the two answers (test-time flip), which the
- * faces' left-right symmetry makes a free gain in accuracy for the cost of a second pass.
+ * face and its mirror image through the same layers and average the two answers (test-time flip): faces are
+ * nearly symmetric left to right, so the mirror image is a second view of the same face, at the cost of a
+ * second pass and no extra weights.
  *
  * Registered with tfjs serialization on import, so that a saved model holding it loads again; the exporter
  * turns it into an ONNX Gather of the width axis in reverse order.

@@ -30,7 +30,8 @@ export interface ResidualArchitecture {
   dropout: number;
   /**
    * The shipped models answer with the mean of the face and its mirror image (test-time flip): the same layers
-   * run on both, so the weights are unchanged and the compute doubles. Training never sees it.
+   * run on both, so the weights are unchanged and the compute doubles. Training never sees it; validation,
+   * which chooses the epoch that ships, scores the faces the same way.
    */
   flipTest?: boolean;
 }
@@ -119,7 +120,13 @@ interface Head {
 function buildHead(task: Task, labels: string[], ageScheme: AgeScheme, seed: number): Head {
   const units = task === 'age' ? AGE_BINS : task === 'gender' ? 1 : labels.length;
   const dense = tf.layers.dense({ units, name: `${task}_logits`, kernelInitializer: tf.initializers.glorotUniform({ seed }) });
-  const logits = (features: Symbolic) => dense.apply(features) as Symbolic;
+  // One call per input: a layer called twice on the same features would count twice in tfjs' reference count
+  // and outlive the model that holds it.
+  const calls = new Map<Symbolic, Symbolic>();
+  const logits = (features: Symbolic) => {
+    if (!calls.has(features)) calls.set(features, dense.apply(features) as Symbolic);
+    return calls.get(features) as Symbolic;
+  };
   if (task === 'gender') {
     const sigmoid = tf.layers.activation({ activation: 'sigmoid', name: 'gender' });
     return { logits, shipped: (f) => [sigmoid.apply(logits(f)) as Symbolic], outputs: [{ name: 'gender', kind: 'sigmoid', labels }] };
