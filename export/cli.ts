@@ -39,6 +39,10 @@ Options:
   --metrics FILE       instead of the metrics.json beside the model
   --outputs JSON       what each output holds, e.g. '[{"name":"output","kind":"sigmoid","labels":["male","female"]}]'
   --opset N            ${SUPPORTED_OPSETS.join(', ')}                        (default: ${DEFAULT_OPSET})
+  --no-test-time-flip  export models that average each face and its mirror image (the multitask preset's)
+                       as one pass on the face alone: half the inference compute, a little less accurate;
+                       their metadata keeps the test split and the training facts but not the test
+                       figures, which training measured with both passes (npm run evaluate measures them)
   --no-verify          skip running the export against tfjs on random inputs
   --layers             list the supported layer classes and what each becomes
   --help               this text`;
@@ -75,6 +79,7 @@ export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'lay
       outputs: { type: 'string' },
       opset: { type: 'string' },
       'no-verify': { type: 'boolean', default: false },
+      'no-test-time-flip': { type: 'boolean', default: false },
       layers: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -83,13 +88,14 @@ export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'lay
   if (values.layers) return 'layers';
   const opset = values.opset === undefined ? undefined : Number(parseChoice('--opset', values.opset, SUPPORTED_OPSETS.map(String)));
   const verify = !values['no-verify'];
+  const testTimeFlip = values['no-test-time-flip'] ? false : undefined;
   if (values.all) {
     const perModel = ['model', 'out', 'task', 'labels', 'age-scheme', 'input', 'preset', 'training-info', 'metrics', 'outputs'] as const;
     const clash = perModel.filter((flag) => values[flag] !== undefined);
     if (clash.length > 0) throw new UsageError(`--all takes its settings from each task's training-info.json; drop ${clash.map((f) => `--${f}`).join(', ')}`);
     const runs = resolve(values.runs ?? DEFAULT_RUNS);
     const outDir = resolve(values['out-dir'] ?? DEFAULT_MODELS);
-    return { jobs: TASKS.map((task) => ({ modelDir: join(runs, task, 'model'), out: join(outDir, `${task}.onnx`) })), overrides: { opset }, verify };
+    return { jobs: TASKS.map((task) => ({ modelDir: join(runs, task, 'model'), out: join(outDir, `${task}.onnx`) })), overrides: { opset, testTimeFlip }, verify };
   }
   for (const flag of ['runs', 'out-dir'] as const) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --all; for one model use --model and --out`);
@@ -112,6 +118,7 @@ export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'lay
       metricsFile: values.metrics === undefined ? undefined : resolve(values.metrics),
       outputs,
       opset,
+      testTimeFlip,
     },
     verify,
   };

@@ -7,12 +7,13 @@ import * as tf from '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { TASKS, taskLabels, type Task } from '../models/spec/labels.ts';
 import type { InputSpec } from '../models/spec/preprocess.ts';
-import { exportModel } from '../export/export-model.ts';
+import { exportModel, exportModelFolderInMemory } from '../export/export-model.ts';
 import { selectBackend } from '../training/backend/select.ts';
 import type { Dataset } from '../training/data/dataset.ts';
 import { taskTargets } from '../training/evaluate.ts';
 import { fitMultitask, MULTITASK_TRAINING, type MultitaskConfig } from '../training/fit-multitask.ts';
 import { batchNormalizers, batchStatistics, setRunningStatistics, validationScore } from '../training/fit-multitask-worker.ts';
+import { HorizontalFlip, NoMirrorError, withoutMirror } from '../training/models/flip.ts';
 import { buildMultitaskModels } from '../training/models/residual.ts';
 import { trainTogether } from '../training/train-task.ts';
 import { parseTrainArgs } from '../training/cli/train.ts';
@@ -91,6 +92,23 @@ describe('multitask preset', () => {
       });
       assert.ok(tf.sub(want, got).abs().max().dataSync()[0] < 1e-6, task);
       tf.dispose([want, got]);
+    }
+    x.dispose();
+    flipped.train.dispose();
+    plain.train.dispose();
+  });
+
+  it('removes the mirror pass on request (withoutMirror): the same weights, one pass, and a clear refusal where there is none', () => {
+    const flipped = buildMultitaskModels(labels, SMALL.architecture, 'coursework', 1);
+    const plain = buildMultitaskModels(labels, { ...SMALL.architecture, flipTest: false }, 'coursework', 1);
+    const x = tf.randomUniform([2, 16, 16, 3], 0, 1, 'float32', 5);
+    for (const task of TASKS) {
+      const onePass = withoutMirror(flipped.inference[task]);
+      assert.equal(onePass.layers.filter((l) => l instanceof HorizontalFlip).length, 0, `${task}: no mirror left`);
+      const [want, got] = tf.tidy(() => [plain.inference[task], onePass].map((m) => tf.concat([m.predict(x)].flat().map((y) => y.flatten()))));
+      assert.ok(tf.sub(want, got).abs().max().dataSync()[0] < 1e-6, task);
+      tf.dispose([want, got]);
+      assert.throws(() => withoutMirror(plain.inference[task]), (error: Error) => error instanceof NoMirrorError && /not the mean of a face and its mirror image/.test(error.message));
     }
     x.dispose();
     flipped.train.dispose();
@@ -184,6 +202,17 @@ describe('multitask preset', () => {
       assert.deepEqual(info.input, SPEC);
     }
     assert.ok(metrics[0].years !== undefined && metrics[0].years.mae > 0);
+    // The saved models hold the mirror pass; the exporter can drop it, keeping the test split but not the figures
+    // that training measured with both passes.
+    const both = await exportModelFolderInMemory({ modelDir: join(runDir, 'gender', 'model') });
+    const onePass = await exportModelFolderInMemory({ modelDir: join(runDir, 'gender', 'model'), testTimeFlip: false });
+    assert.ok(both.model.layers.some((l) => l instanceof HorizontalFlip));
+    assert.ok(!onePass.model.layers.some((l) => l instanceof HorizontalFlip));
+    assert.ok(onePass.bytes.length < both.bytes.length);
+    const kept = onePass.metadata.metrics as Record<string, unknown>;
+    assert.deepEqual(kept.split, (both.metadata.metrics as Record<string, unknown>).split);
+    assert.equal(kept.testAccuracy, undefined);
+    assert.equal(typeof (both.metadata.metrics as Record<string, unknown>).testAccuracy, 'number');
   });
 });
 

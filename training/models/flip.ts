@@ -23,3 +23,42 @@ export class HorizontalFlip extends tf.layers.Layer {
   }
 }
 tf.serialization.registerClass(HorizontalFlip);
+
+/** Thrown by `withoutMirror` for a model that does not average a face and its mirror image. */
+export class NoMirrorError extends Error {
+  override name = 'NoMirrorError';
+}
+
+/** Whether `tensor` is computed from a HorizontalFlip's output. */
+function isMirrored(tensor: tf.SymbolicTensor, seen = new Map<tf.SymbolicTensor, boolean>()): boolean {
+  const known = seen.get(tensor);
+  if (known !== undefined) return known;
+  const layer = tensor.sourceLayer;
+  // (an input layer's node lists its own output as its input)
+  seen.set(tensor, false);
+  let mirrored = layer instanceof HorizontalFlip;
+  if (!mirrored) {
+    const node = layer.inboundNodes[tensor.nodeIndex];
+    mirrored = node !== undefined && node.inputTensors.some((input) => input !== tensor && isMirrored(input, seen));
+  }
+  seen.set(tensor, mirrored);
+  return mirrored;
+}
+
+/**
+ * The same model without its mirror pass: every output that is the Average of a direct value and a mirrored one
+ * (as `flipTest` builds them) becomes the direct value, with the same weights. For deployments that need the
+ * throughput of one pass more than the accuracy of two. Throws NoMirrorError for any output that is not such a mean.
+ */
+export function withoutMirror(model: tf.LayersModel): tf.LayersModel {
+  const outputs = model.outputs.map((output) => {
+    const layer = output.sourceLayer;
+    const inputs = layer.getClassName() === 'Average' ? (layer.inboundNodes[output.nodeIndex]?.inputTensors ?? []) : [];
+    const direct = inputs.filter((input) => !isMirrored(input));
+    if (inputs.length !== 2 || direct.length !== 1) {
+      throw new NoMirrorError(`output "${output.name}" of model "${model.name}" is not the mean of a face and its mirror image; the model has no test-time flip to remove`);
+    }
+    return direct[0];
+  });
+  return tf.model({ inputs: model.inputs, outputs: outputs.length === 1 ? outputs[0] : outputs, name: `${model.name}_one_pass` });
+}
