@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { TASKS } from '../models/spec/labels.ts';
-import { readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../models/spec/metadata.ts';
+import { outputMismatch, readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../models/spec/metadata.ts';
 import { groupByInputSpec, PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
 import type { Device, MergeMode } from './config.ts';
 import type { Logger } from './log.ts';
@@ -139,10 +139,8 @@ function checkInput(file: string, session: Session, spec: InputSpec): { inputNam
  * `sessionName` maps it to (the same name, unless the model was merged into one graph with others).
  */
 function makeInterpreter(file: string, sessionName: ReadonlyMap<string, string>, metadata: ModelMetadata): (outputs: Record<string, FloatTensor>, row: number) => TaskPrediction {
-  for (const output of metadata.outputs) {
-    if (!sessionName.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...sessionName.keys()].join(', ')})`);
-  }
-  if (!metadata.outputs.some((o) => o.kind !== 'years')) throw new ModelLoadError(`${file}: no output gives class probabilities`);
+  const problem = outputMismatch(file, sessionName, metadata);
+  if (problem !== undefined) throw new ModelLoadError(problem);
   const rowOf = (tensor: FloatTensor, row: number): Float32Array => {
     const size = tensor.dims.slice(1).reduce((a, b) => a * b, 1);
     return tensor.data.subarray(row * size, (row + 1) * size);

@@ -16,6 +16,7 @@ import {
   classProbabilities,
   METADATA_KEY,
   ModelMetadataError,
+  outputMismatch,
   parseModelMetadata,
   readModelMetadata,
   readOnnxModelInfo,
@@ -125,6 +126,14 @@ describe('model metadata: written by the exporter, read by models/spec/metadata.
     assert.throws(() => exportModel(genderModel, { ...base, input: { ...SEED_INPUT, channels: 3 } }), /The model takes \[N, 48, 48, 1\], but the input spec says 48x48x3/);
     assert.throws(() => exportModel(genderModel, { ...base, outputs: [{ name: 'output', kind: 'sigmoid', labels: ['a', 'b', 'c'] }] }), /outputs\[0\]\.labels: a "sigmoid" output needs exactly 2 labels/);
     assert.throws(() => exportModel(genderModel, { ...base, sourceSha256: 'nope' }), /source\.sha256: expected 64 lowercase hex digits/);
+  });
+
+  it('says when a session lacks an output the metadata describes, or gives no probabilities (the server and the page both ask)', () => {
+    const { metadata } = gender;
+    assert.equal(outputMismatch('gender.onnx', new Map([['output', 'gender/output']]), metadata), undefined);
+    assert.equal(outputMismatch('gender.onnx', new Map([['other', 'other']]), metadata), 'gender.onnx: its metadata describes output "output", which the graph does not have (it has other)');
+    const yearsOnly: ModelMetadata = { ...metadata, outputs: [{ name: 'output', kind: 'years' }] };
+    assert.equal(outputMismatch('gender.onnx', new Map([['output', 'output']]), yearsOnly), 'gender.onnx: no output gives class probabilities');
   });
 });
 

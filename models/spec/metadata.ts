@@ -418,6 +418,18 @@ export function validateModelManifest(value: unknown, where = 'manifest.json'): 
  * Class probabilities of one output row, labels in order: a softmax row as it is, a sigmoid unit p as
  * [1 - p, p]. `years` outputs have no classes.
  */
+/**
+ * Why a session cannot answer for the model `metadata` describes, or undefined if it can: every output the
+ * metadata describes must be among the session's (`sessionNames` maps the model's output names to the session's,
+ * which differ where models were merged into one graph), and one must give class probabilities.
+ */
+export function outputMismatch(file: string, sessionNames: ReadonlyMap<string, string>, metadata: ModelMetadata): string | undefined {
+  const missing = metadata.outputs.find((output) => !sessionNames.has(output.name));
+  if (missing !== undefined) return `${file}: its metadata describes output "${missing.name}", which the graph does not have (it has ${[...sessionNames.keys()].join(', ')})`;
+  if (!metadata.outputs.some((o) => o.kind !== 'years')) return `${file}: no output gives class probabilities`;
+  return undefined;
+}
+
 export function classProbabilities(output: OutputSpec, row: ArrayLike<number>): number[] {
   switch (output.kind) {
     case 'probabilities':

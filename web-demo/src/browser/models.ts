@@ -6,7 +6,7 @@
  */
 import { TASKS } from '../../../models/spec/labels.ts';
 import { mergeModels, ModelMergeError, type MergedModel } from '../../../models/spec/merge-models.ts';
-import { readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
+import { outputMismatch, readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
 import { groupByInputSpec, PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../models/spec/preprocess.ts';
 import { taskPrediction, type Prediction, type TaskPrediction } from '../../../models/spec/prediction.ts';
 import { createSession, releaseSession, run, type FloatTensor, type Session } from './runtime.ts';
@@ -70,10 +70,8 @@ function checkInput(file: string, session: Session, spec: InputSpec): string {
 }
 
 function checkOutputs(file: string, sessionNames: ReadonlyMap<string, string>, metadata: ModelMetadata): void {
-  for (const output of metadata.outputs) {
-    if (!sessionNames.has(output.name)) throw new ModelLoadError(`${file}: its metadata describes output "${output.name}", which the graph does not have (it has ${[...sessionNames.keys()].join(', ')})`);
-  }
-  if (!metadata.outputs.some((o) => o.kind !== 'years')) throw new ModelLoadError(`${file}: no output gives class probabilities`);
+  const problem = outputMismatch(file, sessionNames, metadata);
+  if (problem !== undefined) throw new ModelLoadError(problem);
 }
 
 /**
