@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Jimp } from 'jimp';
 import { decodeImage, ImageDecodeError, readImageHeader, type ImageFormat } from '../models/spec/decode.ts';
+import { concatBytes as concat } from '../models/spec/onnx-wire.ts';
 
 const RED = [255, 0, 0];
 const BLUE = [0, 0, 255];
@@ -25,13 +26,7 @@ function assertColour(actual: number[], expected: number[], what: string): void 
 
 /** Plain Uint8Array bytes (this repository's @types/node Buffer does not type-check as a Uint8Array under TS 5.9). */
 function concatBytes(...parts: (Uint8Array | number[])[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concat(parts.map((part) => (part instanceof Uint8Array ? part : Uint8Array.from(part))));
 }
 
 async function encode(image: ReturnType<typeof halves>, mime: 'image/jpeg' | 'image/png' | 'image/bmp' | 'image/gif' | 'image/tiff'): Promise<Uint8Array> {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { makeImage, rawRequest, startTestServer, type TestServer } from '../serve/bench/harness.ts';
+import { concatBytes } from '../models/spec/onnx-wire.ts';
 
 interface ErrorBody {
   error: { code: string; message: string };
@@ -42,13 +43,7 @@ function pngBomb(side: number): Uint8Array<ArrayBuffer> {
   ihdr.set([8, 0, 0, 0, 0], 8); // 8-bit grayscale, no interlace
   const idat = new Uint8Array(deflateSync(new Uint8Array((side + 1) * side), { level: 9 }));
   const parts = [new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), pngChunk('IDAT', idat), pngChunk('IEND', new Uint8Array(0))];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /** A JPEG whose frame header claims `width` x `height`, with no image data worth the name. */
