@@ -261,13 +261,16 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
     assert.equal(await keyboardPage.getByLabel('Runtime').count(), 1, 'the runtime select has a label');
     assert.equal(await keyboardPage.getByLabel('Choose a photo…').count(), 1, 'the file input has a label');
     assert.equal(await keyboardPage.getByRole('button', { name: 'Use the webcam' }).count(), 1);
+    // Listen before tabbing: Playwright turns file chooser interception on with a message it does not wait for, so a
+    // listener added just before Space can lose the race with the key press (CI saw the chooser never arrive once).
+    const chooser = keyboardPage.waitForEvent('filechooser');
+    chooser.catch(() => {}); // awaited below; this only keeps an early assertion failure from leaving it unhandled
     const visited: string[] = [];
     for (let i = 0; i < 8 && !visited.includes('file-input'); i++) {
       await keyboardPage.keyboard.press('Tab');
       visited.push(await keyboardPage.evaluate(() => document.activeElement?.id || document.activeElement?.tagName || ''));
     }
     assert.ok(visited.includes('file-input'), `Tab reaches the file input (focus went: ${visited.join(' → ')})`);
-    const chooser = keyboardPage.waitForEvent('filechooser');
     await keyboardPage.keyboard.press('Space');
     await (await chooser).setFiles({ name: faces[2].name, mimeType: faces[2].type, buffer: Buffer.from(faces[2].bytes) });
     await keyboardPage.locator('#results').waitFor({ state: 'visible' });
