@@ -182,7 +182,10 @@ describe('multitask preset', () => {
     const trunk = (task: Task) => fitted.models[task].layers.filter((l) => !l.name.includes('_logits') && l.trainableWeights.length > 0).flatMap((l) => l.getWeights().map((w) => w.dataSync()));
     for (const task of ['age', 'ethnicity'] as const) assert.deepEqual(trunk(task), trunk('gender'), `${task}'s trunk is gender's`);
     for (const task of TASKS) fitted.models[task].dispose();
-    assert.ok(tf.memory().numTensors - before < 200, 'only the three models\' other heads remain');
+    // What stays is the age head's fixed group and years matrices, which the age model calls twice (on the face
+    // and on its mirror image) while tfjs counts a layer's uses per call: 2 tensors per network built (4 builds).
+    const left = tf.memory().numTensors - before;
+    assert.ok(left <= 8, `${left} tensors left after disposing the three models`);
   });
 
   it('fails with the replica\'s reason instead of waiting forever when a replica cannot start', { timeout: 120_000 }, async () => {

@@ -94,6 +94,16 @@ export function defaultReplicas(backend: BackendName): number {
   return backend === 'wasm' || backend === 'cpu' ? availableParallelism() : 1;
 }
 
+/**
+ * Disposes the models of one build, all but `except`'s inference model. tfjs counts a layer's uses per call, so
+ * the layers a build shares are freed only once every model that calls them is disposed: a kept model's own
+ * dispose() frees them only if the build's other models went first.
+ */
+function disposeAll(built: ReturnType<typeof buildMultitaskModels>, except?: Task): void {
+  built.train.dispose();
+  for (const task of TASKS) if (task !== except) built.inference[task].dispose();
+}
+
 export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConfig = MULTITASK_TRAINING): Promise<MultitaskFitResult> {
   const { dataset, labels, seed, log } = args;
   const epochs = args.epochs ?? config.epochs;
@@ -106,7 +116,7 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
   const parameters = probe.train.countParams();
   const parameterCount = probe.train.trainableWeights.reduce((n, w) => n + w.read().size, 0);
   const statisticsSize = batchStatisticsSize(probe.train);
-  probe.train.dispose();
+  disposeAll(probe);
   log(
     `multitask: shared residual net, ${parameters.toLocaleString('en-US')} parameters, input ${dataset.spec.height}x${dataset.spec.width}x${dataset.spec.channels}; ` +
       `${fit.length} train / ${validation.length} validation faces (the ${args.testCount} test faces are held out), batch ${config.batchSize} over ${replicas} replica${replicas === 1 ? '' : 's'}, up to ${epochs} epochs`,
@@ -186,6 +196,7 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     built.train.setWeights(values);
     tf.dispose(values);
     models[task] = built.inference[task];
+    disposeAll(built, task);
   }
   log(`multitask: keeping epoch ${done.best.epoch}, the best on the validation split`);
   return {

@@ -79,8 +79,13 @@ function residualBlock(inChannels: number, filters: number, strides: number, ini
 
 /** A fixed linear map (no bias, not trained): used to sum the age distribution. */
 function fixedDense(name: string, kernel: number[][]): tf.layers.Layer {
-  const units = kernel[0].length;
-  return tf.layers.dense({ name, units, useBias: false, trainable: false, weights: [tf.tensor2d(kernel)] });
+  const layer = tf.layers.dense({ name, units: kernel[0].length, useBias: false, trainable: false });
+  // Built and set here rather than through the `weights` option, whose tensor the layer would hold forever.
+  layer.build([null, kernel.length]);
+  const value = tf.tensor2d(kernel);
+  layer.setWeights([value]);
+  value.dispose();
+  return layer;
 }
 
 /**
