@@ -11,7 +11,7 @@ import { selectBackend } from '../training/backend/select.ts';
 import type { Dataset } from '../training/data/dataset.ts';
 import { loadModel } from '../training/models/io.ts';
 import { DEFAULT_UTKFACE, REPO_ROOT } from '../training/paths.ts';
-import { trainTask } from '../training/train-task.ts';
+import { testPredictor, trainTask } from '../training/train-task.ts';
 import { evaluate, onnxPredictor, tfjsPredictor } from '../training/evaluate.ts';
 import { exportModelFolderInMemory } from '../export/export-model.ts';
 
@@ -66,6 +66,33 @@ describe('training end to end', () => {
     assert.deepEqual(p.shape, [2, 1]);
     tf.dispose([x, p]);
     reloaded.dispose();
+  });
+
+  it('scores the test split after training through the model exported to ONNX, or through tfjs (saying why) where it does not export', async () => {
+    const dataset = brightnessDataset(64);
+    const faces = Int32Array.from({ length: 64 }, (_, i) => i);
+    const info = { task: 'gender' as const, labels: ['male', 'female'], outputs: [{ name: 'gender', kind: 'sigmoid' as const, labels: ['male', 'female'] }], input: SEED_INPUT, ageScheme: 'coursework' as const };
+    const lines: string[] = [];
+    const trained = await loadModel(join(dir, 'model'));
+    const onnx = await testPredictor(trained, info, (line) => lines.push(line));
+    const viaOnnx = await evaluate(onnx.predict, dataset, faces, 'gender', info.labels, 'coursework');
+    await onnx.release();
+    const viaTfjs = await evaluate(tfjsPredictor(trained, SEED_INPUT, info), dataset, faces, 'gender', info.labels, 'coursework');
+    assert.deepEqual(Array.from(viaOnnx.predicted), Array.from(viaTfjs.predicted));
+    assert.ok(Math.abs(viaOnnx.loss - viaTfjs.loss) < 1e-5);
+    assert.equal(lines.length, 0, `no fallback for a model the exporter takes: ${lines.join('; ')}`);
+    trained.dispose();
+
+    // UpSampling2D has no ONNX conversion (yet): the tfjs model scores itself.
+    const input = tf.input({ shape: [48, 48, 1] });
+    const pooled = tf.layers.globalAveragePooling2d({}).apply(tf.layers.upSampling2d({ size: [2, 2] }).apply(input)) as tf.SymbolicTensor;
+    const unexportable = tf.model({ inputs: input, outputs: tf.layers.dense({ units: 1, activation: 'sigmoid' }).apply(pooled) as tf.SymbolicTensor });
+    const fallback = await testPredictor(unexportable, info, (line) => lines.push(line));
+    const rows = await fallback.predict(new Float32Array(2 * 48 * 48).fill(0.5), 2);
+    assert.equal(rows.length, 2);
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], /^gender: scoring the test split with tfjs, since the model does not export to ONNX: .*UpSampling2D/);
+    unexportable.dispose();
   });
 
   it('scores the exported ONNX model (through its metadata) exactly as the tfjs model it came from', async () => {

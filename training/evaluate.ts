@@ -4,7 +4,7 @@ import { ageGroupIndex, ageGroupLabels, classIndex, type AgeScheme, type Task } 
 import { readModelMetadata, type ModelMetadata } from '../models/spec/metadata.ts';
 import { taskPrediction, type TaskPrediction } from '../models/spec/prediction.ts';
 import { scaleBytes, type InputSpec } from '../models/spec/preprocess.ts';
-import { createSession, run } from '../serve/runtime.ts';
+import { createSession, releaseSession, run } from '../serve/runtime.ts';
 import type { Dataset } from './data/dataset.ts';
 import {
   classificationReport,
@@ -45,10 +45,13 @@ export function tfjsPredictor(model: tf.LayersModel, spec: InputSpec, info: Outp
   };
 }
 
-/** An exported ONNX model in onnxruntime-node as a Predictor, read through its own metadata. */
-export async function onnxPredictor(bytes: Uint8Array): Promise<{ predict: Predictor; metadata: ModelMetadata }> {
+/**
+ * An exported ONNX model in onnxruntime-node as a Predictor, read through its own metadata, on `threads` intra-op
+ * threads; `release` frees its session.
+ */
+export async function onnxPredictor(bytes: Uint8Array, threads = 1): Promise<{ predict: Predictor; metadata: ModelMetadata; release: () => Promise<void> }> {
   const metadata = readModelMetadata(bytes);
-  const session = await createSession(bytes, { provider: 'cpu', threads: 1 });
+  const session = await createSession(bytes, { provider: 'cpu', threads });
   const inputName = session.inputs[0].name;
   const { height, width, channels } = metadata.input;
   const predict: Predictor = async (batch, count) => {
@@ -57,7 +60,7 @@ export async function onnxPredictor(bytes: Uint8Array): Promise<{ predict: Predi
     for (const [name, tensor] of Object.entries(outputs)) byName[name] = { data: tensor.data, width: tensor.data.length / count };
     return Array.from({ length: count }, (_, row) => taskPrediction(metadata, rowsOf(byName, row)));
   };
-  return { predict, metadata };
+  return { predict, metadata, release: () => releaseSession(session) };
 }
 
 /** The class index of every face for a task. */

@@ -34,7 +34,7 @@ interface Candidate {
   name: string;
   info: OutputsInfo & { ageScheme: AgeScheme; input: InputSpec };
   split?: TestSplitInfo;
-  predictor(): Promise<{ predict: Predictor; release(): void }>;
+  predictor(): Promise<{ predict: Predictor; release(): void | Promise<void> }>;
 }
 
 async function readJson(file: string): Promise<unknown> {
@@ -51,7 +51,12 @@ async function tfjsCandidate(folder: string): Promise<Candidate> {
     split: metrics.split,
     predictor: async () => {
       const model = await loadModel(join(folder, 'model'));
-      return { predict: tfjsPredictor(model, info.input, info), release: () => model.dispose() };
+      return {
+        predict: tfjsPredictor(model, info.input, info),
+        release: () => {
+          model.dispose();
+        },
+      };
     },
   };
 }
@@ -59,13 +64,13 @@ async function tfjsCandidate(folder: string): Promise<Candidate> {
 /** An exported model: everything evaluation needs is in its metadata. */
 async function onnxCandidate(file: string): Promise<Candidate> {
   const bytes = new Uint8Array(await readFile(file));
-  const { predict, metadata } = await onnxPredictor(bytes);
+  const { predict, metadata, release } = await onnxPredictor(bytes);
   const metrics = (metadata.metrics ?? {}) as { split?: TestSplitInfo };
   return {
     name: file,
     info: { task: metadata.task, labels: metadata.labels, outputs: metadata.outputs, ageScheme: metadata.ageScheme ?? 'coursework', input: metadata.input },
     split: metrics.split,
-    predictor: async () => ({ predict, release: () => {} }),
+    predictor: async () => ({ predict, release }),
   };
 }
 
@@ -128,7 +133,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
     const { predict, release } = await candidate.predictor();
     const evaluation = await evaluate(predict, dataset, indices, info.task, info.labels, info.ageScheme);
     console.log(`${basename(candidate.name)}: ${formatEvaluation(evaluation)}\n`);
-    release();
+    await release();
   }
   tf.disposeVariables();
 });

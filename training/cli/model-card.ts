@@ -207,13 +207,14 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   let full: { count: number; genders: number[]; ethnicities: number[] } | undefined;
   for (const file of files) {
     const bytes = new Uint8Array(await readFile(join(modelsDir, file)));
-    const { predict, metadata } = await onnxPredictor(bytes);
+    const { predict, metadata, release } = await onnxPredictor(bytes);
     const split = (metadata.metrics as { split?: TestSplitInfo } | null)?.split;
     if (split === undefined) throw new Error(`${file} records no test split in its metadata; re-export it from a training run`);
     const dataset = await loadDataset(resolve(data), metadata.input, { limit: split.limit ?? undefined, seed: split.seed, progress: false });
     if (dataset.count !== split.datasetCount) throw new Error(`${file} was tested on ${split.datasetCount} faces; this data has ${dataset.count}`);
     const test = trainTestSplit(dataset.count, split.testFraction, split.seed).test;
     const evaluation = await evaluate(predict, dataset, test, metadata.task, metadata.labels, metadata.ageScheme ?? 'coursework');
+    await release();
     measured.push({ file, metadata, evaluation, bytes: bytes.length });
     if (full === undefined && split.limit === null) {
       const genders = [0, 0];
