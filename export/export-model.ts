@@ -23,6 +23,7 @@ import {
 } from '../models/spec/metadata.ts';
 import { PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
 import { convertLayersModel } from './convert.ts';
+import { ExportError } from './errors.ts';
 import type { LayerTable, Shape } from './layers.ts';
 import { encodeModel, IR_VERSION_FOR_OPSET } from './onnx-proto.ts';
 import { loadTfjsModelFolder } from './tfjs-model.ts';
@@ -36,13 +37,7 @@ export const DEFAULT_OPSET = 13;
 /** Opsets whose semantics for every op used here are the same as 13's, so the same graph is valid for each. */
 export const SUPPORTED_OPSETS: readonly number[] = Object.keys(IR_VERSION_FOR_OPSET).map(Number);
 
-/** The export was asked for something that cannot be done; the message says what and how to fix it. */
-export class ExportError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ExportError';
-  }
-}
+export { ExportError };
 
 /** What goes into the model's metadata besides what the exporter knows itself. */
 export interface ExportOptions {

@@ -7,6 +7,7 @@
  * Reshape, Dense on images) first transposes back to NHWC, because Keras flattens in NHWC order.
  */
 import type { serialization } from '@tensorflow/tfjs';
+import { ExportError } from './errors.ts';
 import type { GraphBuilder } from './graph-builder.ts';
 
 /** A Keras shape: batch first (null = any), then the rest, channels last for images. */
@@ -27,8 +28,8 @@ export interface LayerWeight {
   values: Float32Array;
 }
 
-/** Thrown when a model holds a layer (or a layer option) the exporter cannot express. */
-export class UnsupportedLayerError extends Error {
+/** Thrown when a model holds a layer (or a layer option) the exporter cannot express: one kind of ExportError. */
+export class UnsupportedLayerError extends ExportError {
   constructor(message: string) {
     super(message);
     this.name = 'UnsupportedLayerError';

@@ -19,7 +19,6 @@ import { fitMultitask, MULTITASK_INPUT, type MultitaskFitArgs } from './fit-mult
 import type { BackendName } from './backend/select.ts';
 import { evaluate, formatEvaluation, onnxPredictor, taskTargets, tfjsPredictor, type Evaluation, type Predictor } from './evaluate.ts';
 import { ExportError, exportModel } from '../export/export-model.ts';
-import { UnsupportedLayerError } from '../export/layers.ts';
 import { formatSubgroupTable } from './report/metrics.ts';
 import { plotConfusionMatrix, plotHistory, plotSampleGrid } from './report/plots.ts';
 import { formatEpochLine } from './report/progress.ts';
@@ -154,7 +153,7 @@ export async function testPredictor(
     // the source hash only identifies a saved model in the metadata, which nothing reads here
     bytes = exportModel(model, { ...info, sourceSha256: '0'.repeat(64) }).bytes;
   } catch (error) {
-    if (!(error instanceof ExportError || error instanceof UnsupportedLayerError)) throw error;
+    if (!(error instanceof ExportError)) throw error;
     log(`${info.task}: scoring the test split with tfjs, since the model does not export to ONNX: ${error.message}`);
     return { predict: tfjsPredictor(model, info.input, info), release: () => {} };
   }
