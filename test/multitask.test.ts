@@ -12,7 +12,7 @@ import { selectBackend } from '../training/backend/select.ts';
 import type { Dataset } from '../training/data/dataset.ts';
 import { taskTargets } from '../training/evaluate.ts';
 import { fitMultitask, MULTITASK_TRAINING, type MultitaskConfig } from '../training/fit-multitask.ts';
-import { batchNormalizers, batchStatistics, setRunningStatistics, validationScore } from '../training/fit-multitask-worker.ts';
+import { ageGroupCrossEntropy, batchNormalizers, batchStatistics, setRunningStatistics, validationScore } from '../training/fit-multitask-worker.ts';
 import { HorizontalFlip, NoMirrorError, withoutMirror } from '../training/models/flip.ts';
 import { buildMultitaskModels } from '../training/models/residual.ts';
 import { trainTogether } from '../training/train-task.ts';
@@ -188,6 +188,20 @@ describe('multitask preset', () => {
     assert.ok(left <= 8, `${left} tensors left after disposing the three models`);
   });
 
+  it('scores the true age group under the group sums of the age distribution', () => {
+    // 4 bins in 2 groups ({0, 1} and {2, 3}); face 0 is in group 0, face 1 in group 1
+    const logits = tf.tensor2d([[0, Math.log(3), 0, 0], [Math.log(2), 0, Math.log(5), 0]]);
+    const groups = tf.tensor2d([[1, 0], [1, 0], [0, 1], [0, 1]]);
+    // face 0: group 0 holds (1 + 3) / 6 of the mass; face 1: group 1 holds (5 + 1) / 9
+    const expected = -(Math.log(4 / 6) + Math.log(6 / 9)) / 2;
+    const loss = ageGroupCrossEntropy(logits, groups, tf.tensor1d([0, 1], 'int32'));
+    assert.ok(Math.abs(loss.dataSync()[0] - expected) < 1e-6, `${loss.dataSync()[0]} vs ${expected}`);
+    // and it falls as the mass moves into the true group, which is what training follows
+    const sharper = ageGroupCrossEntropy(tf.tensor2d([[0, Math.log(30), 0, 0], [0, 0, Math.log(50), 0]]), groups, tf.tensor1d([0, 1], 'int32'));
+    assert.ok(sharper.dataSync()[0] < loss.dataSync()[0] / 5);
+    tf.dispose([logits, groups, loss, sharper]);
+  });
+
   it('fails with the replica\'s reason instead of waiting forever when a replica cannot start', { timeout: 120_000 }, async () => {
     await assert.rejects(fitMultitask({ ...fitArgs(patternDataset(400), 2, () => {}), backend: 'node' }, SMALL), /training replica \d failed: .*tfjs-node/);
   });
@@ -205,6 +219,12 @@ describe('multitask preset', () => {
       assert.deepEqual(info.input, SPEC);
     }
     assert.ok(metrics[0].years !== undefined && metrics[0].years.mae > 0);
+    // Every saved model loads back for the exporter, the age model's two fixed matrices included (their weights
+    // were once both named `kernel`, which tfjs saves but cannot load).
+    for (const task of TASKS) {
+      const exported = await exportModelFolderInMemory({ modelDir: join(runDir, task, 'model') });
+      assert.ok(exported.bytes.length > 0, task);
+    }
     // The saved models hold the mirror pass; the exporter can drop it, keeping the test split but not the figures
     // that training measured with both passes.
     const both = await exportModelFolderInMemory({ modelDir: join(runDir, 'gender', 'model') });

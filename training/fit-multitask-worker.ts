@@ -7,8 +7,8 @@
  * without ever being sent. Only batch-norm running statistics differ during an epoch (each replica's are from
  * its own faces); after it, every replica writes the same precise statistics, averaged over the replicas (with
  * `batchNormFaces` 0 they stay apart, and replica 0's ship). Validation is split the same way, and every replica
- * reaches the same choices from the shared sums. Replica 0 keeps the best epoch's checkpoint (one for all three tasks, so that the shipped models
- * share their trunk exactly) and reports to the parent.
+ * reaches the same choices from the shared sums. Replica 0 keeps the best epoch's checkpoint (one for all three
+ * tasks, so that the shipped models share their trunk exactly) and reports to the parent.
  */
 import { createHash } from 'node:crypto';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -155,8 +155,9 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
     const soft = new Float32Array(count * AGE_BINS);
     batch.forEach((face, k) => soft.set(ageTargets[ages[face] - MIN_AGE], k * AGE_BINS));
     const ethnicity = Array.from(batch, (face) => targets.ethnicity[face]);
+    const ageGroups = tf.tensor1d(Array.from(batch, (face) => targets.age[face]), 'int32');
     return [
-      tf.losses.softmaxCrossEntropy(tf.tensor2d(soft, [count, AGE_BINS]), logits[0]),
+      tf.losses.softmaxCrossEntropy(tf.tensor2d(soft, [count, AGE_BINS]), logits[0]).add(ageGroupCrossEntropy(logits[0], groupMatrix, ageGroups).mul(config.ageGroupLoss)),
       tf.losses.softmaxCrossEntropy(tf.oneHot(tf.tensor1d(ethnicity, 'int32'), data.labels.ethnicity.length), logits[1], tf.tensor1d(ethnicity.map((c) => ethnicityWeights[c])), config.labelSmoothing),
       tf.losses.sigmoidCrossEntropy(tf.tensor2d(Array.from(batch, (face) => targets.gender[face]), [count, 1]), logits[2], undefined, config.labelSmoothing),
     ];
@@ -301,6 +302,18 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
 }
 
 /**
+ * The mean cross-entropy of each face's true age group under the group probabilities the age head's
+ * distribution sums to (`groupMatrix`: bins x groups, 0/1), as the shipped model derives them.
+ */
+export function ageGroupCrossEntropy(logits: tf.Tensor, groupMatrix: tf.Tensor2D, groups: tf.Tensor1D): tf.Scalar {
+  return tf.tidy(() => {
+    const probabilities = tf.softmax(logits).matMul(groupMatrix);
+    const truth = tf.oneHot(groups, groupMatrix.shape[1]);
+    return tf.log(probabilities.mul(truth).sum(1).maximum(1e-7)).mean().neg() as tf.Scalar;
+  });
+}
+
+/**
  * What chooses the epoch that ships: the mean of the three validation accuracies (age group, ethnicity,
  * gender). One epoch for all tasks keeps the three models' trunks identical, so a runtime can compute it once.
  */
@@ -354,8 +367,9 @@ const STATISTICS_BATCH = 128;
  * Precise batch-normalization statistics ("precise BN"): for every normalizer, the mean over `faces`
  * (unaugmented, in batches of 128) of the batch mean and batch variance of its input, in training mode, so that
  * every layer upstream normalizes with its batch's statistics as in training (whose batches are a replica's
- * share, 64 faces on two cores; the larger batch only steadies the estimate). The running averages they replace lean on the last few hundred augmented faces of one
- * replica, which made the validation score jump from epoch to epoch even at a tiny learning rate.
+ * share, 64 faces on two cores; the larger batch only steadies the estimate). The running averages they replace
+ * lean on the last few hundred augmented faces of one replica, which made the validation score jump from epoch
+ * to epoch even at a tiny learning rate.
  * Returns, per normalizer in order, its channel means and then its channel variances.
  */
 export function batchStatistics(net: tf.LayersModel, normalizers: tf.layers.Layer[], faces: Int32Array, pixels: Uint8Array, spec: InputSpec): Float64Array {

@@ -35,6 +35,12 @@ export interface MultitaskConfig extends ResidualConfig {
    * (precise BN; 0 keeps the running averages)
    */
   batchNormFaces: number;
+  /**
+   * weight of a second age loss: the cross-entropy of the true age group under the group sums of the predicted
+   * distribution (0: the distribution's soft target alone, which puts up to half its mass in the next group for
+   * an age near a boundary)
+   */
+  ageGroupLoss: number;
 }
 
 export const MULTITASK_TRAINING: MultitaskConfig = {
@@ -48,6 +54,7 @@ export const MULTITASK_TRAINING: MultitaskConfig = {
   patience: 10,
   lossWeights: { age: 1, ethnicity: 1, gender: 1 },
   batchNormFaces: 2048,
+  ageGroupLoss: 1,
 };
 
 export interface MultitaskFitArgs {

@@ -80,8 +80,12 @@ function residualBlock(inChannels: number, filters: number, strides: number, ini
 /** A fixed linear map (no bias, not trained): used to sum the age distribution. */
 function fixedDense(name: string, kernel: number[][]): tf.layers.Layer {
   const layer = tf.layers.dense({ name, units: kernel[0].length, useBias: false, trainable: false });
-  // Built and set here rather than through the `weights` option, whose tensor the layer would hold forever.
-  layer.build([null, kernel.length]);
+  // Built and set here rather than through the `weights` option, whose tensor the layer would hold forever;
+  // built by an eager call, which names its kernel `${name}/kernel` as a symbolic call does (build() alone
+  // names it `kernel`, and a saved model with two such weights does not load).
+  tf.tidy(() => {
+    layer.apply(tf.zeros([1, kernel.length]));
+  });
   const value = tf.tensor2d(kernel);
   layer.setWeights([value]);
   value.dispose();
