@@ -150,15 +150,15 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
   if (batchStats.length !== replicas * statisticsSize) throw new Error(`batch statistics buffer holds ${batchStats.length} values; expected ${replicas * statisticsSize}`);
   const own = stats.subarray(replica * STAT_COUNT, (replica + 1) * STAT_COUNT);
 
-  const lossOf = (logits: tf.Tensor[], batch: Int32Array): tf.Scalar[] => {
+  /** Each task's loss on `batch`, whose classes per task (TASKS order) are `truth`. */
+  const lossOf = (logits: tf.Tensor[], batch: Int32Array, truth: tf.Tensor1D[]): tf.Scalar[] => {
     const count = batch.length;
     const soft = new Float32Array(count * AGE_BINS);
     batch.forEach((face, k) => soft.set(ageTargets[ages[face] - MIN_AGE], k * AGE_BINS));
     const ethnicity = Array.from(batch, (face) => targets.ethnicity[face]);
-    const ageGroups = tf.tensor1d(Array.from(batch, (face) => targets.age[face]), 'int32');
     return [
-      tf.losses.softmaxCrossEntropy(tf.tensor2d(soft, [count, AGE_BINS]), logits[0]).add(ageGroupCrossEntropy(logits[0], groupMatrix, ageGroups).mul(config.ageGroupLoss)),
-      tf.losses.softmaxCrossEntropy(tf.oneHot(tf.tensor1d(ethnicity, 'int32'), data.labels.ethnicity.length), logits[1], tf.tensor1d(ethnicity.map((c) => ethnicityWeights[c])), config.labelSmoothing),
+      tf.losses.softmaxCrossEntropy(tf.tensor2d(soft, [count, AGE_BINS]), logits[0]).add(ageGroupCrossEntropy(logits[0], groupMatrix, truth[0]).mul(config.ageGroupLoss)),
+      tf.losses.softmaxCrossEntropy(tf.oneHot(truth[1], data.labels.ethnicity.length), logits[1], tf.tensor1d(ethnicity.map((c) => ethnicityWeights[c])), config.labelSmoothing),
       tf.losses.sigmoidCrossEntropy(tf.tensor2d(Array.from(batch, (face) => targets.gender[face]), [count, 1]), logits[2], undefined, config.labelSmoothing),
     ];
   };
@@ -188,9 +188,9 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
         const x = tf.tensor4d(batchInput, [share, spec.height, spec.width, spec.channels]);
         return tf.variableGrads(() => {
           const logits = net.apply(x, { training: true }) as tf.Tensor[];
-          const losses = lossOf(logits, mine);
-          taskLosses.push(...losses.map((l) => tf.keep(l)));
           const truth = TASKS.map((task) => tf.tensor1d(Array.from(mine, (face) => targets[task][face]), 'int32'));
+          const losses = lossOf(logits, mine, truth);
+          taskLosses.push(...losses.map((l) => tf.keep(l)));
           hits.push(...predictions(logits).map((p, t) => tf.keep(p.equal(truth[t]).sum())));
           return tf.addN(losses.map((l, t) => l.mul(config.lossWeights[TASKS[t]]))) as tf.Scalar;
         }, variables);
