@@ -159,7 +159,7 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
     return [
       tf.losses.softmaxCrossEntropy(tf.tensor2d(soft, [count, AGE_BINS]), logits[0]).add(ageGroupCrossEntropy(logits[0], groupMatrix, truth[0]).mul(config.ageGroupLoss)),
       tf.losses.softmaxCrossEntropy(tf.oneHot(truth[1], data.labels.ethnicity.length), logits[1], tf.tensor1d(ethnicity.map((c) => ethnicityWeights[c])), config.labelSmoothing),
-      tf.losses.sigmoidCrossEntropy(tf.tensor2d(Array.from(batch, (face) => targets.gender[face]), [count, 1]), logits[2], undefined, config.labelSmoothing),
+      tf.losses.sigmoidCrossEntropy(truth[2].toFloat().reshape([count, 1]), logits[2], undefined, config.labelSmoothing),
     ];
   };
 
