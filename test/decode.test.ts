@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Jimp } from 'jimp';
-import { decodeImage, ImageDecodeError, readImageHeader, type ImageFormat } from '../models/spec/decode.ts';
+import { decodeImage, ImageDecodeError, jpegLimits, readImageHeader, type ImageFormat } from '../models/spec/decode.ts';
 import { concatBytes as concat } from '../models/spec/onnx-wire.ts';
 
 const RED = [255, 0, 0];
@@ -146,6 +146,16 @@ describe('decodeImage', () => {
     const png = await encode(halves(100, 100), 'image/png');
     await assert.rejects(decodeImage(png, { maxPixels: 9999 }), (e) => assertDecodeError(e, 'too-large', /100x100 \(10000 pixels\).*9999/));
     assert.equal((await decodeImage(png, { maxPixels: 10000 })).width, 100);
+  });
+
+  test('gives the JPEG decoder room for every image within maxPixels (its 512 MB default refuses colour JPEGs above ~21 MP)', () => {
+    // jpeg-js takes about 21 bytes a pixel for a 4:2:0 colour JPEG: a 4990x5000 one (24.95 MP) needs 524 MB.
+    for (const maxPixels of [25_000_000, 60_000_000, 150_000_000]) {
+      const limits = jpegLimits(maxPixels);
+      assert.ok(limits.maxMemoryUsageInMB * 2 ** 20 >= maxPixels * 21, `${maxPixels} pixels: ${limits.maxMemoryUsageInMB} MB`);
+      assert.ok(limits.maxResolutionInMP * 1e6 >= maxPixels);
+    }
+    assert.deepEqual(jpegLimits(1_000_000), { maxResolutionInMP: 100, maxMemoryUsageInMB: 512 }, 'never below jpeg-js\'s defaults');
   });
 
   test('rejects text, and a JPEG cut in half, with a clear ImageDecodeError', async () => {

@@ -28,11 +28,22 @@ describe('preprocessing (golden values)', () => {
     assert.deepEqual(Array.from(preprocessToBytes(image, { height: 2, width: 2, channels: 1, scaling: 'unit' })), [4, 5, 17, 18]);
   });
 
-  it('converts RGB to gray with BT.601 luma (as PIL "L") and ignores alpha', () => {
+  it('converts RGB to gray with BT.601 luma (as PIL "L")', () => {
     const spec = { height: 1, width: 1, channels: 1 as const, scaling: 'unit' as const };
-    assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [255, 0, 0, 0]), spec)), [76]);
+    assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [255, 0, 0, 255]), spec)), [76]);
     assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [0, 255, 0, 255]), spec)), [150]);
-    assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [0, 0, 255, 9]), spec)), [29]);
+    assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [0, 0, 255, 255]), spec)), [29]);
+  });
+
+  it('composites pixels that are not opaque over white, so the colour under a transparent pixel does not matter', () => {
+    const rgb = { height: 1, width: 1, channels: 3 as const, scaling: 'unit' as const };
+    // jimp keeps a transparent pixel's stored colour, a browser canvas reads it back as black: both become white.
+    assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [200, 10, 90, 0]), rgb)), [255, 255, 255]);
+    assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [0, 0, 0, 0]), rgb)), [255, 255, 255]);
+    // Half-transparent: halfway to white. (0*128 + 255*127) / 255 = 127; (200*128 + 255*127) / 255 = 227.4.
+    assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [0, 200, 255, 128]), rgb)), [127, 227, 255]);
+    // Gray models see the composite too: (0, 0, 255) at alpha 9 is (246, 246, 255), luma 247.0.
+    assert.deepEqual(Array.from(preprocessToBytes(rgba(2, 2, [0, 0, 255, 9]), { ...rgb, channels: 1 })), [247]);
   });
 
   it('keeps RGB channels in HWC order for 3-channel models', () => {

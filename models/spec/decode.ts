@@ -1,6 +1,6 @@
 /**
- * Decoding in Node: image bytes to an RGBA pixel buffer (jimp), and a header sniff that reads an image's
- * format and size without decoding it. Used by training and by the server; everything after decoding
+ * Decoding in Node: image bytes to an RGBA pixel buffer (jimp), after the header sniff of `image-header.ts`
+ * (re-exported here) has read the image's format and size without decoding it. Used by training and by the server; everything after decoding
  * (crop, greyscale, resize, scaling) is `preprocess.ts`, so nothing here converts or resizes.
  *
  * EXIF orientation: jimp 1.x reads the EXIF block of every buffer it decodes and applies the Orientation
@@ -8,34 +8,10 @@
  * `readImageHeader` reports the stored size (before that rotation), which is what decoding allocates.
  */
 import { Jimp } from 'jimp';
+import { DECODABLE_FORMATS, ImageDecodeError, readImageHeader } from './image-header.ts';
 import type { PixelBuffer } from './preprocess.ts';
 
-export type ImageFormat = 'jpeg' | 'png' | 'bmp' | 'gif' | 'tiff' | 'webp';
-
-/** The formats `decodeImage` can decode; `readImageHeader` also recognises WebP, to name it in the refusal. */
-export const DECODABLE_FORMATS: readonly ImageFormat[] = ['jpeg', 'png', 'bmp', 'gif', 'tiff'];
-
-export interface ImageHeader {
-  format: ImageFormat;
-  /** stored width in pixels (before any EXIF rotation) */
-  width: number;
-  /** stored height in pixels (before any EXIF rotation) */
-  height: number;
-}
-
-/** Why bytes could not be decoded: all are the caller's doing (a 4xx in the server). */
-export type ImageDecodeFailure = 'empty' | 'unsupported-format' | 'truncated' | 'corrupt' | 'too-large';
-
-export class ImageDecodeError extends Error {
-  override name = 'ImageDecodeError';
-  constructor(
-    readonly reason: ImageDecodeFailure,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+export { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from './image-header.ts';
 
 export interface DecodeOptions {
   /** refuse images whose header claims more pixels than this, before allocating anything (decompression bombs) */
@@ -62,9 +38,13 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
   const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let image: Awaited<ReturnType<typeof Jimp.fromBuffer>>;
   try {
-    image = await Jimp.fromBuffer(buffer);
+    image = await Jimp.fromBuffer(buffer, { 'image/jpeg': jpegLimits(maxPixels) });
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
+    // jpeg-js's own guards: an image that passed the pixel limit can still need more memory than it allows.
+    if (/maxMemoryUsageInMB|maxResolutionInMP/.test(detail)) {
+      throw new ImageDecodeError('too-large', `Image is ${header.width}x${header.height}: decoding it needs more memory than the JPEG decoder allows (${detail}); send a smaller image`, { cause: error });
+    }
     // A JPEG cut short (an interrupted upload or copy) lacks the end-of-image marker.
     const truncated = header.format === 'jpeg' && !(buffer[buffer.length - 2] === 0xff && buffer[buffer.length - 1] === 0xd9);
     throw new ImageDecodeError(
@@ -77,187 +57,19 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
   return { width, height, channels: 4, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
-/**
- * The format and stored size of an image from its first bytes (JPEG SOF, PNG IHDR, GIF screen descriptor,
- * BMP info header, TIFF first IFD, WebP VP8/VP8L/VP8X), without decoding any pixels.
- * Throws `ImageDecodeError` for empty, unrecognised, truncated or inconsistent headers.
- */
-export function readImageHeader(bytes: Uint8Array | Buffer): ImageHeader {
-  if (bytes.length === 0) throw new ImageDecodeError('empty', 'The image is empty (0 bytes)');
-  // A plain Uint8Array view of the same memory (Buffer's typings do not fit Uint8Array parameters).
-  const b = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const format = sniffFormat(b);
-  const [width, height] = SIZE_READERS[format](b);
-  if (width < 1 || height < 1) throw corrupt(format, `it claims a size of ${width}x${height}`);
-  return { format, width, height };
-}
-
-/** The format from the magic bytes at the start of the file. */
-function sniffFormat(b: Uint8Array): ImageFormat {
-  if (startsWith(b, [0xff, 0xd8, 0xff])) return 'jpeg';
-  if (startsWith(b, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) return 'png';
-  if (ascii(b, 0, 6) === 'GIF87a' || ascii(b, 0, 6) === 'GIF89a') return 'gif';
-  if (ascii(b, 0, 2) === 'BM' && b.length >= 14) return 'bmp';
-  if (startsWith(b, [0x49, 0x49, 0x2a, 0x00]) || startsWith(b, [0x4d, 0x4d, 0x00, 0x2a])) return 'tiff';
-  if (ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 4) === 'WEBP') return 'webp';
-  throw new ImageDecodeError(
-    'unsupported-format',
-    `Not a supported image: the first bytes (${hex(b, 8)}) match none of: ${DECODABLE_FORMATS.join(', ')}`,
-  );
-}
-
-/** Width and height from each format's header. */
-const SIZE_READERS: Record<ImageFormat, (b: Uint8Array) => [number, number]> = {
-  jpeg: jpegSize,
-  png: (b) => {
-    need(b, 24, 'png');
-    if (ascii(b, 12, 4) !== 'IHDR') throw corrupt('png', 'the first chunk is not IHDR');
-    return [u32be(b, 16), u32be(b, 20)];
-  },
-  gif: gifSize,
-  bmp: bmpSize,
-  tiff: tiffSize,
-  webp: webpSize,
-};
+/** jpeg-js's defaults (100 megapixels, 512 MB). */
+const JPEG_DECODER_DEFAULTS = { maxResolutionInMP: 100, maxMemoryUsageInMB: 512 };
+/** What jpeg-js allocates per pixel at most, with room to spare (measured: about 21 bytes for a 4:2:0 colour JPEG). */
+const JPEG_BYTES_PER_PIXEL = 32;
 
 /**
- * The logical screen, grown to cover every frame: a frame may claim more than the screen, and decoders
- * allocate what the frame claims, so a bomb can hide there.
+ * jpeg-js's limits, raised where needed so that an image within `maxPixels` is never refused by the decoder
+ * (its 512 MB default refuses colour JPEGs above about 21 megapixels).
  */
-function gifSize(b: Uint8Array): [number, number] {
-  need(b, 13, 'gif');
-  let width = u16le(b, 6);
-  let height = u16le(b, 8);
-  const colorTable = (flags: number): number => (flags & 0x80 ? 3 * 2 ** ((flags & 0x07) + 1) : 0);
-  const skipSubBlocks = (at: number): number => {
-    while (at < b.length && b[at] !== 0) at += b[at] + 1;
-    return at + 1;
+export function jpegLimits(maxPixels: number | undefined): typeof JPEG_DECODER_DEFAULTS {
+  if (maxPixels === undefined) return JPEG_DECODER_DEFAULTS;
+  return {
+    maxResolutionInMP: Math.max(JPEG_DECODER_DEFAULTS.maxResolutionInMP, Math.ceil(maxPixels / 1e6)),
+    maxMemoryUsageInMB: Math.max(JPEG_DECODER_DEFAULTS.maxMemoryUsageInMB, Math.ceil((maxPixels * JPEG_BYTES_PER_PIXEL) / 2 ** 20)),
   };
-  let i = 13 + colorTable(b[10]);
-  while (i < b.length) {
-    const block = b[i];
-    if (block === 0x3b) break; // trailer
-    if (block === 0x21) {
-      i = skipSubBlocks(i + 2); // extension: introducer, label, data sub-blocks
-    } else if (block === 0x2c) {
-      if (i + 10 > b.length) break; // truncated: decoding will say so
-      width = Math.max(width, u16le(b, i + 1) + u16le(b, i + 5));
-      height = Math.max(height, u16le(b, i + 3) + u16le(b, i + 7));
-      i = skipSubBlocks(i + 10 + colorTable(b[i + 9]) + 1); // descriptor, local colour table, LZW code size
-    } else {
-      throw corrupt('gif', `unknown block 0x${block.toString(16)} at byte ${i}`);
-    }
-  }
-  return [width, height];
 }
-
-function jpegSize(b: Uint8Array): [number, number] {
-  let i = 2;
-  for (;;) {
-    need(b, i + 2, 'jpeg');
-    if (b[i] !== 0xff) throw corrupt('jpeg', `expected a marker at byte ${i}, found 0x${b[i].toString(16)}`);
-    while (i < b.length && b[i] === 0xff) i++; // fill bytes
-    need(b, i + 1, 'jpeg');
-    const marker = b[i++];
-    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd8)) continue; // markers without a length
-    if (marker === 0xda || marker === 0xd9) throw corrupt('jpeg', 'no frame header (SOF) before the image data');
-    need(b, i + 2, 'jpeg');
-    const length = u16be(b, i);
-    if (length < 2) throw corrupt('jpeg', `segment 0x${marker.toString(16)} has length ${length}`);
-    // SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC): precision, height, width.
-    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      need(b, i + 7, 'jpeg');
-      return [u16be(b, i + 5), u16be(b, i + 3)];
-    }
-    i += length;
-  }
-}
-
-function bmpSize(b: Uint8Array): [number, number] {
-  need(b, 18, 'bmp');
-  const infoSize = u32le(b, 14);
-  if (infoSize === 12) {
-    need(b, 22, 'bmp');
-    return [u16le(b, 18), u16le(b, 20)];
-  }
-  if (infoSize < 40) throw corrupt('bmp', `unknown info header size ${infoSize}`);
-  need(b, 26, 'bmp');
-  const view = dataView(b);
-  // A negative height means the rows are stored top-down.
-  return [view.getInt32(18, true), Math.abs(view.getInt32(22, true))];
-}
-
-function tiffSize(b: Uint8Array): [number, number] {
-  const little = b[0] === 0x49;
-  const u16 = (at: number) => (little ? u16le(b, at) : u16be(b, at));
-  const u32 = (at: number) => (little ? u32le(b, at) : u32be(b, at));
-  need(b, 8, 'tiff');
-  const ifd = u32(4);
-  need(b, ifd + 2, 'tiff');
-  const entries = u16(ifd);
-  let width = -1;
-  let height = -1;
-  for (let e = 0; e < entries; e++) {
-    const at = ifd + 2 + e * 12;
-    need(b, at + 12, 'tiff');
-    const tag = u16(at);
-    if (tag !== 256 && tag !== 257) continue; // ImageWidth, ImageLength
-    const type = u16(at + 2);
-    const value = type === 3 ? u16(at + 8) : type === 4 ? u32(at + 8) : -1; // SHORT or LONG
-    if (value < 0) throw corrupt('tiff', `tag ${tag} has type ${type}; expected SHORT or LONG`);
-    if (tag === 256) width = value;
-    else height = value;
-  }
-  if (width < 0 || height < 0) throw corrupt('tiff', 'the first IFD has no ImageWidth/ImageLength');
-  return [width, height];
-}
-
-function webpSize(b: Uint8Array): [number, number] {
-  need(b, 30, 'webp');
-  const chunk = ascii(b, 12, 4);
-  if (chunk === 'VP8 ') {
-    if (b[23] !== 0x9d || b[24] !== 0x01 || b[25] !== 0x2a) throw corrupt('webp', 'bad VP8 start code');
-    return [u16le(b, 26) & 0x3fff, u16le(b, 28) & 0x3fff];
-  }
-  if (chunk === 'VP8L') {
-    if (b[20] !== 0x2f) throw corrupt('webp', 'bad VP8L signature');
-    const bits = u32le(b, 21);
-    return [(bits & 0x3fff) + 1, ((bits >>> 14) & 0x3fff) + 1];
-  }
-  if (chunk === 'VP8X') {
-    return [(b[24] | (b[25] << 8) | (b[26] << 16)) + 1, (b[27] | (b[28] << 8) | (b[29] << 16)) + 1];
-  }
-  throw corrupt('webp', `unknown first chunk "${chunk}"`);
-}
-
-function need(b: Uint8Array, length: number, format: ImageFormat): void {
-  if (b.length < length) {
-    throw new ImageDecodeError('truncated', `The ${format.toUpperCase()} header is truncated: ${b.length} bytes, the header needs at least ${length}`);
-  }
-}
-
-function corrupt(format: ImageFormat, why: string): ImageDecodeError {
-  return new ImageDecodeError('corrupt', `The ${format.toUpperCase()} header is corrupt: ${why}`);
-}
-
-function startsWith(b: Uint8Array, prefix: number[]): boolean {
-  return b.length >= prefix.length && prefix.every((v, i) => b[i] === v);
-}
-
-function ascii(b: Uint8Array, at: number, length: number): string {
-  if (b.length < at + length) return '';
-  return String.fromCharCode(...b.subarray(at, at + length));
-}
-
-function hex(b: Uint8Array, length: number): string {
-  return Array.from(b.subarray(0, length), (v) => v.toString(16).padStart(2, '0')).join(' ');
-}
-
-function dataView(b: Uint8Array): DataView {
-  return new DataView(b.buffer, b.byteOffset, b.byteLength);
-}
-
-const u16be = (b: Uint8Array, at: number): number => (b[at] << 8) | b[at + 1];
-const u16le = (b: Uint8Array, at: number): number => b[at] | (b[at + 1] << 8);
-const u32be = (b: Uint8Array, at: number): number => dataView(b).getUint32(at, false);
-const u32le = (b: Uint8Array, at: number): number => dataView(b).getUint32(at, true);

@@ -83,7 +83,12 @@ function validatePixelBuffer(image: PixelBuffer): void {
   }
 }
 
-/** The square crop in the target channel count, as floats (0-255). */
+/**
+ * The square crop in the target channel count, as floats (0-255). Pixels that are not opaque (RGBA input)
+ * are composited over white: a browser canvas keeps no colour under a transparent pixel (it reads back as
+ * black) while jimp keeps whatever the file stored, so the colour there cannot be used if the page and the
+ * server are to agree. Opaque pixels, every training face among them, are unchanged.
+ */
 function convertChannels(image: PixelBuffer, channels: 1 | 3, left: number, top: number, side: number): Float32Array {
   const out = new Float32Array(side * side * channels);
   const src = image.data;
@@ -94,13 +99,25 @@ function convertChannels(image: PixelBuffer, channels: 1 | 3, left: number, top:
     for (let x = 0; x < side; x++, s += inC) {
       if (inC === 1) {
         for (let c = 0; c < channels; c++) out[d++] = src[s];
-      } else if (channels === 1) {
+        continue;
+      }
+      let r = src[s];
+      let g = src[s + 1];
+      let b = src[s + 2];
+      if (inC === 4 && src[s + 3] !== 255) {
+        const alpha = src[s + 3];
+        const white = 255 * (255 - alpha);
+        r = (r * alpha + white) / 255;
+        g = (g * alpha + white) / 255;
+        b = (b * alpha + white) / 255;
+      }
+      if (channels === 1) {
         // ITU-R BT.601 luma, the weights PIL's convert("L") uses.
-        out[d++] = (src[s] * 299 + src[s + 1] * 587 + src[s + 2] * 114) / 1000;
+        out[d++] = (r * 299 + g * 587 + b * 114) / 1000;
       } else {
-        out[d++] = src[s];
-        out[d++] = src[s + 1];
-        out[d++] = src[s + 2];
+        out[d++] = r;
+        out[d++] = g;
+        out[d++] = b;
       }
     }
   }
