@@ -3,10 +3,10 @@
  * and the web demo's static files. Routes are one table; a known path with another method is a 405.
  */
 import { existsSync } from 'node:fs';
-import { extname, join } from 'node:path';
+import { extname, isAbsolute, join, relative } from 'node:path';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { IMAGE_FIELD, readMultipartImages, readRawBody } from './body.ts';
-import type { ServeConfig } from './config.ts';
+import { REPO_ROOT, type ServeConfig } from './config.ts';
 import {
   EmptyBodyError,
   HttpError,
@@ -91,6 +91,10 @@ export function createApp(config: ServeConfig, state: ServeState, metrics: Serve
   }
 
   function contentKind(req: Request): 'multipart' | 'raw' {
+    const encoding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
+    if (encoding !== '' && encoding !== 'identity') {
+      throw new UnsupportedMediaTypeError(`Content-Encoding "${encoding}" is not accepted; send the image bytes as they are (image files are compressed already)`);
+    }
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     if (type === 'multipart/form-data') return 'multipart';
     if (type === '' || type === 'application/octet-stream' || type.startsWith('image/')) return 'raw';
@@ -237,9 +241,9 @@ export function createApp(config: ServeConfig, state: ServeState, metrics: Serve
     precompressed(config.webDemoDir),
     express.static(config.webDemoDir, { dotfiles: 'ignore', index: 'index.html', redirect: false, fallthrough: true }),
   );
-  app.get('/', (_req, res) => {
+  app.get('/', (req, res) => {
     if (existsSync(join(config.webDemoDir, 'index.html'))) throw new NotFoundError('The web demo index could not be read');
-    res.status(200).type('html').send(DEMO_MISSING_PAGE);
+    res.status(200).type('html').send(demoMissingPage(config.webDemoDir, `${req.protocol}://${req.get('host') ?? `localhost:${config.port}`}`));
   });
 
   app.use((req: Request) => {
@@ -332,17 +336,28 @@ const ISOLATION_HEADERS = {
 /** What /models/ serves: the manifest and the model files, by plain names. */
 const MODEL_FILE = /^\/(manifest\.json|[A-Za-z0-9_-]+\.onnx)$/;
 
-const DEMO_MISSING_PAGE = `<!doctype html>
+const escapeHtml = (text: string): string => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/**
+ * The page at / while the demo is not built, naming the folder the server looks in (relative to the repository
+ * when inside it: no absolute path goes to a caller) and the address it was reached at.
+ */
+function demoMissingPage(webDemoDir: string, origin: string): string {
+  const inRepo = relative(REPO_ROOT, webDemoDir);
+  const folder = inRepo !== '' && !inRepo.startsWith('..') && !isAbsolute(inRepo) ? `<code>${escapeHtml(inRepo)}</code>` : 'the folder given by <code>--web-demo</code>';
+  const build = inRepo === join('web-demo', 'dist') ? 'npm run build:web' : 'npm run build:web   # writes web-demo/dist; point --web-demo there, or copy it';
+  return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Face attributes server</title>
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem}code,pre{background:#f3f3f3;padding:.1rem .3rem}</style></head>
 <body>
 <h1>The server is running; the web demo is not built</h1>
-<p>The web demo is served from <code>web-demo/dist</code>, which does not exist yet. Build it with</p>
-<pre>npm run build:web</pre>
+<p>The web demo is served from ${folder}, which holds no <code>index.html</code>. Build it with</p>
+<pre>${escapeHtml(build)}</pre>
 <p>then reload this page; the server does not need a restart.</p>
 <p>Meanwhile, the API works:</p>
-<pre>curl --data-binary @face.jpg -H 'Content-Type: image/jpeg' http://localhost:3000/v1/predict</pre>
+<pre>curl --data-binary @face.jpg -H 'Content-Type: image/jpeg' ${escapeHtml(origin)}/v1/predict</pre>
 <p>See <a href="/openapi.json">/openapi.json</a> for every route, <a href="/v1/models">/v1/models</a> for the models in use,
 and <a href="/metrics">/metrics</a> for metrics.</p>
 </body></html>
 `;
+}

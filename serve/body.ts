@@ -20,10 +20,15 @@ function concatBytes(chunks: readonly Uint8Array[], length: number): Uint8Array 
   return out;
 }
 
-const megabytes = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+/** A byte count as people read it: "512 bytes", "7.8 KB", "10.0 MB" (units of 1024). */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
 
 function tooLarge(limit: number): PayloadTooLargeError {
-  return new PayloadTooLargeError(`The request body is larger than the limit of ${megabytes(limit)}; send a smaller image`);
+  return new PayloadTooLargeError(`The request body is larger than the limit of ${formatBytes(limit)}; send a smaller image`);
 }
 
 /** Refuses at once a body whose declared length is over the limit. */
@@ -76,7 +81,8 @@ export function readRawBody(req: IncomingMessage, limit: number): Promise<Uint8A
 
 /**
  * The files of the "image" fields of a multipart body, in order; other fields are ignored.
- * More than `maxImages` image files is an error rather than a silent truncation.
+ * More than `maxImages` image files is an error rather than a silent truncation, and so is an "image" part
+ * sent as a text field (no filename): skipping it would shift the answers of a batch against its parts.
  */
 export function readMultipartImages(req: IncomingMessage, limit: number, maxImages: number): Promise<Uint8Array[]> {
   checkDeclaredLength(req, limit);
@@ -127,6 +133,11 @@ export function readMultipartImages(req: IncomingMessage, limit: number, maxImag
       });
       stream.on('limit', () => fail(tooLarge(limit)));
       stream.on('end', () => images.push(concatBytes(chunks, length)));
+    });
+    parser.on('field', (name) => {
+      if (name === IMAGE_FIELD) {
+        fail(new MalformedMultipartError(`A part named "${IMAGE_FIELD}" is a text field, not a file (it has no filename); send each image as a file, e.g. curl -F ${IMAGE_FIELD}=@face.jpg`));
+      }
     });
     parser.on('partsLimit', () => fail(new MalformedMultipartError('The multipart body has too many parts')));
     parser.on('fieldsLimit', () => fail(new MalformedMultipartError('The multipart body has too many fields')));

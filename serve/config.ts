@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../models/spec/limits.ts';
 
 export type Device = 'auto' | 'cpu' | 'cuda';
 export type MergeMode = 'auto' | 'off';
@@ -78,9 +79,9 @@ export const OPTIONS: { readonly [K in keyof ServeConfig]: OptionSpec } = {
   maxQueue: { flag: '--max-queue', env: 'SERVE_MAX_QUEUE', kind: int(1, 100_000), default: 32, doc: 'images in progress per process before 503' },
   requestTimeoutMs: { flag: '--timeout-ms', env: 'SERVE_TIMEOUT_MS', kind: int(100, 600_000), default: 10_000, doc: 'per-request time limit, upload included' },
   maxBodyBytes: { flag: '--max-body-bytes', env: 'SERVE_MAX_BODY_BYTES', kind: int(1024), default: 10 * 1024 * 1024, doc: 'largest request body (413 beyond)' },
-  maxPixels: { flag: '--max-pixels', env: 'SERVE_MAX_PIXELS', kind: int(1), default: 25_000_000, doc: 'largest width x height, read from the image header (413 beyond)' },
-  minImageSide: { flag: '--min-image-side', env: 'SERVE_MIN_IMAGE_SIDE', kind: int(1, 65535), default: 32, doc: 'smallest width or height accepted (422 below)' },
-  maxBatchImages: { flag: '--max-batch-images', env: 'SERVE_MAX_BATCH_IMAGES', kind: int(1, 1024), default: 32, doc: 'most images in one /v1/predict/batch request' },
+  maxPixels: { flag: '--max-pixels', env: 'SERVE_MAX_PIXELS', kind: int(1), default: DEFAULT_MAX_PIXELS, doc: 'largest width x height, read from the image header (413 beyond)' },
+  minImageSide: { flag: '--min-image-side', env: 'SERVE_MIN_IMAGE_SIDE', kind: int(1, 65535), default: DEFAULT_MIN_IMAGE_SIDE, doc: 'smallest width or height accepted (422 below)' },
+  maxBatchImages: { flag: '--max-batch-images', env: 'SERVE_MAX_BATCH_IMAGES', kind: int(1, 1024), default: 32, doc: 'most images in one /v1/predict/batch request; at most --max-queue (a smaller --max-queue lowers the default to match)' },
   shutdownTimeoutMs: { flag: '--shutdown-timeout-ms', env: 'SERVE_SHUTDOWN_TIMEOUT_MS', kind: int(0, 600_000), default: 15_000, doc: 'longest wait for requests in flight after SIGTERM' },
   logLevel: { flag: '--log-level', env: 'SERVE_LOG_LEVEL', kind: { type: 'enum', values: ['error', 'warn', 'info', 'debug'] }, default: 'info', doc: 'least severe log line printed' },
 };
@@ -123,9 +124,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       throw new ConfigError(`Unknown environment variable ${name}; expected one of: ${[...knownEnv].filter((n) => n.startsWith(ENV_PREFIX)).join(', ')}`);
     }
   }
+  /** the options set by a flag or the environment, not left at their default */
+  const explicit = new Set<keyof ServeConfig>();
   for (const key of KEYS) {
     const raw = env[OPTIONS[key].env];
-    if (raw !== undefined) values.set(key, parseValue(key, raw, OPTIONS[key].env));
+    if (raw === undefined) continue;
+    values.set(key, parseValue(key, raw, OPTIONS[key].env));
+    explicit.add(key);
   }
 
   const byFlag = new Map(KEYS.map((key) => [OPTIONS[key].flag, key]));
@@ -143,10 +148,16 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     else if (i + 1 < argv.length) raw = argv[++i];
     else throw new ConfigError(`Option ${flag} needs a value`);
     values.set(key, parseValue(key, raw, flag));
+    explicit.add(key);
   }
 
   // Every key of OPTIONS is in `values`, each parsed to its kind's type above: the object is a ServeConfig.
   const config = Object.fromEntries(values) as unknown as ServeConfig;
+  // A batch is admitted to the queue as a whole: one larger than the queue would be told to retry forever.
+  if (config.maxBatchImages > config.maxQueue) {
+    if (!explicit.has('maxBatchImages')) config.maxBatchImages = config.maxQueue;
+    else throw new ConfigError(`${OPTIONS.maxBatchImages.flag} (${config.maxBatchImages}) must not exceed ${OPTIONS.maxQueue.flag} (${config.maxQueue}): a batch that large could never be admitted`);
+  }
   if (config.decodeThreads === 0) config.decodeThreads = Math.max(1, Math.floor(availableParallelism() / config.workers));
   return config;
 }

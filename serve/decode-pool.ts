@@ -5,7 +5,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { InputSpec } from '../models/spec/preprocess.ts';
-import { errorFromCode, RequestTimeoutError } from './errors.ts';
+import { errorFromCode, RequestTimeoutError, ShuttingDownError } from './errors.ts';
 import type { DecodeReply, DecodeRequest, DecodeWorkerData } from './decode-worker.ts';
 import { prepareWorker, type WorkerEntry } from './worker-bundle.ts';
 
@@ -135,11 +135,15 @@ export class DecodePool {
     worker.on('exit', () => {
       const index = this.threads.indexOf(thread);
       if (index === -1) return;
+      if (this.closed) {
+        for (const task of tasks.values()) task.reject(new ShuttingDownError('The server shut down while decoding this image; send it again'));
+        tasks.clear();
+        return;
+      }
       // An unexpected exit: fail what it held and put a fresh thread in its place, unless it never
       // loaded (its code is broken: a replacement would fail the same way, over and over).
       for (const task of tasks.values()) task.reject(new Error('A decode thread exited while decoding this image'));
       tasks.clear();
-      if (this.closed) return;
       if (!thread.loaded) {
         markFailed(new Error('A decode thread exited while loading'));
         this.threads.splice(index, 1);
@@ -175,7 +179,7 @@ export class DecodePool {
 
   private replaceStuckThreads(): void {
     const now = performance.now();
-    for (const thread of this.threads) {
+    for (const [index, thread] of this.threads.entries()) {
       const stuck = [...thread.tasks.values()].some((task) => task.startedAt !== undefined && now - task.startedAt > this.options.taskTimeoutMs);
       if (!stuck) continue;
       // Threads take their images in order: the oldest is the one stuck, the others go back to the front of the line.
@@ -184,7 +188,9 @@ export class DecodePool {
       culprit.reject(new RequestTimeoutError('Decoding this image took longer than the time limit; try a smaller or simpler image'));
       for (const task of innocent) task.startedAt = undefined;
       this.waiting.unshift(...innocent);
-      // The exit handler spawns the replacement.
+      // The replacement takes the thread's place now: the old one stays alive until terminate() ends it, and
+      // must get no image in the meantime (its exit handler, no longer finding it in the pool, does nothing).
+      this.threads[index] = this.spawn();
       void thread.worker.terminate();
       this.options.onReplaced?.();
     }

@@ -11,12 +11,12 @@ const ref = (name: string): object => ({ $ref: `#/components/schemas/${name}` })
 
 function errorResponses(...statuses: number[]): Record<string, object> {
   const why: Record<number, string> = {
-    400: 'Empty body, multipart without an "image" field, malformed or cut-off upload.',
+    400: 'Empty body, multipart without an "image" file (or with an "image" text field), malformed or cut-off upload.',
     404: 'Unknown route.',
     405: 'Wrong method for this route (see the Allow header).',
     408: 'The upload did not complete within the time limit.',
     413: 'Body over the size limit, image over the pixel limit (read from its header), or too many images.',
-    415: 'Content-Type not accepted, or bytes that are not a supported image format.',
+    415: 'Content-Type or Content-Encoding not accepted, or bytes that are not a supported image format.',
     422: 'A truncated or corrupted image, or one smaller than the minimum size.',
     503: 'Queue full, time limit reached, models loading or shutting down; see Retry-After.',
   };
@@ -30,7 +30,7 @@ function taskSchema(task: string, labels: readonly string[] | undefined, nameFie
     index: { type: 'integer', minimum: 0, description: 'Index of that class in `probabilities`.' },
     probabilities: { type: 'array', items: { type: 'number' }, ...(labels === undefined ? {} : { minItems: labels.length, maxItems: labels.length }), description: 'One per class, in metadata order.' },
   };
-  if (hasYears) properties.years = { type: 'number', description: 'Age in years, where the age model predicts it.' };
+  if (hasYears) properties.years = { type: 'number', description: 'Age in years, where the age model predicts it: the mean of its distribution over ages, which can fall outside the most probable group.' };
   return { type: 'object', description: `The ${task} prediction.`, required: [nameField, 'index', 'probabilities'], properties };
 }
 

@@ -215,6 +215,11 @@ describe('serve API', () => {
     assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
     const text = await res.text();
     assert.match(text, /web demo is not built/);
-    assert.match(text, /web-demo\/dist/);
+    assert.match(text, /npm run build:web/);
+    // The folder comes from --web-demo (outside the repository here: named by its flag, no absolute path shown),
+    // and the curl line from the address this request reached.
+    assert.match(text, /the folder given by <code>--web-demo<\/code>/);
+    assert.ok(!text.includes(tmpdir()), 'no absolute path');
+    assert.ok(text.includes(`${t.url}/v1/predict`), 'the curl line uses the address the server was reached at');
   });
 });

@@ -172,6 +172,27 @@ describe('serve: bad input', () => {
     await expectError({ body: form }, 400, 'missing_image_field');
   });
 
+  it('refuses an "image" part sent as a text field, rather than skipping it and shifting a batch\'s answers', async () => {
+    const one = new FormData();
+    one.append('image', 'hello');
+    const body = await expectError({ body: one }, 400, 'malformed_multipart');
+    assert.match(body.error.message, /text field, not a file/);
+    const batch = new FormData();
+    batch.append('image', new Blob([jpeg], { type: 'image/jpeg' }), 'a.jpg');
+    batch.append('image', 'not a file');
+    batch.append('image', new Blob([jpeg], { type: 'image/jpeg' }), 'b.jpg');
+    await expectError({ body: batch, path: '/v1/predict/batch' }, 400, 'malformed_multipart');
+  });
+
+  it('refuses a compressed body (Content-Encoding: gzip) with 415, saying to send the bytes as they are', async () => {
+    const res = await fetch(`${t.url}/v1/predict`, { method: 'POST', body: jpeg, headers: { 'content-type': 'image/jpeg', 'content-encoding': 'gzip' } });
+    assert.equal(res.status, 415);
+    const body = (await res.json()) as ErrorBody;
+    assert.equal(body.error.code, 'unsupported_media_type');
+    assert.match(body.error.message, /Content-Encoding "gzip"/);
+    await expectServing();
+  });
+
   it('refuses malformed multipart (no boundary, or cut before its closing boundary) with 400 malformed_multipart', async () => {
     await expectError({ body: 'whatever', type: 'multipart/form-data' }, 400, 'malformed_multipart');
     const cut = `--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n${'x'.repeat(100)}`;
@@ -193,7 +214,8 @@ describe('serve: bad input', () => {
   });
 
   it('refuses a body over the size limit with 413 payload_too_large, declared or streamed', async () => {
-    await expectError({ body: new Uint8Array(600 * 1024), type: 'image/jpeg' }, 413, 'payload_too_large');
+    const declared = await expectError({ body: new Uint8Array(600 * 1024), type: 'image/jpeg' }, 413, 'payload_too_large');
+    assert.match(declared.error.message, /limit of 512\.0 KB/);
     const streamed = await rawRequest(t.server.port, ['POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n', `${(300 * 1024).toString(16)}\r\n`, new Uint8Array(300 * 1024), '\r\n', `${(300 * 1024).toString(16)}\r\n`, new Uint8Array(300 * 1024), '\r\n0\r\n\r\n']);
     assert.equal(streamed?.status, 413);
     assert.equal((JSON.parse(streamed?.body ?? '{}') as ErrorBody).error.code, 'payload_too_large');

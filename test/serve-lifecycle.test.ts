@@ -28,8 +28,12 @@ interface Spawned {
   port(): Promise<number>;
 }
 
-function startMain(args: string[], env: NodeJS.ProcessEnv = {}): Spawned {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'serve', 'main.ts'), ...args], {
+/** serve/main.ts in a child process; `viaNpm`: as `npm start -- ARGS` runs it, npm being the child. */
+function startMain(args: string[], env: NodeJS.ProcessEnv = {}, viaNpm = false): Spawned {
+  const [command, commandArgs] = viaNpm ? ['npm', ['start', '--silent', '--', ...args]] : [process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'serve', 'main.ts'), ...args]];
+  const child = spawn(command, commandArgs, {
+    // npm's children get a process group of their own, so that none can outlive the test (see stop()).
+    detached: viaNpm,
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -60,6 +64,14 @@ function startMain(args: string[], env: NodeJS.ProcessEnv = {}): Spawned {
 async function stop(server: Spawned): Promise<void> {
   if (server.child.exitCode === null) server.child.kill('SIGTERM');
   await server.exit;
+  // Whatever of a detached group is still running (a server npm left behind) is killed.
+  if (server.child.spawnargs[0] === 'npm' && server.child.pid !== undefined) {
+    try {
+      process.kill(-server.child.pid, 'SIGKILL');
+    } catch {
+      // the group is gone already
+    }
+  }
 }
 
 const refusesConnections = (port: number): Promise<boolean> =>
@@ -150,6 +162,25 @@ describe('serve lifecycle (npm start in a child process)', () => {
       assert.match(response, /"timingsMs"/);
       assert.equal(await server.exit, 0);
       assert.ok(server.output.some((line) => line.includes('stopped')));
+    } finally {
+      await stop(server);
+    }
+  });
+
+  it('drains and exits when SIGTERM goes to npm (as a container runtime sends it to `npm start`), leaving no server behind', async () => {
+    const server = startMain(base(), {}, true);
+    try {
+      const port = await server.port();
+      await server.waitFor(/ready in/);
+      server.child.kill('SIGTERM');
+      await server.waitFor(/SIGTERM: finishing requests in flight/);
+      await server.exit;
+      let refused = false;
+      for (let i = 0; i < 50 && !refused; i++) {
+        refused = await refusesConnections(port);
+        if (!refused) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(refused, 'the server process is gone with npm');
     } finally {
       await stop(server);
     }

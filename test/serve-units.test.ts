@@ -42,6 +42,14 @@ describe('serve config', () => {
     assert.throws(() => loadConfig(['--max-queue'], {}), /Option --max-queue needs a value/);
   });
 
+  it('keeps a batch no larger than the queue: a smaller --max-queue lowers the default, an explicit larger batch is refused', () => {
+    assert.equal(loadConfig(['--max-queue', '8'], {}).maxBatchImages, 8);
+    assert.equal(loadConfig(['--max-queue', '8', '--max-batch-images', '4'], {}).maxBatchImages, 4);
+    assert.equal(loadConfig([], {}).maxBatchImages, OPTIONS.maxBatchImages.default);
+    assert.throws(() => loadConfig(['--max-queue', '8', '--max-batch-images', '16'], {}), (e) => e instanceof ConfigError && /--max-batch-images \(16\) must not exceed --max-queue \(8\)/.test(e.message));
+    assert.throws(() => loadConfig(['--max-queue', '8'], { SERVE_MAX_BATCH_IMAGES: '9' }), ConfigError);
+  });
+
   it('refuses unknown flags, stray arguments and unknown SERVE_* variables by name', () => {
     assert.throws(() => loadConfig(['--prot', '80'], {}), (error: Error) => error instanceof ConfigError && /Unknown option --prot; expected one of: --port/.test(error.message));
     assert.throws(() => loadConfig(['models'], {}), /Unknown argument "models"/);
