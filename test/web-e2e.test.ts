@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { crc32, deflateSync } from 'node:zlib';
 import { Jimp } from 'jimp';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../models/spec/limits.ts';
 import type { DemoInfo } from '../web-demo/src/browser/main.ts';
 import type { Prediction, TaskPrediction } from '../web-demo/src/browser/models.ts';
 import { ORT_FILES } from '../web-demo/src/browser/runtime.ts';
@@ -31,6 +33,32 @@ if (missing !== undefined) console.log(`# web-e2e skipped: ${missing}`);
 async function asPng(face: FaceImage): Promise<FaceImage> {
   const image = await Jimp.fromBuffer(Buffer.from(face.bytes));
   return { name: face.name.replace(/\.jpe?g(\.chip\.jpg)?$/i, '.png'), type: 'image/png', bytes: new Uint8Array(await image.getBuffer('image/png')) };
+}
+
+/** A one-colour (black) grayscale PNG of any size, built directly: its pixels compress to almost nothing. */
+function blackPng(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const typed = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(typed));
+    return Buffer.concat([length, typed, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bit depth; colour type 0 (grayscale), compression, filter and interlace 0
+  // Each row: filter type 0, then `width` zero bytes.
+  const pixels = deflateSync(Buffer.alloc(height * (width + 1)), { level: 9 });
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** The server's refusal of an image: its status and {"error": {"code", "message"}}. */
+async function serverRefusal(apiUrl: string, bytes: Buffer, type: string): Promise<{ status: number; code: string; message: string }> {
+  const response = await fetch(`${apiUrl}/v1/predict`, { method: 'POST', body: new Uint8Array(bytes), headers: { 'Content-Type': type } });
+  const body = (await response.json()) as { error: { code: string; message: string } };
+  return { status: response.status, ...body.error };
 }
 
 async function serverPredict(apiUrl: string, face: FaceImage): Promise<Prediction> {
@@ -175,10 +203,29 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
     assert.ok(worst <= TOLERANCE, `largest difference ${worst} exceeds ${TOLERANCE}`);
   });
 
+  it('answers like POST /v1/predict on PNGs with transparent pixels (both composite them over white)', async () => {
+    // A canvas reads a transparent pixel back as black, jimp as the colour the file stored under it: a border
+    // with alpha 0 over the face's own colours tells the two apart unless both ignore that colour.
+    let worst = 0;
+    for (const face of faces.slice(0, 4)) {
+      const image = await Jimp.fromBuffer(Buffer.from(face.bytes));
+      const { width, height, data } = image.bitmap;
+      for (let y = 0; y < height; y++) {
+        for (let x = 0; x < width; x++) if (Math.min(x, y, width - 1 - x, height - 1 - y) < width / 5) data[(y * width + x) * 4 + 3] = 0;
+      }
+      const png: FaceImage = { name: face.name.replace(/\.jpe?g(\.chip\.jpg)?$/i, '-transparent.png'), type: 'image/png', bytes: new Uint8Array(await image.getBuffer('image/png')) };
+      const server = await serverPredict(harness.apiUrl, png);
+      const browserAnswer = await browserPredict(page, png);
+      worst = Math.max(worst, compareShapes(server, browserAnswer, png.name));
+      for (const task of tasksOf(server)) assert.equal((browserAnswer[task] as TaskPrediction).index, (server[task] as TaskPrediction).index, `${png.name} ${task}: same class`);
+    }
+    assert.ok(worst <= TOLERANCE, `largest difference ${worst} exceeds ${TOLERANCE}`);
+  });
+
   it('agrees with POST /v1/predict on the JPEG files as they are wherever the class is not a near tie (the two JPEG decoders differ slightly)', async () => {
     // Chromium decodes JPEG with libjpeg-turbo, the server with jpeg-js, and their colour (chroma upsampling) differs
     // by a level or two on many pixels. The seed models (48x48 gray) moved by up to 6e-4; the multitask models
-    // (64x64 colour, deeper) by up to 2.75e-2 on these 24 faces. Same pixels agree within 1e-4 (the test above).
+    // (64x64 colour, deeper) by up to 3.5e-2 on these 24 faces. Same pixels agree within 1e-4 (the test above).
     const DECODER_BOUND = 0.05;
     let worst = 0;
     let compared = 0;
@@ -239,6 +286,137 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
     }
   });
 
+  it('states on the page, before any photo, that the models are for non-commercial research and must not be used for decisions about people', async () => {
+    const notice = page.locator('#notice');
+    assert.equal(await notice.isVisible(), true);
+    const text = (await notice.textContent())?.replace(/\s+/g, ' ') ?? '';
+    for (const words of ['UTKFace', 'non-commercial research purposes only', 'ethnicity', 'decisions about people', 'models/MODEL_CARD.md in the repository']) {
+      assert.ok(text.includes(words), `the notice says "${words}": ${text}`);
+    }
+    // Neither server serves the model card, so the notice names it without a link that would be dead.
+    assert.equal(await notice.locator('a').count(), 0);
+  });
+
+  it('reads each answer line with separators, announces a summary after a prediction, and labels the years as the expected age', async () => {
+    const face = await asPng(faces[8]);
+    const expected = await serverPredict(harness.apiUrl, face);
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const before = await page.locator('#source-image').getAttribute('src');
+    await page.setInputFiles('#file-input', { name: face.name, mimeType: face.type, buffer: Buffer.from(face.bytes) });
+    await page.waitForFunction((previous) => (document.querySelector('#source-image') as HTMLImageElement).getAttribute('src') !== previous, before);
+    const announcer = page.locator('#announcer');
+    await page.waitForFunction(() => /^Age group: /.test(document.getElementById('announcer')?.textContent ?? ''));
+    const said = (await announcer.textContent()) ?? '';
+    const pct = (p: number): string => `${(p * 100).toFixed(1)}%`;
+    for (const model of info.models) {
+      const top = expected[model.task] as TaskPrediction;
+      const label = top.group ?? top.label ?? '?';
+      const years = top.years === undefined ? '' : `, expected age ${Math.round(top.years)} years`;
+      const line = `${label}, ${pct(top.probabilities[top.index])}${years}`;
+      assert.ok(said.includes(`: ${line}.`), `the summary says "${line}" for ${model.task}: "${said}"`);
+      // What a screen reader reads: the parts of the answer line apart, not "21-4075.9%".
+      const answer = page.locator(`.task[data-task="${model.task}"] .answer`);
+      assert.equal((await answer.textContent())?.trim(), line);
+      // (Chromium's tree puts a space before each hidden ", " as it is positioned apart; a pause either way.)
+      assert.equal((await answer.ariaSnapshot()).replace(/ ,/g, ','), `- paragraph: ${line}`);
+      if (top.years !== undefined) assert.match((await answer.locator('small[title]').getAttribute('title')) ?? '', /mean of the predicted distribution over ages/);
+    }
+    assert.ok(await announcer.evaluate((node) => node.getAttribute('aria-live') === 'polite' && node.closest('[hidden]') === null), 'the live region is always on the page');
+    assert.equal(await page.evaluate(() => window.scrollY), 0, 'answers already in view: the page does not scroll');
+  });
+
+  it(`refuses a 2x2 PNG in the server's words (both sides must be at least ${DEFAULT_MIN_IMAGE_SIDE} pixels) and takes the previous answers off the page`, async () => {
+    await page.setInputFiles('#file-input', { name: faces[9].name, mimeType: faces[9].type, buffer: Buffer.from(faces[9].bytes) });
+    await page.locator('#results').waitFor({ state: 'visible' });
+    const tiny = Buffer.from(await new Jimp({ width: 2, height: 2, color: 0x808080ff }).getBuffer('image/png'));
+    const server = await serverRefusal(harness.apiUrl, tiny, 'image/png');
+    assert.equal(server.status, 422);
+    assert.equal(server.code, 'image_too_small');
+    await page.setInputFiles('#file-input', { name: 'tiny.png', mimeType: 'image/png', buffer: tiny });
+    const message = page.locator('#message');
+    await message.waitFor({ state: 'visible' });
+    const text = (await message.textContent()) ?? '';
+    assert.ok(text.startsWith('"tiny.png" (of type image/png'), text);
+    const words = server.message.slice(server.message.indexOf(' is ') + 1);
+    assert.ok(text.includes(words), `the page says what the server says ("${words}"): "${text}"`);
+    assert.match(text, new RegExp(`is 2x2; both sides must be at least ${DEFAULT_MIN_IMAGE_SIDE} pixels`));
+    // The previous photo's answers are gone, not left beside the message.
+    assert.equal(await page.locator('#results').isVisible(), false);
+    assert.equal(await page.locator('#results-empty').isVisible(), true);
+    assert.equal(await page.locator('.task').count(), 0);
+    assert.equal(await page.locator('#source-image').getAttribute('src'), null);
+    await page.waitForFunction((said) => document.getElementById('announcer')?.textContent === said, text);
+    const rejection = await page.evaluate(
+      (base64) => window.demo.predict(new Blob([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], { type: 'image/png' })).then(
+        () => 'resolved',
+        (error: Error & { code?: string }) => `${error.name} ${error.code}`,
+      ),
+      tiny.toString('base64'),
+    );
+    assert.equal(rejection, 'ImageSizeError image_too_small');
+  });
+
+  it('takes the previous answers off the page when the next file is not an image', async () => {
+    await page.setInputFiles('#file-input', { name: faces[10].name, mimeType: faces[10].type, buffer: Buffer.from(faces[10].bytes) });
+    await page.locator('#results').waitFor({ state: 'visible' });
+    const corrupt = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.from('not the rest of a JPEG')]);
+    await page.setInputFiles('#file-input', { name: 'broken.jpg', mimeType: 'image/jpeg', buffer: corrupt });
+    await page.locator('#message').waitFor({ state: 'visible' });
+    assert.match((await page.locator('#message').textContent()) ?? '', /"broken\.jpg" \(of type image\/jpeg, 26 bytes\) is not an image/);
+    assert.equal(await page.locator('#results').isVisible(), false, 'no answers shown next to the message');
+    assert.equal(await page.locator('.task').count(), 0);
+  });
+
+  it(`refuses a PNG of 6000x6000 (over ${DEFAULT_MAX_PIXELS} pixels) in the server's words, before decoding it`, async () => {
+    const huge = blackPng(6000, 6000);
+    const server = await serverRefusal(harness.apiUrl, huge, 'image/png');
+    assert.equal(server.status, 413);
+    assert.equal(server.code, 'image_too_large');
+    // Count what would decode or read out the image at full size.
+    await page.evaluate(() => {
+      const counts = { bitmaps: 0, reads: 0 };
+      (window as unknown as { decodeCounts: typeof counts }).decodeCounts = counts;
+      const create = window.createImageBitmap.bind(window);
+      window.createImageBitmap = ((...args: Parameters<typeof create>) => {
+        counts.bitmaps++;
+        return create(...args);
+      }) as typeof window.createImageBitmap;
+      const read = OffscreenCanvasRenderingContext2D.prototype.getImageData;
+      OffscreenCanvasRenderingContext2D.prototype.getImageData = function (this: OffscreenCanvasRenderingContext2D, ...args: Parameters<typeof read>) {
+        counts.reads++;
+        return read.apply(this, args);
+      };
+    });
+    await page.setInputFiles('#file-input', { name: 'huge.png', mimeType: 'image/png', buffer: huge });
+    const message = page.locator('#message');
+    await message.waitFor({ state: 'visible' });
+    const text = (await message.textContent()) ?? '';
+    const words = server.message.slice(server.message.indexOf(' is ') + 1);
+    assert.ok(text.includes(words), `the page says what the server says ("${words}"): "${text}"`);
+    assert.match(text, new RegExp(`is 6000x6000 = 36000000 pixels; the limit is ${DEFAULT_MAX_PIXELS}`));
+    const counts = await page.evaluate(() => (window as unknown as { decodeCounts: { bitmaps: number; reads: number } }).decodeCounts);
+    assert.deepEqual(counts, { bitmaps: 0, reads: 0 }, 'refused from its size alone: never decoded to a bitmap nor read from a canvas');
+    // The next good image is decoded as before.
+    await page.setInputFiles('#file-input', { name: faces[0].name, mimeType: faces[0].type, buffer: Buffer.from(faces[0].bytes) });
+    await message.waitFor({ state: 'hidden' });
+    await page.locator('#results').waitFor({ state: 'visible' });
+    assert.equal((await page.evaluate(() => (window as unknown as { decodeCounts: { bitmaps: number } }).decodeCounts)).bitmaps, 1);
+  });
+
+  it('says on the page that the models are missing with ?models=nope/, without an unhandled rejection', async () => {
+    // Not through openPage: its 404 is the point here, not a failure for the last test to report.
+    const missingModels = await context.newPage();
+    const errors: string[] = [];
+    missingModels.on('pageerror', (error) => errors.push(`${error.name}: ${error.message}`));
+    await missingModels.goto(`${harness.pageUrl}?models=nope/`);
+    await missingModels.waitForFunction(() => document.getElementById('status')?.dataset.state === 'error');
+    assert.match((await missingModels.locator('#status').textContent()) ?? '', /The models could not be loaded: GET \/nope\/manifest\.json answered 404/);
+    // Unhandled rejections are reported after the task that left them; give that time to arrive.
+    await missingModels.evaluate(() => new Promise((resolve) => setTimeout(resolve, 300)));
+    assert.deepEqual(errors, []);
+    await missingModels.close();
+  });
+
   it('says on the page that a file is not an image, without an exception', async () => {
     const errorsBefore = pageErrors.length;
     await page.setInputFiles('#file-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a face\n') });
@@ -253,7 +431,7 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
     await message.waitFor({ state: 'hidden' });
   });
 
-  it('works by keyboard: labelled controls, and Tab then Space on the file input opens the file chooser', async () => {
+  it('works by keyboard: labelled controls, and Tab then Space or Enter on the file input opens the file chooser', async () => {
     const keyboardPage = await openPage();
     // Chromium opens a file chooser only for the page that has focus; the suite's other pages share the browser.
     await keyboardPage.bringToFront();
@@ -274,14 +452,30 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
     await keyboardPage.keyboard.press('Space');
     await (await chooser).setFiles({ name: faces[2].name, mimeType: faces[2].type, buffer: Buffer.from(faces[2].bytes) });
     await keyboardPage.locator('#results').waitFor({ state: 'visible' });
+    // Enter opens it too, as it does any button.
+    const second = keyboardPage.waitForEvent('filechooser');
+    second.catch(() => {});
+    await keyboardPage.locator('#file-input').focus();
+    await keyboardPage.keyboard.press('Enter');
+    await (await second).setFiles({ name: faces[3].name, mimeType: faces[3].type, buffer: Buffer.from(faces[3].bytes) });
+    await keyboardPage.waitForFunction(() => /^Age group: /.test(document.getElementById('announcer')?.textContent ?? ''));
+    // One button in the accessibility tree, not a button and a label saying the same.
+    assert.equal(await keyboardPage.getByRole('button', { name: 'Choose a photo…' }).count(), 1);
+    const tree = await keyboardPage.locator('#drop-zone').ariaSnapshot();
+    assert.equal(tree.split('Choose a photo…').length - 1, 1, `"Choose a photo…" once in the accessibility tree:\n${tree}`);
     await keyboardPage.close();
   });
 
-  it('fits a phone-sized screen without sideways scrolling', async () => {
+  it('fits a phone-sized screen without sideways scrolling, and scrolls the answers into view', async () => {
     const phone = await openPage('', { width: 375, height: 740 });
     await phone.evaluate(() => window.demo.ready);
     await phone.setInputFiles('#file-input', { name: faces[3].name, mimeType: faces[3].type, buffer: Buffer.from(faces[3].bytes) });
     await phone.locator('#results').waitFor({ state: 'visible' });
+    // One column: the answers are below the input, out of sight until the page scrolls to them (smoothly).
+    await phone.waitForFunction(() => {
+      const { top, bottom } = (document.querySelector('.task') as HTMLElement).getBoundingClientRect();
+      return window.scrollY > 0 && top >= 0 && bottom <= window.innerHeight;
+    });
     const widths = await phone.evaluate(() => ({ page: document.documentElement.scrollWidth, screen: window.innerWidth }));
     assert.ok(widths.page <= widths.screen, `page ${widths.page}px wide on a ${widths.screen}px screen`);
     await phone.screenshot({ path: join(ARTIFACTS, 'web-demo-phone.png'), fullPage: true });

@@ -3,6 +3,8 @@
  * orientation. Everything after decoding (crop, greyscale, resize, scaling) is models/spec/preprocess.ts,
  * the same module the server and training use.
  */
+import { readImageHeader } from '../../../models/spec/image-header.ts';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../../../models/spec/limits.ts';
 import type { PixelBuffer } from '../../../models/spec/preprocess.ts';
 
 /** The file is not an image this browser can decode; the message is meant for the page. */
@@ -10,10 +12,69 @@ export class NotAnImageError extends Error {
   override name = 'NotAnImageError';
 }
 
+/** The image is smaller or larger than the server accepts; `code` is the server's error code for it. */
+export class ImageSizeError extends Error {
+  override name = 'ImageSizeError';
+  constructor(
+    readonly code: 'image_too_small' | 'image_too_large',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 function describeFile(blob: Blob): string {
   const name = blob instanceof File && blob.name !== '' ? `"${blob.name}"` : 'This file';
   const type = blob.type === '' ? 'of unknown type' : `of type ${blob.type}`;
   return `${name} (${type}, ${blob.size.toLocaleString('en')} bytes)`;
+}
+
+const notAnImage = (blob: Blob): NotAnImageError =>
+  new NotAnImageError(`${describeFile(blob)} is not an image this browser can read. Choose a photo of a face (JPEG, PNG, WebP, GIF or BMP).`);
+
+/** Refuses the sizes the server refuses by default, in the server's words (serve/decode-worker.ts). */
+function checkImageSize(blob: Blob, width: number, height: number): void {
+  if (width * height > DEFAULT_MAX_PIXELS) {
+    throw new ImageSizeError('image_too_large', `${describeFile(blob)} is ${width}x${height} = ${width * height} pixels; the limit is ${DEFAULT_MAX_PIXELS}. Resize it and try again.`);
+  }
+  if (Math.min(width, height) < DEFAULT_MIN_IMAGE_SIDE) {
+    throw new ImageSizeError('image_too_small', `${describeFile(blob)} is ${width}x${height}; both sides must be at least ${DEFAULT_MIN_IMAGE_SIDE} pixels.`);
+  }
+}
+
+/**
+ * An image's size from its header, read by the server's own parser (no decoding, well under a millisecond); for
+ * a format it does not read (AVIF, SVG, ...), by an <img>.
+ */
+async function headerSize(blob: Blob): Promise<{ width: number; height: number }> {
+  try {
+    return readImageHeader(new Uint8Array(await blob.arrayBuffer()));
+  } catch {
+    // Not a format the server reads, or a header it finds corrupt: the browser's own reading decides.
+    return imageSize(blob);
+  }
+}
+
+/**
+ * An image's size, read by an <img> that is never drawn: the browser reads the size from the header and decodes
+ * the pixels only to draw them, so a 16000x16000 image costs nothing here.
+ */
+async function imageSize(blob: Blob): Promise<{ width: number; height: number }> {
+  const url = URL.createObjectURL(blob);
+  const image = new Image();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      image.onload = () => resolve();
+      image.onerror = () => reject(notAnImage(blob));
+      image.src = url;
+    });
+    // An SVG without a size of its own: nothing the models (or createImageBitmap) can use.
+    if (image.naturalWidth === 0 || image.naturalHeight === 0) throw notAnImage(blob);
+    return { width: image.naturalWidth, height: image.naturalHeight };
+  } finally {
+    image.onload = image.onerror = null;
+    URL.revokeObjectURL(url);
+  }
 }
 
 /** The pixels of a drawable (an ImageBitmap or a video frame), `width` x `height` from (`left`, `top`). */
@@ -27,18 +88,24 @@ export function readPixels(source: CanvasImageSource, left: number, top: number,
 }
 
 /**
- * Decodes an image file. The stored pixels are used as they are (no colour-profile conversion), as the
- * server's decoder does, and EXIF orientation is applied ('from-image'), as the server's decoder does.
+ * Decodes an image file. Its size is checked against the server's limits first, from the header, so an image
+ * the server would refuse is refused here before it is decoded. The stored pixels are used as they are (no
+ * colour-profile conversion), as the server's decoder does, and EXIF orientation is applied ('from-image'), as
+ * the server's decoder does.
  */
 export async function decodeImageBlob(blob: Blob): Promise<PixelBuffer> {
   if (blob.size === 0) throw new NotAnImageError(`${describeFile(blob)} is empty. Choose a photo of a face (JPEG, PNG, WebP, GIF or BMP).`);
+  const size = await headerSize(blob);
+  checkImageSize(blob, size.width, size.height);
   let bitmap: ImageBitmap;
   try {
     bitmap = await createImageBitmap(blob, { imageOrientation: 'from-image', colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   } catch {
-    throw new NotAnImageError(`${describeFile(blob)} is not an image this browser can read. Choose a photo of a face (JPEG, PNG, WebP, GIF or BMP).`);
+    throw notAnImage(blob);
   }
   try {
+    // The decoded size, in case it differs from what the <img> read: still nothing over the limits is read out.
+    checkImageSize(blob, bitmap.width, bitmap.height);
     return readPixels(bitmap, 0, 0, bitmap.width, bitmap.height);
   } finally {
     bitmap.close();

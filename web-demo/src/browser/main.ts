@@ -5,7 +5,7 @@
 import type { Task } from '../../../models/spec/labels.ts';
 import type { InputSpec } from '../../../models/spec/preprocess.ts';
 import { PageConfigError, readPageConfig, DEFAULT_PAGE_CONFIG, type PageConfig } from './config.ts';
-import { decodeImageBlob, NotAnImageError, readPixels } from './decode.ts';
+import { decodeImageBlob, ImageSizeError, NotAnImageError, readPixels } from './decode.ts';
 import { Classifier, type ModelInput, type Prediction, type TaskPrediction } from './models.ts';
 import { loadRuntime, runtimeInfo, webGpuAdapterAvailable, webGpuAvailable, type Backend, type RuntimeInfo } from './runtime.ts';
 
@@ -35,6 +35,8 @@ const TASK_TITLES: Readonly<Record<Task, string>> = { age: 'Age group', ethnicit
 const BACKEND_NAMES: Readonly<Record<Backend, string>> = { wasm: 'WebAssembly (CPU)', webgpu: 'WebGPU' };
 /** The webcam guide's side, as a fraction of the frame's shorter side: a face should fill what the model sees. */
 const GUIDE_FRACTION = 0.7;
+/** How long the live region stays empty before a new line, so that a line equal to the last one is read again. */
+const ANNOUNCE_DELAY_MS = 100;
 
 function element<T extends HTMLElement>(id: string, type: new () => T): T {
   const found = document.getElementById(id);
@@ -55,7 +57,9 @@ const ui = {
   cameraCapture: element('camera-capture', HTMLButtonElement),
   cameraStop: element('camera-stop', HTMLButtonElement),
   message: element('message', HTMLElement),
+  announcer: element('announcer', HTMLElement),
   resultsEmpty: element('results-empty', HTMLElement),
+  resultsPanel: element('results-panel', HTMLElement),
   results: element('results', HTMLElement),
   sourceImage: element('source-image', HTMLImageElement),
   cropCanvas: element('crop-canvas', HTMLCanvasElement),
@@ -69,9 +73,19 @@ function setStatus(state: 'loading' | 'ready' | 'busy' | 'error', text: string):
   ui.statusText.textContent = text;
 }
 
+let announceTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Says `text` to screen readers through the live region that is always on the page. */
+function announce(text: string): void {
+  clearTimeout(announceTimer);
+  ui.announcer.textContent = '';
+  announceTimer = setTimeout(() => (ui.announcer.textContent = text), ANNOUNCE_DELAY_MS);
+}
+
 function showMessage(text: string): void {
   ui.message.textContent = text;
   ui.message.hidden = false;
+  announce(text);
 }
 
 function clearMessage(): void {
@@ -129,7 +143,8 @@ async function start(): Promise<{ classifier: Classifier; info: DemoInfo }> {
 const started = start();
 const classifierReady = started.then((s) => s.classifier);
 const ready = started.then((s) => s.info);
-// `ready` is for callers to await; the page reports a failure itself, so none is left unhandled.
+// Both are awaited where they are used, and the page reports a failure itself, so neither is left unhandled.
+classifierReady.catch(() => {});
 ready.catch(() => {});
 
 function showReady(info: DemoInfo): void {
@@ -167,6 +182,29 @@ function drawModelInput(canvas: HTMLCanvasElement, input: ModelInput): void {
   canvas.getContext('2d')?.putImageData(image, 0, 0);
 }
 
+const topLabel = (prediction: TaskPrediction): string => prediction.group ?? prediction.label ?? String(prediction.index);
+const expectedAge = (years: number): string => `expected age ${Math.round(years)} years`;
+const EXPECTED_AGE_TITLE = 'The mean of the predicted distribution over ages: it can fall outside the most likely age group shown';
+
+/** Text that only screen readers get, between parts that CSS alone sets apart (else they read "21-4075.9%"). */
+function separator(text: string): HTMLElement {
+  const hidden = document.createElement('span');
+  hidden.className = 'visually-hidden';
+  hidden.textContent = text;
+  return hidden;
+}
+
+/** One line for screen readers, e.g. "Age group: 21-40, 75.9%, expected age 34 years. Ethnicity: White, 71.4%." */
+function summary(classifier: Classifier, prediction: Prediction): string {
+  return classifier.models
+    .map(({ task }) => {
+      const answer = prediction[task] as TaskPrediction;
+      const years = answer.years === undefined ? '' : `, ${expectedAge(answer.years)}`;
+      return `${TASK_TITLES[task as Task] ?? task}: ${topLabel(answer)}, ${percent(answer.probabilities[answer.index])}${years}.`;
+    })
+    .join(' ');
+}
+
 function taskCard(task: string, prediction: TaskPrediction, labels: readonly string[]): HTMLElement {
   const card = document.createElement('section');
   card.className = 'task';
@@ -178,14 +216,17 @@ function taskCard(task: string, prediction: TaskPrediction, labels: readonly str
   heading.textContent = TASK_TITLES[task as Task] ?? task;
   const answer = document.createElement('p');
   answer.className = 'answer';
-  answer.textContent = prediction.group ?? prediction.label ?? String(prediction.index);
+  const label = document.createElement('span');
+  label.textContent = topLabel(prediction);
   const confidence = document.createElement('small');
   confidence.textContent = percent(prediction.probabilities[prediction.index]);
-  answer.append(confidence);
+  // Each part stays whole (CSS); <wbr> lets the line wrap between them.
+  answer.append(label, separator(', '), document.createElement('wbr'), confidence);
   if (prediction.years !== undefined) {
     const years = document.createElement('small');
-    years.textContent = `about ${Math.round(prediction.years)} years`;
-    answer.append(years);
+    years.textContent = expectedAge(prediction.years);
+    years.title = EXPECTED_AGE_TITLE;
+    answer.append(separator(', '), document.createElement('wbr'), years);
   }
   const list = document.createElement('ul');
   list.className = 'bars';
@@ -206,7 +247,7 @@ function taskCard(task: string, prediction: TaskPrediction, labels: readonly str
     const value = document.createElement('span');
     value.className = 'pct';
     value.textContent = percent(p);
-    item.append(name, track, value);
+    item.append(name, separator(': '), track, value);
     list.append(item);
   });
   card.append(heading, answer, list);
@@ -229,6 +270,30 @@ function render(classifier: Classifier, prediction: Prediction, inputs: readonly
   ui.timings.textContent = `Inference ${t.inference.toFixed(1)} ms · decoding and preprocessing ${t.decode.toFixed(1)} ms · total ${t.total.toFixed(1)} ms`;
   ui.resultsEmpty.hidden = true;
   ui.results.hidden = false;
+  announce(summary(classifier, prediction));
+  revealResults();
+}
+
+/** Takes a rejected image's predecessor off the page, so that its answers cannot be read as the new image's. */
+function clearResults(): void {
+  const previous = ui.sourceImage.src;
+  ui.sourceImage.removeAttribute('src');
+  if (previous.startsWith('blob:')) URL.revokeObjectURL(previous);
+  ui.cropCanvas.width = 0;
+  ui.cropCanvas.height = 0;
+  ui.tasks.replaceChildren();
+  ui.timings.textContent = '';
+  ui.results.hidden = true;
+  ui.resultsEmpty.hidden = false;
+}
+
+/** On a narrow screen the answers are below the input: scroll to them, unless the first one is already in view. */
+function revealResults(): void {
+  const first = ui.tasks.firstElementChild ?? ui.results;
+  const { top, bottom } = first.getBoundingClientRect();
+  if (top >= 0 && bottom <= window.innerHeight) return;
+  const smooth = !window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+  ui.resultsPanel.scrollIntoView({ behavior: smooth ? 'smooth' : 'auto', block: 'start' });
 }
 
 /** The latest image wins: an answer for an older one is dropped. */
@@ -252,7 +317,8 @@ async function showPrediction(image: Blob): Promise<void> {
     render(classifier, prediction, inputs, URL.createObjectURL(image));
   } catch (error) {
     if (ticket !== latest) return;
-    showMessage(error instanceof NotAnImageError ? error.message : `Could not predict: ${errorText(error)}`);
+    clearResults();
+    showMessage(error instanceof NotAnImageError || error instanceof ImageSizeError ? error.message : `Could not predict: ${errorText(error)}`);
   } finally {
     if (ticket === latest) ready.then(showReady, () => {});
   }
@@ -260,6 +326,13 @@ async function showPrediction(image: Blob): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 // Input: file picker, drag and drop, paste.
+
+// A file input opens its chooser on Space; a control shown as a button must open on Enter too.
+ui.fileInput.addEventListener('keydown', (event) => {
+  if (event.key !== 'Enter' || event.repeat) return;
+  event.preventDefault();
+  ui.fileInput.click();
+});
 
 ui.fileInput.addEventListener('change', () => {
   const file = ui.fileInput.files?.[0];
