@@ -21,7 +21,7 @@ function concatBytes(chunks: readonly Uint8Array[], length: number): Uint8Array 
 }
 
 /** A byte count as people read it: "512 bytes", "7.8 KB", "10.0 MB" (units of 1024). */
-export function formatBytes(bytes: number): string {
+function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} bytes`;
   if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;

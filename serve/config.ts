@@ -124,13 +124,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       throw new ConfigError(`Unknown environment variable ${name}; expected one of: ${[...knownEnv].filter((n) => n.startsWith(ENV_PREFIX)).join(', ')}`);
     }
   }
-  /** the options set by a flag or the environment, not left at their default */
-  const explicit = new Set<keyof ServeConfig>();
+  /** where each option not left at its default was set: its flag or its environment variable */
+  const setBy = new Map<keyof ServeConfig, string>();
   for (const key of KEYS) {
     const raw = env[OPTIONS[key].env];
     if (raw === undefined) continue;
     values.set(key, parseValue(key, raw, OPTIONS[key].env));
-    explicit.add(key);
+    setBy.set(key, OPTIONS[key].env);
   }
 
   const byFlag = new Map(KEYS.map((key) => [OPTIONS[key].flag, key]));
@@ -148,15 +148,16 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     else if (i + 1 < argv.length) raw = argv[++i];
     else throw new ConfigError(`Option ${flag} needs a value`);
     values.set(key, parseValue(key, raw, flag));
-    explicit.add(key);
+    setBy.set(key, flag);
   }
 
   // Every key of OPTIONS is in `values`, each parsed to its kind's type above: the object is a ServeConfig.
   const config = Object.fromEntries(values) as unknown as ServeConfig;
   // A batch is admitted to the queue as a whole: one larger than the queue would be told to retry forever.
   if (config.maxBatchImages > config.maxQueue) {
-    if (!explicit.has('maxBatchImages')) config.maxBatchImages = config.maxQueue;
-    else throw new ConfigError(`${OPTIONS.maxBatchImages.flag} (${config.maxBatchImages}) must not exceed ${OPTIONS.maxQueue.flag} (${config.maxQueue}): a batch that large could never be admitted`);
+    const batchSetBy = setBy.get('maxBatchImages');
+    if (batchSetBy === undefined) config.maxBatchImages = config.maxQueue;
+    else throw new ConfigError(`${batchSetBy} (${config.maxBatchImages}) must not exceed ${setBy.get('maxQueue') ?? OPTIONS.maxQueue.flag} (${config.maxQueue}): a batch that large could never be admitted`);
   }
   if (config.decodeThreads === 0) config.decodeThreads = Math.max(1, Math.floor(availableParallelism() / config.workers));
   return config;

@@ -148,6 +148,7 @@ export class DecodePool {
         markFailed(new Error('A decode thread exited while loading'));
         this.threads.splice(index, 1);
         if (this.threads.length === 0) for (const task of this.waiting.splice(0)) task.reject(new Error('No decode thread could start'));
+        else this.dispatch();
         return;
       }
       this.threads[index] = this.spawn();
@@ -194,5 +195,7 @@ export class DecodePool {
       void thread.worker.terminate();
       this.options.onReplaced?.();
     }
+    // The images put back in line go to whichever thread is free first, the replacement once it has loaded.
+    this.dispatch();
   }
 }

@@ -6,44 +6,12 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deflateSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { makeImage, rawRequest, startTestServer, type TestServer } from '../serve/bench/harness.ts';
+import { blackPng, makeImage, rawRequest, startTestServer, type TestServer } from '../serve/bench/harness.ts';
 import { concatBytes } from '../models/spec/onnx-wire.ts';
 
 interface ErrorBody {
   error: { code: string; message: string };
-}
-
-function crc32(bytes: Uint8Array): number {
-  let crc = 0xffffffff;
-  for (const byte of bytes) {
-    crc ^= byte;
-    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
-  }
-  return (crc ^ 0xffffffff) >>> 0;
-}
-
-function pngChunk(type: string, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + data.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, data.length);
-  out.set(new TextEncoder().encode(type), 4);
-  out.set(data, 8);
-  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
-  return out;
-}
-
-/** A real decompression bomb: a grayscale PNG of `side` x `side` zeros, a few hundred KB on the wire. */
-function pngBomb(side: number): Uint8Array<ArrayBuffer> {
-  const ihdr = new Uint8Array(13);
-  const view = new DataView(ihdr.buffer);
-  view.setUint32(0, side);
-  view.setUint32(4, side);
-  ihdr.set([8, 0, 0, 0, 0], 8); // 8-bit grayscale, no interlace
-  const idat = new Uint8Array(deflateSync(new Uint8Array((side + 1) * side), { level: 9 }));
-  const parts = [new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), pngChunk('IDAT', idat), pngChunk('IEND', new Uint8Array(0))];
-  return concatBytes(parts);
 }
 
 /** A JPEG whose frame header claims `width` x `height`, with no image data worth the name. */
@@ -145,7 +113,7 @@ describe('serve: bad input', () => {
   });
 
   it('rejects a PNG decompression bomb (10000x10000) from its header, before allocating its pixels', async () => {
-    const bomb = pngBomb(10_000);
+    const bomb = blackPng(10_000, 10_000);
     assert.ok(bomb.length < 512 * 1024, `the bomb is small on the wire (${bomb.length} bytes)`);
     const decodesBefore = await decodeCount();
     const rssBefore = process.memoryUsage().rss;

@@ -20,6 +20,8 @@ import { missingCudaBinaries } from '../serve/runtime.ts';
 
 interface Spawned {
   child: ChildProcess;
+  /** started as `npm start` (npm is the child, in a process group of its own) */
+  viaNpm: boolean;
   output: string[];
   exit: Promise<number | null>;
   /** Resolves with the first output line matching `pattern`. */
@@ -28,11 +30,17 @@ interface Spawned {
   port(): Promise<number>;
 }
 
+/**
+ * npm's own script, run by this node (so no `npm` on PATH is needed): set where the tests run under
+ * `npm test`, as CI runs them.
+ */
+const NPM_CLI = process.env.npm_execpath;
+
 /** serve/main.ts in a child process; `viaNpm`: as `npm start -- ARGS` runs it, npm being the child. */
 function startMain(args: string[], env: NodeJS.ProcessEnv = {}, viaNpm = false): Spawned {
-  const [command, commandArgs] = viaNpm ? ['npm', ['start', '--silent', '--', ...args]] : [process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'serve', 'main.ts'), ...args]];
-  const child = spawn(command, commandArgs, {
-    // npm's children get a process group of their own, so that none can outlive the test (see stop()).
+  const commandArgs = viaNpm ? [NPM_CLI as string, 'start', '--silent', '--', ...args] : ['--import', 'tsx', join(REPO_ROOT, 'serve', 'main.ts'), ...args];
+  const child = spawn(process.execPath, commandArgs, {
+    // npm and its children get a process group of their own, for stop() to end any server npm leaves behind.
     detached: viaNpm,
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
@@ -48,7 +56,10 @@ function startMain(args: string[], env: NodeJS.ProcessEnv = {}, viaNpm = false):
   };
   child.stdout?.on('data', onText);
   child.stderr?.on('data', onText);
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const exit = new Promise<number | null>((resolve, reject) => {
+    child.on('exit', (code) => resolve(code));
+    child.on('error', reject);
+  });
   const waitFor = (pattern: RegExp, timeoutMs = 30_000): Promise<string> =>
     new Promise((resolve, reject) => {
       const seen = output.find((line) => pattern.test(line));
@@ -58,14 +69,14 @@ function startMain(args: string[], env: NodeJS.ProcessEnv = {}, viaNpm = false):
       void exit.then(() => setTimeout(() => reject(new Error(`exited before a line matching ${pattern}; output:\n${output.join('\n')}`)), 50));
     });
   const port = async (): Promise<number> => Number(/listening on http:\/\/[^:]+:(\d+)/.exec(await waitFor(/listening on/))?.[1]);
-  return { child, output, exit, waitFor, port };
+  return { child, viaNpm, output, exit, waitFor, port };
 }
 
 async function stop(server: Spawned): Promise<void> {
   if (server.child.exitCode === null) server.child.kill('SIGTERM');
   await server.exit;
-  // Whatever of a detached group is still running (a server npm left behind) is killed.
-  if (server.child.spawnargs[0] === 'npm' && server.child.pid !== undefined) {
+  // Whatever of npm's group is still running (a server npm left behind) is killed.
+  if (server.viaNpm && server.child.pid !== undefined) {
     try {
       process.kill(-server.child.pid, 'SIGKILL');
     } catch {
@@ -167,14 +178,14 @@ describe('serve lifecycle (npm start in a child process)', () => {
     }
   });
 
-  it('drains and exits when SIGTERM goes to npm (as a container runtime sends it to `npm start`), leaving no server behind', async () => {
+  it('drains and exits when SIGTERM goes to npm (as a container runtime sends it to `npm start`), leaving no server behind', { skip: NPM_CLI === undefined && 'not run by npm (npm_execpath is unset): run `npm test`' }, async () => {
     const server = startMain(base(), {}, true);
     try {
       const port = await server.port();
       await server.waitFor(/ready in/);
       server.child.kill('SIGTERM');
       await server.waitFor(/SIGTERM: finishing requests in flight/);
-      await server.exit;
+      assert.equal(await server.exit, 0, 'npm exits as the server does, cleanly');
       let refused = false;
       for (let i = 0; i < 50 && !refused; i++) {
         refused = await refusesConnections(port);

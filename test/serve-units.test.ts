@@ -47,7 +47,8 @@ describe('serve config', () => {
     assert.equal(loadConfig(['--max-queue', '8', '--max-batch-images', '4'], {}).maxBatchImages, 4);
     assert.equal(loadConfig([], {}).maxBatchImages, OPTIONS.maxBatchImages.default);
     assert.throws(() => loadConfig(['--max-queue', '8', '--max-batch-images', '16'], {}), (e) => e instanceof ConfigError && /--max-batch-images \(16\) must not exceed --max-queue \(8\)/.test(e.message));
-    assert.throws(() => loadConfig(['--max-queue', '8'], { SERVE_MAX_BATCH_IMAGES: '9' }), ConfigError);
+    assert.throws(() => loadConfig(['--max-queue', '8'], { SERVE_MAX_BATCH_IMAGES: '9' }), /SERVE_MAX_BATCH_IMAGES \(9\) must not exceed --max-queue \(8\)/);
+    assert.throws(() => loadConfig(['--max-batch-images', '64'], {}), /--max-batch-images \(64\) must not exceed --max-queue \(32\)/);
   });
 
   it('refuses unknown flags, stray arguments and unknown SERVE_* variables by name', () => {

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { crc32, deflateSync } from 'node:zlib';
 import { Jimp } from 'jimp';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../models/spec/limits.ts';
+import { blackPng } from '../serve/bench/harness.ts';
 import type { DemoInfo } from '../web-demo/src/browser/main.ts';
 import type { Prediction, TaskPrediction } from '../web-demo/src/browser/models.ts';
 import { ORT_FILES } from '../web-demo/src/browser/runtime.ts';
@@ -33,25 +33,6 @@ if (missing !== undefined) console.log(`# web-e2e skipped: ${missing}`);
 async function asPng(face: FaceImage): Promise<FaceImage> {
   const image = await Jimp.fromBuffer(Buffer.from(face.bytes));
   return { name: face.name.replace(/\.jpe?g(\.chip\.jpg)?$/i, '.png'), type: 'image/png', bytes: new Uint8Array(await image.getBuffer('image/png')) };
-}
-
-/** A one-colour (black) grayscale PNG of any size, built directly: its pixels compress to almost nothing. */
-function blackPng(width: number, height: number): Buffer {
-  const chunk = (type: string, data: Buffer): Buffer => {
-    const typed = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(data.length);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(typed));
-    return Buffer.concat([length, typed, crc]);
-  };
-  const header = Buffer.alloc(13);
-  header.writeUInt32BE(width, 0);
-  header.writeUInt32BE(height, 4);
-  header[8] = 8; // bit depth; colour type 0 (grayscale), compression, filter and interlace 0
-  // Each row: filter type 0, then `width` zero bytes.
-  const pixels = deflateSync(Buffer.alloc(height * (width + 1)), { level: 9 });
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
 }
 
 /** The server's refusal of an image: its status and {"error": {"code", "message"}}. */
@@ -368,7 +349,7 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
   });
 
   it(`refuses a PNG of 6000x6000 (over ${DEFAULT_MAX_PIXELS} pixels) in the server's words, before decoding it`, async () => {
-    const huge = blackPng(6000, 6000);
+    const huge = Buffer.from(blackPng(6000, 6000));
     const server = await serverRefusal(harness.apiUrl, huge, 'image/png');
     assert.equal(server.status, 413);
     assert.equal(server.code, 'image_too_large');

@@ -59,12 +59,15 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
 
 /** jpeg-js's defaults (100 megapixels, 512 MB). */
 const JPEG_DECODER_DEFAULTS = { maxResolutionInMP: 100, maxMemoryUsageInMB: 512 };
-/** What jpeg-js allocates per pixel at most, with room to spare (measured: about 21 bytes for a 4:2:0 colour JPEG). */
+/**
+ * What jpeg-js allocates per pixel at most, with room to spare: measured, about 21 bytes for a 4:4:4 colour JPEG
+ * (what jimp writes); by its own accounting a 4-component (CMYK) 4:4:4 JPEG, the worst case, needs about 28.
+ */
 const JPEG_BYTES_PER_PIXEL = 32;
 
 /**
  * jpeg-js's limits, raised where needed so that an image within `maxPixels` is never refused by the decoder
- * (its 512 MB default refuses colour JPEGs above about 21 megapixels).
+ * (its 512 MB default refuses 4:4:4 colour JPEGs above about 24 megapixels, CMYK ones above about 19).
  */
 export function jpegLimits(maxPixels: number | undefined): typeof JPEG_DECODER_DEFAULTS {
   if (maxPixels === undefined) return JPEG_DECODER_DEFAULTS;

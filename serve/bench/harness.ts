@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32, deflateSync } from 'node:zlib';
 import { Jimp } from 'jimp';
 import { loadConfig, type ServeConfig } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
@@ -67,6 +68,28 @@ export async function makeImage(width: number, height: number, mime: 'image/jpeg
   }
   const bytes = mime === 'image/jpeg' ? await image.getBuffer('image/jpeg', { quality: 90 }) : await image.getBuffer(mime);
   return new Uint8Array(bytes);
+}
+
+/**
+ * A black 8-bit grayscale PNG of any size, built directly: its pixels compress to almost nothing, so a
+ * 10000x10000 one (a decompression bomb: 400 MB as RGBA) is a few hundred KB.
+ */
+export function blackPng(width: number, height: number): Uint8Array<ArrayBuffer> {
+  const chunk = (type: string, data: Uint8Array): Buffer => {
+    const typed = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const framed = Buffer.alloc(typed.length + 8);
+    framed.writeUInt32BE(data.length, 0);
+    typed.copy(framed, 4);
+    framed.writeUInt32BE(crc32(typed), typed.length + 4);
+    return framed;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bit depth; colour type 0 (grayscale), compression, filter and interlace 0
+  // Each row: filter type 0, then `width` zero bytes.
+  const pixels = deflateSync(Buffer.alloc(height * (width + 1)), { level: 9 });
+  return new Uint8Array(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]));
 }
 
 export interface RawResponse {

@@ -3,7 +3,7 @@
  * orientation. Everything after decoding (crop, greyscale, resize, scaling) is models/spec/preprocess.ts,
  * the same module the server and training use.
  */
-import { readImageHeader } from '../../../models/spec/image-header.ts';
+import { ImageDecodeError, readImageHeader } from '../../../models/spec/image-header.ts';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../../../models/spec/limits.ts';
 import type { PixelBuffer } from '../../../models/spec/preprocess.ts';
 
@@ -49,9 +49,11 @@ function checkImageSize(blob: Blob, width: number, height: number): void {
 async function headerSize(blob: Blob): Promise<{ width: number; height: number }> {
   try {
     return readImageHeader(new Uint8Array(await blob.arrayBuffer()));
-  } catch {
-    // Not a format the server reads, or a header it finds corrupt: the browser's own reading decides.
-    return imageSize(blob);
+  } catch (error) {
+    // A format the server does not read: the browser's own reading decides. A header the server finds broken is
+    // refused, as the server refuses it (a browser would show what it could of a truncated file).
+    if (error instanceof ImageDecodeError && error.reason === 'unsupported-format') return imageSize(blob);
+    throw notAnImage(blob);
   }
 }
 

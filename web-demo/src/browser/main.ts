@@ -254,10 +254,16 @@ function taskCard(task: string, prediction: TaskPrediction, labels: readonly str
   return card;
 }
 
-function render(classifier: Classifier, prediction: Prediction, inputs: readonly ModelInput[], sourceUrl: string): void {
+/** Shows `url` as the photo (or none), freeing the object URL of the photo it replaces. */
+function setSourceImage(url: string | undefined): void {
   const previous = ui.sourceImage.src;
-  ui.sourceImage.src = sourceUrl;
+  if (url === undefined) ui.sourceImage.removeAttribute('src');
+  else ui.sourceImage.src = url;
   if (previous.startsWith('blob:')) URL.revokeObjectURL(previous);
+}
+
+function render(classifier: Classifier, prediction: Prediction, inputs: readonly ModelInput[], sourceUrl: string): void {
+  setSourceImage(sourceUrl);
   const first = inputs[0];
   drawModelInput(ui.cropCanvas, first);
   const { width, height, channels } = first.spec;
@@ -276,9 +282,7 @@ function render(classifier: Classifier, prediction: Prediction, inputs: readonly
 
 /** Takes a rejected image's predecessor off the page, so that its answers cannot be read as the new image's. */
 function clearResults(): void {
-  const previous = ui.sourceImage.src;
-  ui.sourceImage.removeAttribute('src');
-  if (previous.startsWith('blob:')) URL.revokeObjectURL(previous);
+  setSourceImage(undefined);
   ui.cropCanvas.width = 0;
   ui.cropCanvas.height = 0;
   ui.tasks.replaceChildren();
@@ -326,13 +330,6 @@ async function showPrediction(image: Blob): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 // Input: file picker, drag and drop, paste.
-
-// A file input opens its chooser on Space; a control shown as a button must open on Enter too.
-ui.fileInput.addEventListener('keydown', (event) => {
-  if (event.key !== 'Enter' || event.repeat) return;
-  event.preventDefault();
-  ui.fileInput.click();
-});
 
 ui.fileInput.addEventListener('change', () => {
   const file = ui.fileInput.files?.[0];
