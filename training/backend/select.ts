@@ -113,10 +113,12 @@ export function parseBackendName(value: string): BackendName | 'auto' {
 /**
  * Loads and activates a backend: `requested` if given (failing with what to do when it cannot run),
  * otherwise the best available. Logs one line with the choice and the reasons. Calling it again switches.
+ * `flag` is the option the caller's program took the request from, named in the failure's advice.
  */
 export async function selectBackend(
   requested: BackendName | 'auto' = 'auto',
   log: (line: string) => void = (line) => console.error(line),
+  flag = '--backend',
 ): Promise<SelectedBackend> {
   const wanted = parseBackendName(requested);
   silenceCpuBanner();
@@ -125,7 +127,8 @@ export async function selectBackend(
     if (failure !== undefined) {
       const entry = BACKENDS[wanted];
       const others = BACKEND_NAMES.filter((name) => name !== wanted).join(', ');
-      throw new Error(`Backend "${wanted}" is not available: ${failure}. To use it, ${entry.remedy}; or choose another --backend: auto, ${others}`);
+      // Only names the flags take: none of the CLIs takes "auto" (leaving the flag out means it).
+      throw new Error(`Backend "${wanted}" is not available: ${failure}. To use it, ${entry.remedy}; or choose another ${flag}: ${others}`);
     }
     log(`backend: ${await describe(wanted)}, as requested`);
     return { name: wanted, tfjsName: tf.getBackend(), reasons: ['requested'] };

@@ -156,7 +156,7 @@ function makeBenchModel(option: ModelOption): BenchModel {
 
 /** Trains the chosen model on one backend in this process and returns its throughput. */
 async function benchBackend(backend: BackendName, config: BenchConfig): Promise<BenchResult> {
-  await selectBackend(backend, (line) => console.error(line));
+  await selectBackend(backend, (line) => console.error(line), '--backends');
   if (backend === 'wasm') registerWasmTrainingKernels(config.wasmKernels);
   const { model, batchSize, images, labels } = makeBenchModel(config.model);
   const step = async (): Promise<void> => {

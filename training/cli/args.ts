@@ -1,4 +1,6 @@
-import { resolve } from 'node:path';
+import { constants } from 'node:fs';
+import { access, mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Small helpers shared by the command-line programs: flag validation and a uniform way to fail. */
@@ -21,6 +23,66 @@ export function parsePositiveInt(flag: string, value: string, min = 1): number {
     throw new UsageError(`${flag} must be a whole number of at least ${min}; got "${value}"`);
   }
   return n;
+}
+
+/** The error's code (ENOENT, EACCES, ...) or message, for a one-line reason. */
+function reason(error: unknown): string {
+  return (error as { code?: string }).code ?? (error instanceof Error ? error.message : String(error));
+}
+
+/**
+ * Checks, before any work, that `file` can be written: not a folder, its folder created if missing (as export
+ * does) and writable. `flag` names the option in the messages.
+ */
+export async function prepareOutputFile(flag: string, file: string): Promise<void> {
+  const info = await stat(file).catch(() => undefined);
+  if (info?.isDirectory()) throw new UsageError(`${flag} "${file}" is a folder; expected the path of a file to write`);
+  const folder = dirname(file);
+  try {
+    await mkdir(folder, { recursive: true });
+  } catch (error) {
+    throw new UsageError(`${flag} "${file}": its folder "${folder}" cannot be created (${reason(error)})`);
+  }
+  try {
+    await access(info === undefined ? folder : file, constants.W_OK);
+  } catch (error) {
+    throw new UsageError(`${flag} "${file}" cannot be written (${reason(error)})`);
+  }
+}
+
+/**
+ * Checks, before any work, that a run can be written to `folder`: a new or empty folder, so that one run never
+ * mixes with another's files. Creates it; the returned function removes what it created while it is still empty
+ * (for a run that failed before writing anything).
+ */
+export async function prepareRunFolder(flag: string, folder: string): Promise<() => Promise<void>> {
+  const info = await stat(folder).catch(() => undefined);
+  if (info !== undefined && !info.isDirectory()) {
+    throw new UsageError(`${flag} "${folder}" is a file; a run is written to a folder: choose a new folder`);
+  }
+  if (info !== undefined) {
+    const entries = await readdir(folder);
+    if (entries.length > 0) {
+      const shown = entries.sort().slice(0, 3).join(', ') + (entries.length > 3 ? ', ...' : '');
+      throw new UsageError(
+        `${flag} "${folder}" is not empty (${shown}); a run there would mix with what it holds: choose a new folder, or delete this one`,
+      );
+    }
+  }
+  let created: string | undefined;
+  try {
+    created = await mkdir(folder, { recursive: true });
+    await access(folder, constants.W_OK);
+  } catch (error) {
+    throw new UsageError(`${flag} "${folder}" cannot be created or written (${reason(error)})`);
+  }
+  return async () => {
+    if (created === undefined) return;
+    // From the run folder up to the first folder mkdir created, each while empty; rmdir refuses a non-empty one.
+    for (let dir = folder; ; dir = dirname(dir)) {
+      if (!(await rmdir(dir).then(() => true, () => false)) || dir === created || relative(created, dir).startsWith('..')) return;
+    }
+  };
 }
 
 /** Runs a CLI's main function: usage errors print the usage and exit 2, other errors print their message and exit 1. */

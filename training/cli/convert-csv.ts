@@ -1,7 +1,7 @@
 /**
  * npm run convert:csv -- --data <utkface folder> --out <file.csv> [--limit N] [--workers N] [--no-cache]
  *
- * Writes a UTKFace folder in the Kaggle age_gender.csv format (48x48 gray, through the same decoding and
+ * Writes the faces of a UTKFace folder to one CSV file in the Kaggle age_gender.csv format (48x48 gray, through the same decoding and
  * preprocessing as training), so that the folder and CSV paths can be checked against each other.
  */
 import { once } from 'node:events';
@@ -12,13 +12,14 @@ import { parseArgs } from 'node:util';
 import type { LoadOptions } from '../data/dataset.ts';
 import { CSV_HEADER, CSV_SPEC, formatCsvRow } from '../data/kaggle-csv.ts';
 import { loadDataset } from '../data/load.ts';
-import { isMain, parsePositiveInt, runCli, UsageError } from './args.ts';
+import { isMain, parsePositiveInt, prepareOutputFile, runCli, UsageError } from './args.ts';
 
 const USAGE = `Usage: npm run convert:csv -- --data <utkface folder> --out <file.csv> [options]
 
 Options:
   --data DIR      a UTKFace folder of {age}_{gender}_{race}_{date&time}.jpg.chip.jpg   (required)
-  --out FILE      the CSV to write, header ${CSV_HEADER}      (required)
+  --out FILE      the CSV file to write, header ${CSV_HEADER}      (required)
+                  (its folder is created if missing)
   --limit N       write a fixed random subset of N faces
   --workers N     parallel decode workers                           (default: CPU cores)
   --no-cache      decode the images again instead of reading the dataset cache
@@ -62,6 +63,8 @@ export function parseConvertArgs(argv: string[]): ConvertConfig {
 export async function convertUtkFaceToCsv(folder: string, out: string, options: LoadOptions = {}): Promise<number> {
   const info = await stat(folder).catch(() => undefined);
   if (info === undefined || !info.isDirectory()) throw new UsageError(`--data "${folder}" is not a folder; expected a UTKFace folder`);
+  // Before decoding: a wrong --out would otherwise fail only after every image is decoded.
+  await prepareOutputFile('--out', out);
   const dataset = await loadDataset(folder, CSV_SPEC, options);
   const faceBytes = CSV_SPEC.height * CSV_SPEC.width * CSV_SPEC.channels;
   // Written aside and renamed, so that an interrupted run leaves no half CSV under the real name.

@@ -25,7 +25,8 @@ const USAGE = `Usage: npm run evaluate -- --model PATH [options]
                      a run folder (age/, ethnicity/, gender/ inside) or one task folder of it, or
                      an exported .onnx file, or a folder of them (e.g. models/), run in onnxruntime-node
   --data PATH      a UTKFace folder or a Kaggle age_gender.csv   (default: ../shared/data/utkface)
-  --split S        test: only the faces the training run held out for testing (default); all: every face
+  --split S        test: only the faces the training run held out for testing (default; an error on data
+                     other than the run's, where that split cannot be recovered); all: every face
   --limit N        a fixed random subset of N faces of the data (default: the training run's own)
   --backend B      for tfjs models: ${BACKEND_NAMES.join(', ')} (default: the best one available)`;
 
@@ -64,7 +65,9 @@ async function tfjsCandidate(folder: string): Promise<Candidate> {
 /** An exported model: everything evaluation needs is in its metadata. */
 async function onnxCandidate(file: string): Promise<Candidate> {
   const bytes = new Uint8Array(await readFile(file));
-  const { predict, metadata, release } = await onnxPredictor(bytes);
+  const { predict, metadata, release } = await onnxPredictor(bytes).catch((error: unknown) => {
+    throw new Error(`${file}: ${error instanceof Error ? error.message : String(error)}`);
+  });
   const metrics = (metadata.metrics ?? {}) as { split?: TestSplitInfo };
   return {
     name: file,
@@ -96,8 +99,11 @@ function testIndices(split: TestSplitInfo | undefined, dataset: Dataset, name: s
     return undefined;
   }
   if (split.datasetCount !== dataset.count) {
-    console.error(`${name}: its test split was drawn from ${split.datasetCount} faces, this data has ${dataset.count}; evaluating every face (--split all)`);
-    return undefined;
+    // Scoring every face instead would include the training faces under a --split test that promises held-out ones.
+    throw new UsageError(
+      `${name}: its test split was drawn from ${split.datasetCount} faces and this data has ${dataset.count}, so the test split cannot be recovered on it; ` +
+        'pass --split all to score every face (training faces included)',
+    );
   }
   return trainTestSplit(dataset.count, split.testFraction, split.seed).test;
 }

@@ -4,23 +4,27 @@
  * Writes models/MODEL_CARD.md from a measurement, not from memory: each shipped ONNX model is evaluated in
  * onnxruntime-node on the test split recorded in its own metadata, and the card's tables are those figures.
  */
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ETHNICITY_LABELS, GENDER_LABELS, type Task } from '../../models/spec/labels.ts';
-import type { ModelMetadata } from '../../models/spec/metadata.ts';
+import { readModelMetadata, type ModelMetadata } from '../../models/spec/metadata.ts';
 import { loadDataset } from '../data/load.ts';
 import { trainTestSplit } from '../data/split.ts';
 import { evaluate, onnxPredictor, type Evaluation } from '../evaluate.ts';
 import { defaultDataSource, REPO_ROOT } from '../paths.ts';
 import type { TestSplitInfo } from '../train-task.ts';
-import { isMain, runCli, UsageError } from './args.ts';
+import { isMain, prepareOutputFile, runCli, UsageError } from './args.ts';
 
 const USAGE = `Usage: npm run model-card -- [--models DIR] [--data PATH] [--out FILE]
 
   --models DIR   the exported models                              (default: models)
   --data PATH    the UTKFace folder they were trained on           (default: ../shared/data/utkface)
-  --out FILE     where the card is written                         (default: <models>/MODEL_CARD.md)`;
+  --out FILE     where the card is written                         (default: <models>/MODEL_CARD.md)
+
+Each model is measured on the test split recorded in its metadata, so --data must be the data it was trained
+on. At least one model must have been trained on the full data (no --limit): the card describes the data from
+it; models trained on a --limit subset alone are refused.`;
 
 interface Measured {
   file: string;
@@ -195,22 +199,59 @@ npm run evaluate -- --model models              # the same figures, printed in f
 `;
 }
 
+/** The message of an error about one model file, with the file's name in front. */
+function aboutFile(file: string, error: unknown): Error {
+  return new Error(`${file}: ${error instanceof Error ? error.message : String(error)}`);
+}
+
 if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   const { values } = parseArgs({ args: argv, strict: true, options: { models: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', default: false } } });
   if (values.help) throw new UsageError('');
   const modelsDir = resolve(values.models ?? join(REPO_ROOT, 'models'));
   const data = values.data ?? defaultDataSource();
   if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
+  const modelsInfo = await stat(modelsDir).catch(() => undefined);
+  if (modelsInfo === undefined) throw new UsageError(`--models "${modelsDir}" does not exist`);
+  if (!modelsInfo.isDirectory()) throw new UsageError(`--models "${modelsDir}" is not a folder; expected a folder of exported .onnx models`);
   const files = (await readdir(modelsDir)).filter((f) => f.endsWith('.onnx')).sort();
   if (files.length === 0) throw new UsageError(`no .onnx models in "${modelsDir}"; export them first (npm run export -- --all)`);
+  const out = resolve(values.out ?? join(modelsDir, 'MODEL_CARD.md'));
+  // The card is written at the end; a wrong --out should not cost the whole measurement.
+  await prepareOutputFile('--out', out);
+
+  // Every file's metadata first, so that a model the card cannot use is refused before any measuring.
+  const models: { file: string; bytes: Uint8Array; split: TestSplitInfo }[] = [];
+  for (const file of files) {
+    const path = join(modelsDir, file);
+    const bytes = new Uint8Array(await readFile(path));
+    let metadata: ModelMetadata;
+    try {
+      metadata = readModelMetadata(bytes);
+    } catch (error) {
+      throw aboutFile(path, error);
+    }
+    const split = (metadata.metrics as { split?: TestSplitInfo } | null)?.split;
+    if (split === undefined) throw new Error(`${path} records no test split in its metadata; re-export it from a training run`);
+    models.push({ file, bytes, split });
+  }
+  if (models.every((m) => m.split.limit !== null)) {
+    throw new Error('every model was trained on a --limit subset; the card describes models trained on the full data');
+  }
+
   const measured: Measured[] = [];
   let full: { count: number; genders: number[]; ethnicities: number[] } | undefined;
-  for (const file of files) {
-    const bytes = new Uint8Array(await readFile(join(modelsDir, file)));
-    const { predict, metadata, release } = await onnxPredictor(bytes);
-    const split = (metadata.metrics as { split?: TestSplitInfo } | null)?.split;
-    if (split === undefined) throw new Error(`${file} records no test split in its metadata; re-export it from a training run`);
-    const dataset = await loadDataset(resolve(data), metadata.input, { limit: split.limit ?? undefined, seed: split.seed, progress: false });
+  // Every model loads the same data: its skipped entries are reported once, not once per model.
+  const logged = new Set<string>();
+  const log = (line: string) => {
+    if (logged.has(line)) return;
+    logged.add(line);
+    process.stderr.write(`${line}\n`);
+  };
+  for (const { file, bytes, split } of models) {
+    const { predict, metadata, release } = await onnxPredictor(bytes).catch((error: unknown) => {
+      throw aboutFile(join(modelsDir, file), error);
+    });
+    const dataset = await loadDataset(resolve(data), metadata.input, { limit: split.limit ?? undefined, seed: split.seed, progress: false, log });
     if (dataset.count !== split.datasetCount) throw new Error(`${file} was tested on ${split.datasetCount} faces; this data has ${dataset.count}`);
     const test = trainTestSplit(dataset.count, split.testFraction, split.seed).test;
     const evaluation = await evaluate(predict, dataset, test, metadata.task, metadata.labels, metadata.ageScheme ?? 'coursework');
@@ -227,7 +268,6 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
     }
   }
   if (full === undefined) throw new Error('every model was trained on a --limit subset; the card describes models trained on the full data');
-  const out = resolve(values.out ?? join(modelsDir, 'MODEL_CARD.md'));
   const command = `npm run model-card${values.models === undefined ? '' : ` -- --models ${relative(REPO_ROOT, modelsDir)}`}`;
   await writeFile(out, renderCard(measured, full, command));
   console.log(`wrote ${relative(process.cwd(), out)}: ${measured.map((m) => `${m.metadata.task} ${pct(m.evaluation.accuracy)}`).join(', ')}`);

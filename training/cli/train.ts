@@ -4,7 +4,7 @@
  *                  [--age-scheme coursework|decades]
  */
 import { spawn } from 'node:child_process';
-import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { rm, symlink, writeFile } from 'node:fs/promises';
 import { extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -13,7 +13,7 @@ import { BACKEND_NAMES, selectBackend, type BackendName } from '../backend/selec
 import { loadDataset } from '../data/load.ts';
 import { defaultDataSource, RUNS_DIR } from '../paths.ts';
 import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, trainTogether, type Preset, type TaskMetrics } from '../train-task.ts';
-import { isMain, parseChoice, parsePositiveInt, runCli, UsageError } from './args.ts';
+import { isMain, parseChoice, parsePositiveInt, prepareRunFolder, runCli, UsageError } from './args.ts';
 
 const USAGE = `Usage: npm run train -- --task age|ethnicity|gender|all [options]
 
@@ -29,7 +29,7 @@ Options:
                     (the CSV holds 48x48 grayscale faces: the residual and seed presets)
   --epochs N        override the preset's epochs (multitask 32, residual 30, seed 25)
   --limit N         train on a fixed random subset of N faces
-  --out DIR         where the run is written                    (default: runs/<date>-<preset>)
+  --out DIR         a new (or empty) folder for the run     (default: runs/<date-time>-<preset>)
   --backend B       ${BACKEND_NAMES.join(', ')} (default: the best one available)
   --replicas N      multitask: data-parallel replicas      (default: one per core on wasm and cpu)
   --seed S          split, subset and initial weights                           (default: 42)
@@ -204,14 +204,20 @@ async function markLatest(out: string): Promise<void> {
 
 if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   const config = parseTrainArgs(argv);
-  await mkdir(config.out, { recursive: true });
-  if (config.task === 'all') {
-    if (trainsTogether(config.preset)) await trainShared(config);
-    else await trainAll(config, argv);
-    await markLatest(config.out);
-  } else {
-    const metrics = await trainOne({ ...config, task: config.task });
-    if (process.env.FACE_TRAIN_CHILD === undefined) await markLatest(config.out);
-    console.log(`${config.task}: done, test accuracy ${(metrics.testAccuracy * 100).toFixed(1)}%, model in ${relative(process.cwd(), join(config.out, config.task, 'model'))}`);
+  // A child of --task all writes its task folder into the run folder its parent checked and made.
+  const removeIfEmpty = process.env.FACE_TRAIN_CHILD === undefined ? await prepareRunFolder('--out', config.out) : async () => {};
+  try {
+    if (config.task === 'all') {
+      if (trainsTogether(config.preset)) await trainShared(config);
+      else await trainAll(config, argv);
+      await markLatest(config.out);
+    } else {
+      const metrics = await trainOne({ ...config, task: config.task });
+      if (process.env.FACE_TRAIN_CHILD === undefined) await markLatest(config.out);
+      console.log(`${config.task}: done, test accuracy ${(metrics.testAccuracy * 100).toFixed(1)}%, model in ${relative(process.cwd(), join(config.out, config.task, 'model'))}`);
+    }
+  } catch (error) {
+    await removeIfEmpty();
+    throw error;
   }
 });
