@@ -8,17 +8,18 @@
  * and whether every predicted class agrees. Exits 1 when any difference exceeds the tolerance or any
  * prediction differs.
  */
-import { readdir, readFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../training/backend/select.ts';
 import { decodeImage } from '../models/spec/decode.ts';
 import { TASKS } from '../models/spec/labels.ts';
 import { readModelMetadata, type ModelMetadata } from '../models/spec/metadata.ts';
-import { preprocess } from '../models/spec/preprocess.ts';
+import { preprocess, type InputSpec } from '../models/spec/preprocess.ts';
+import { SkipCollector } from '../training/data/ingest.ts';
 import { DEFAULT_MODELS, DEFAULT_RUNS, DEFAULT_UTKFACE, isMain, parsePositiveNumber, parseWholeNumber, runCli, UsageError } from './args.ts';
-import { exportModelFolderInMemory } from './export-model.ts';
+import { ExportError, exportModelFolderInMemory } from './export-model.ts';
 import { compareModels, ONNX_RUNTIMES, randomValues, type OnnxRuntimeName, type OutputComparison } from './parity.ts';
 import { loadTfjsModelFolder } from './tfjs-model.ts';
 
@@ -31,7 +32,9 @@ Options:
   --models DIR     where the .onnx files are for --all                           (default: models)
   --random N       random inputs, uniform in [0, 1)                                   (default: 16)
   --faces N        real faces from the UTKFace folder, 0 for none                     (default: 256)
-  --data DIR       the UTKFace folder                            (default: ../shared/data/utkface)
+                   (unreadable images are skipped and named; --random and --faces cannot both be 0)
+  --data DIR       the UTKFace folder; when the default is absent, faces are skipped
+                                                                 (default: ../shared/data/utkface)
   --tolerance X    largest absolute difference allowed                              (default: 1e-4)
   --seed S         random inputs and face sample                                        (default: 1)
   --web            also run onnxruntime-web (wasm backend) against tfjs
@@ -45,6 +48,8 @@ export interface CheckConfig {
   random: number;
   faces: number;
   data: string;
+  /** whether --data was given: then a folder that gives no faces is an error; an absent default folder is skipped */
+  dataGiven: boolean;
   tolerance: number;
   seed: number;
   runtimes: OnnxRuntimeName[];
@@ -75,10 +80,12 @@ export function parseCheckArgs(argv: string[]): CheckConfig | 'help' {
     random: parseWholeNumber('--random', values.random ?? '16', 0),
     faces: parseWholeNumber('--faces', values.faces ?? '256', 0),
     data: resolve(values.data ?? DEFAULT_UTKFACE),
+    dataGiven: values.data !== undefined,
     tolerance: parsePositiveNumber('--tolerance', values.tolerance ?? '1e-4'),
     seed: parseWholeNumber('--seed', values.seed ?? '1', 0),
     runtimes: values.web ? (['onnxruntime-node', 'onnxruntime-web'] as OnnxRuntimeName[]) : (['onnxruntime-node'] as OnnxRuntimeName[]),
   };
+  if (common.random === 0 && common.faces === 0) throw new UsageError('nothing to compare: --random and --faces are both 0');
   if (values.model !== undefined) {
     if (values.all || values.runs !== undefined || values.models !== undefined) throw new UsageError('--model checks one model; drop --all, --runs and --models');
     return { ...common, pairs: [{ modelDir: resolve(values.model), onnx: values.onnx === undefined ? undefined : resolve(values.onnx) }] };
@@ -100,18 +107,81 @@ function formatComparison(label: string, c: OutputComparison): string {
   return `  ${label.padEnd(18)} output "${c.name}" [${c.shape.join(', ')}]: max |diff| ${c.maxAbsDiff.toExponential(2)}${agree}`;
 }
 
-/** Seeded choice of `count` face files (sorted first, so the sample does not depend on directory order). */
-async function sampleFaces(dir: string, count: number, seed: number): Promise<string[] | undefined> {
-  const names = await readdir(dir).catch(() => undefined);
-  if (names === undefined) return undefined;
+/** The face images to take, or why none are taken. */
+type FaceSource = { files: string[] } | { skip: string };
+
+/**
+ * Every image file of the --data folder in a seeded order (sorted first, so the order does not depend on the
+ * directory's): the sample is taken from the front, and an unreadable file is replaced by the next one.
+ * A folder that gives no images is an error, except the default folder being absent (a machine without the dataset).
+ */
+async function listFaces(config: CheckConfig): Promise<FaceSource> {
+  const flag = `--data ${show(config.data)}${config.dataGiven ? '' : ' (the default)'}`;
+  const stats = await stat(config.data).catch(() => undefined);
+  if (stats === undefined) {
+    if (!config.dataGiven) return { skip: `no images in "${show(config.data)}": no such folder (pass --data DIR)` };
+    throw new UsageError(`${flag} does not exist; pass the UTKFace folder, or --faces 0 to compare random inputs only`);
+  }
+  if (!stats.isDirectory()) throw new UsageError(`${flag} is a file, not a folder; pass the UTKFace folder`);
+  const names = await readdir(config.data).catch((error: Error) => {
+    throw new UsageError(`${flag} cannot be read: ${error.message}`);
+  });
   const images = names.filter((n) => /\.(jpe?g|png)$/i.test(n)).sort();
-  const keys = randomValues(images.length, seed + 1);
+  if (images.length === 0) throw new UsageError(`${flag} holds no .jpg, .jpeg or .png images; pass the UTKFace folder, or --faces 0 to compare random inputs only`);
+  const keys = randomValues(images.length, config.seed + 1);
   const order = images.map((_, i) => i).sort((a, b) => keys[a] - keys[b]);
-  return order.slice(0, count).map((i) => join(dir, images[i]));
+  return { files: order.map((i) => join(config.data, images[i])) };
+}
+
+/** One face decoded and preprocessed as the server does, or why it cannot be (the reasons training reports). */
+async function readFace(file: string, spec: InputSpec): Promise<Float32Array | { reason: string; detail: string }> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (error) {
+    return { reason: 'unreadable file', detail: (error as Error).message };
+  }
+  try {
+    return preprocess(await decodeImage(new Uint8Array(bytes)), spec);
+  } catch (error) {
+    return { reason: 'undecodable image', detail: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+/** Up to `count` faces from the front of `files`, skipping (and reporting) those that cannot be read, in batches. */
+async function readFaces(files: string[], count: number, spec: InputSpec, log: (line: string) => void): Promise<{ batches: Float32Array[]; count: number }> {
+  const size = spec.height * spec.width * spec.channels;
+  const faces: Float32Array[] = [];
+  const skipped = new SkipCollector();
+  let tried = 0;
+  while (faces.length < count && tried < files.length) {
+    const file = files[tried++];
+    const face = await readFace(file, spec);
+    if (face instanceof Float32Array) faces.push(face);
+    else skipped.add(basename(file), face.reason, face.detail);
+  }
+  const report = skipped.toReport();
+  if (faces.length === 0) {
+    const example = report.examples[0];
+    throw new ExportError(`none of the ${tried} images in ${show(dirname(files[0]))} could be read; e.g. ${example.entry}: ${example.reason}`);
+  }
+  if (report.count > 0) {
+    const reasons = Object.entries(report.byReason).map(([reason, n]) => `${n} ${reason}`).join(', ');
+    log(`  real faces: skipped ${report.count} of ${tried}: ${reasons}`);
+    for (const { entry, reason } of report.examples) log(`    e.g. ${entry}: ${reason}`);
+  }
+  const batches: Float32Array[] = [];
+  for (let start = 0; start < faces.length; start += FACE_BATCH) {
+    const batch = faces.slice(start, start + FACE_BATCH);
+    const input = new Float32Array(batch.length * size);
+    batch.forEach((face, i) => input.set(face, i * size));
+    batches.push(input);
+  }
+  return { batches, count: faces.length };
 }
 
 /** Checks one pair; returns whether it passed. */
-async function checkPair(config: CheckConfig, pair: CheckConfig['pairs'][number], log: (line: string) => void): Promise<boolean> {
+async function checkPair(config: CheckConfig, pair: CheckConfig['pairs'][number], faces: FaceSource | undefined, log: (line: string) => void): Promise<boolean> {
   let model: tf.LayersModel;
   let bytes: Uint8Array;
   let metadata: ModelMetadata;
@@ -138,23 +208,11 @@ async function checkPair(config: CheckConfig, pair: CheckConfig['pairs'][number]
     // The inputs, built once: random tensors, then real faces decoded and preprocessed as the server does.
     const inputs: { label: string; batches: Float32Array[] }[] = [];
     if (config.random > 0) inputs.push({ label: `random inputs ${config.random}`, batches: [randomValues(config.random * size, config.seed)] });
-    if (config.faces > 0) {
-      const files = await sampleFaces(config.data, config.faces, config.seed);
-      if (files === undefined || files.length === 0) {
-        log(`  real faces: skipped, no images in "${show(config.data)}" (pass --data DIR)`);
-      } else {
-        const batches: Float32Array[] = [];
-        for (let start = 0; start < files.length; start += FACE_BATCH) {
-          const batch = files.slice(start, start + FACE_BATCH);
-          const input = new Float32Array(batch.length * size);
-          for (let i = 0; i < batch.length; i++) {
-            const pixels = await decodeImage(new Uint8Array(await readFile(batch[i])));
-            input.set(preprocess(pixels, metadata.input), i * size);
-          }
-          batches.push(input);
-        }
-        inputs.push({ label: `UTKFace faces ${files.length}`, batches });
-      }
+    if (faces !== undefined && 'skip' in faces) {
+      log(`  real faces: skipped, ${faces.skip}`);
+    } else if (faces !== undefined) {
+      const read = await readFaces(faces.files, config.faces, metadata.input, log);
+      inputs.push({ label: `UTKFace faces ${read.count}`, batches: read.batches });
     }
     let ok = true;
     for (const runtime of config.runtimes) {
@@ -197,9 +255,13 @@ function mergeComparisons(parts: OutputComparison[][]): OutputComparison[] {
 
 export async function runCheck(config: CheckConfig, log: (line: string) => void = console.log): Promise<boolean> {
   // The cpu backend: exact reference arithmetic for parity, and no tfjs banner.
+  if (config.random === 0 && config.faces === 0) throw new UsageError('nothing to compare: --random and --faces are both 0');
+  // A --data folder that gives no faces is refused before any model is loaded.
+  const faces = config.faces > 0 ? await listFaces(config) : undefined;
+  if (config.random === 0 && faces !== undefined && 'skip' in faces) throw new UsageError(`nothing to compare: --random is 0 and the faces are skipped (${faces.skip})`);
   await selectBackend('cpu', () => {});
   let ok = true;
-  for (const pair of config.pairs) ok = (await checkPair(config, pair, log)) && ok;
+  for (const pair of config.pairs) ok = (await checkPair(config, pair, faces, log)) && ok;
   return ok;
 }
 

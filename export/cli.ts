@@ -2,8 +2,8 @@
  * npm run export -- --model <tfjs model dir> --out models/<task>.onnx [options]
  * npm run export -- --all [--runs DIR] [--out-dir DIR]
  */
-import { access } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { access, constants, stat } from 'node:fs/promises';
+import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../training/backend/select.ts';
@@ -25,12 +25,13 @@ the flags below override them or stand in when those files are missing.
 
 Options:
   --model DIR          tfjs model folder (model.json + weights)
-  --out FILE           the .onnx file to write, e.g. models/age.onnx
+  --out FILE           the .onnx file to write, e.g. models/age.onnx (must end in .onnx)
   --all                export <runs>/{${TASKS.join(',')}}/model to <out-dir>/<task>.onnx
   --runs DIR           the training run for --all                                (default: runs/latest)
   --out-dir DIR        where --all writes                                          (default: models)
   --task T             ${TASKS.join(', ')}
-  --labels A,B,...     class labels in index order        (default: the task's labels, see models/spec/labels.ts)
+  --labels A,B,...     class labels in index order, one per class the model gives (two for one sigmoid unit)
+                                                      (default: the task's labels, see models/spec/labels.ts)
   --age-scheme S       ${AGE_SCHEMES.join(', ')}                          (default: coursework, age only)
   --input HxWxC        input height x width x channels               (default: from the model's input shape)
   --scaling S          unit                                                                (default: unit)
@@ -53,6 +54,8 @@ const VERIFY_BATCH = 4;
 
 export interface ExportCliConfig {
   jobs: { modelDir: string; out: string }[];
+  /** --all's --out-dir, resolved; absent for one model, whose --out is the job's `out` */
+  outDir?: string;
   overrides: Omit<FolderExportOptions, 'modelDir'>;
   verify: boolean;
 }
@@ -95,7 +98,7 @@ export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'lay
     if (clash.length > 0) throw new UsageError(`--all takes its settings from each task's training-info.json; drop ${clash.map((f) => `--${f}`).join(', ')}`);
     const runs = resolve(values.runs ?? DEFAULT_RUNS);
     const outDir = resolve(values['out-dir'] ?? DEFAULT_MODELS);
-    return { jobs: TASKS.map((task) => ({ modelDir: join(runs, task, 'model'), out: join(outDir, `${task}.onnx`) })), overrides: { opset, testTimeFlip }, verify };
+    return { jobs: TASKS.map((task) => ({ modelDir: join(runs, task, 'model'), out: join(outDir, `${task}.onnx`) })), outDir, overrides: { opset, testTimeFlip }, verify };
   }
   for (const flag of ['runs', 'out-dir'] as const) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --all; for one model use --model and --out`);
@@ -132,6 +135,8 @@ const show = (path: string) => {
 
 /** Exports each job (checking each against tfjs first unless told not to) and prints a line per model. */
 export async function runExport(config: ExportCliConfig, log: (line: string) => void = console.log): Promise<void> {
+  // Refuse output paths that cannot be written before converting anything.
+  await checkOutputPaths(config);
   // The cpu backend: exact reference arithmetic for parity, and no tfjs banner.
   await selectBackend('cpu', () => {});
   // For --all, refuse before writing anything if a task's model is missing.
@@ -163,6 +168,46 @@ export async function runExport(config: ExportCliConfig, log: (line: string) => 
     );
   }
   log(`manifest: ${show(join(resolve(config.jobs[0].out, '..'), 'manifest.json'))}`);
+}
+
+type PathKind = 'file' | 'folder' | 'other' | 'missing';
+
+async function pathKind(path: string): Promise<PathKind> {
+  const stats = await stat(path).catch(() => undefined);
+  if (stats === undefined) return 'missing';
+  return stats.isDirectory() ? 'folder' : stats.isFile() ? 'file' : 'other';
+}
+
+/** Why the folder `dir` cannot hold new files (it, or the nearest part of it that exists, is not a writable folder), or undefined. */
+async function folderProblem(flag: string, dir: string): Promise<string | undefined> {
+  let existing = dir;
+  while ((await pathKind(existing)) === 'missing' && dirname(existing) !== existing) existing = dirname(existing);
+  const kind = await pathKind(existing);
+  const where = existing === dir ? `${flag} ${show(dir)}` : `${flag} ${show(dir)} cannot be created: ${show(existing)}`;
+  if (kind !== 'folder') return `${where} ${kind === 'file' ? 'is a file, not a folder' : 'is not a folder'}`;
+  if (!(await access(existing, constants.W_OK).then(() => true, () => false))) return `${where} is not writable`;
+  return undefined;
+}
+
+/** Refuses, naming the flag, an output that is a folder or a folder that is a file. */
+async function checkOutputPaths(config: ExportCliConfig): Promise<void> {
+  if (config.outDir !== undefined) {
+    const problem = await folderProblem('--out-dir', config.outDir);
+    if (problem !== undefined) throw new UsageError(problem);
+    for (const { out } of config.jobs) {
+      if ((await pathKind(out)) === 'folder') throw new UsageError(`${show(out)} is a folder, so --all cannot write it; remove it or give another --out-dir`);
+    }
+    return;
+  }
+  for (const { out } of config.jobs) {
+    const kind = await pathKind(out);
+    if (kind === 'folder') throw new UsageError(`--out ${show(out)} is a folder; give a file path ending in .onnx`);
+    if (kind === 'other') throw new UsageError(`--out ${show(out)} is not a regular file; give a file path ending in .onnx`);
+    // The server and the manifest take *.onnx only; this also keeps a typo from overwriting some other file.
+    if (!/\.onnx$/i.test(out)) throw new UsageError(`--out must be a file ending in .onnx; got "${show(out)}"`);
+    const problem = await folderProblem(`the folder of --out`, dirname(out));
+    if (problem !== undefined) throw new UsageError(problem);
+  }
 }
 
 /** Runs the export in onnxruntime-node against tfjs on random inputs; throws when they differ. */

@@ -2,7 +2,7 @@
  * tfjs layers model -> ONNX file with the model's metadata inside, and the manifest of the models that ship.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { taskLabels, type AgeScheme, type Task } from '../models/spec/labels.ts';
@@ -77,6 +77,7 @@ export function exportModel(model: tf.LayersModel, options: ExportOptions): Expo
   if (model.inputs.length !== 1) throw new ExportError(`Model "${model.name}" has ${model.inputs.length} inputs; expected one image input`);
   checkInputShape(model.inputs[0].shape, options.input);
   const outputs = resolveOutputs(model.outputs.map((o) => o.shape), options);
+  checkLabelCount(outputs, model.outputs.map((o) => o.shape), options.labels);
 
   const converted = convertLayersModel(model, { outputNames: outputs.map((o) => o.name), layers: options.layers });
   const metadata: ModelMetadata = {
@@ -131,13 +132,31 @@ function checkInputShape(shape: Shape, spec: InputSpec): void {
   }
 }
 
+/**
+ * The task's labels must name every class the model's class outputs give (a single sigmoid unit gives two), or
+ * every runtime that reads the metadata would get class indices past the end of its label list.
+ */
+function checkLabelCount(outputs: readonly OutputSpec[], shapes: Shape[], labels: readonly string[]): void {
+  outputs.forEach((output, i) => {
+    if (output.kind === 'years') return;
+    const last = shapes[i][shapes[i].length - 1];
+    const classes = output.kind === 'sigmoid' ? 2 : last;
+    if (labels.length !== classes) {
+      throw new ExportError(
+        `${labels.length} labels (${labels.join(', ')}) were given, but output "${output.name}" of the model gives ${classes} classes (${output.kind === 'sigmoid' ? 'one sigmoid unit' : `[N, ${last}]`}); give ${classes} labels with --labels, or none to use the task's`,
+      );
+    }
+  });
+}
+
 /** The outputs' meaning, checked against the model's output shapes. */
 function resolveOutputs(shapes: Shape[], options: ExportOptions): OutputSpec[] {
   let outputs: OutputSpec[];
   if (options.outputs !== undefined) {
     outputs = options.outputs.map((o, i) => validateSafely(() => validateOutputSpec(o, `outputs[${i}]`)));
   } else if (shapes.length === 1) {
-    const sigmoid = shapes[0][shapes[0].length - 1] === 1 && options.labels.length === 2;
+    // One unit is a sigmoid whatever the labels say; checkLabelCount then names a label count that does not fit.
+    const sigmoid = shapes[0][shapes[0].length - 1] === 1;
     outputs = [{ name: 'output', kind: sigmoid ? 'sigmoid' : 'probabilities', labels: [...options.labels] }];
   } else {
     throw new ExportError(`The model has ${shapes.length} outputs; say what each holds with "outputs" in training-info.json or --outputs`);
@@ -341,8 +360,14 @@ async function writeFileAtomic(file: string, bytes: Uint8Array | string): Promis
   await mkdir(dirname(file), { recursive: true });
   // Write then rename, so that a server watching the folder never reads half a file.
   const temp = `${file}.tmp-${process.pid}`;
-  await writeFile(temp, bytes);
-  await rename(temp, file);
+  try {
+    await writeFile(temp, bytes);
+    await rename(temp, file);
+  } catch (error) {
+    // A failed write or rename must not leave the temp file (as large as the model) behind.
+    await rm(temp, { force: true }).catch(() => {});
+    throw error;
+  }
 }
 
 /** Adds or replaces the entry for `entry.file` in the manifest (created when missing). */

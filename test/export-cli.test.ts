@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,28 +16,14 @@ import { parseCheckArgs, runCheck } from '../export/check.ts';
 import { parseExportArgs, runExport, type ExportCliConfig } from '../export/cli.ts';
 import { loadTfjsModelFolder, modelSha256, saveTfjsModelFolder } from '../export/tfjs-model.ts';
 import { ONNX_RUNTIMES } from '../export/parity.ts';
-import { taskLabels, TASKS, type Task } from '../models/spec/labels.ts';
-import { readModelMetadata, validateModelManifest, type TrainingInfo } from '../models/spec/metadata.ts';
+import { TASKS, type Task } from '../models/spec/labels.ts';
+import { readModelMetadata, validateModelManifest } from '../models/spec/metadata.ts';
 import { SEED_INPUT } from '../models/spec/preprocess.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
+import { seedTrainingInfo, writeSeedRun } from './helpers/seed-run.ts';
 
 let dir = '';
 let run = '';
-
-function trainingInfo(task: Task): TrainingInfo {
-  const labels = taskLabels(task);
-  return {
-    task,
-    preset: 'seed',
-    labels,
-    ageScheme: 'coursework',
-    input: SEED_INPUT,
-    preprocessingVersion: 1,
-    outputs: [{ name: 'output', kind: task === 'gender' ? 'sigmoid' : 'probabilities', labels }],
-    seed: 42,
-    split: { testFraction: 0.3, seed: 42 },
-  };
-}
 
 const metricsOf = (task: Task) => ({ task, testAccuracy: 0.5 + TASKS.indexOf(task) / 10, confusionMatrix: [[1, 2], [3, 4]] });
 
@@ -54,13 +40,7 @@ describe('npm run export / export:check on a training run', () => {
     await tf.setBackend('cpu');
     dir = await mkdtemp(join(tmpdir(), 'export-cli-'));
     run = join(dir, 'run');
-    for (const task of TASKS) {
-      const model = buildSeedModel(task, taskLabels(task).length, 21);
-      await saveTfjsModelFolder(model, join(run, task, 'model'));
-      model.dispose();
-      await writeFile(join(run, task, 'training-info.json'), JSON.stringify(trainingInfo(task), null, 2));
-      await writeFile(join(run, task, 'metrics.json'), JSON.stringify(metricsOf(task)));
-    }
+    await writeSeedRun(run, metricsOf);
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -78,7 +58,7 @@ describe('npm run export / export:check on a training run', () => {
       assert.equal(entry?.sha256, sha256(bytes));
       assert.equal(entry?.bytes, bytes.length);
       const metadata = readModelMetadata(bytes);
-      const info = trainingInfo(task);
+      const info = seedTrainingInfo(task);
       assert.equal(metadata.task, task);
       assert.deepEqual(metadata.labels, info.labels);
       assert.deepEqual(metadata.outputs, info.outputs);
