@@ -61,6 +61,21 @@ describe('ProgressBar', () => {
     assert.equal(writes[5], '\r[##########]  50/50  100%  100 items/s  in 0:01\x1b[K\n');
   });
 
+  test('clear() takes the bar off a TTY line, prints nothing in a log, and ends the bar', () => {
+    const tty = fakes(true);
+    const bar = new ProgressBar(4, { stream: tty.stream, now: tty.now });
+    bar.update(2);
+    bar.clear();
+    bar.update(3);
+    bar.done();
+    assert.equal(tty.writes.length, 2);
+    assert.equal(tty.writes[1], '\r\x1b[K');
+    const log = fakes(false);
+    const quiet = new ProgressBar(4, { stream: log.stream, now: log.now });
+    quiet.clear();
+    assert.equal(log.writes.length, 0);
+  });
+
   test('ignores updates after done() and clamps counts to the total', () => {
     const { writes, stream, now } = fakes(false);
     const bar = new ProgressBar(3, { stream, now });

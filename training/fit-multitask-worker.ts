@@ -62,6 +62,8 @@ export interface TaskEpoch {
 }
 
 export type ReplicaMessage =
+  /** replica 0, as an epoch's training starts (step 0) and after each step: how far it has got */
+  | { type: 'step'; epoch: number; step: number; steps: number }
   /** `improved`: the epoch is the best so far on the validation split, by `validationScore` */
   | { type: 'epoch'; epoch: number; seconds: number; imagesPerSecond: number; tasks: Record<Task, TaskEpoch>; improved: boolean }
   | { type: 'stopped'; epoch: number; patience: number }
@@ -177,6 +179,7 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
     const epochStart = performance.now();
     own.fill(0);
     const order = shuffledIndices(fit.length, seed + 1000 + epoch);
+    if (replica === 0) post({ type: 'step', epoch: epoch + 1, step: 0, steps });
     for (let step = 0; step < steps; step++) {
       for (let k = 0; k < share; k++) mine[k] = fit[order[step * globalBatch + replica * share + k]];
       mine.forEach((face, k) => augmentFace(pixels.subarray(face * size, (face + 1) * size), spec, drawTransform(config.augment, random), batchInput.subarray(k * size, (k + 1) * size)));
@@ -220,6 +223,7 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
       tf.tidy(() => {
         for (const w of decayed) w.assign(w.mul(1 - lr * config.weightDecay));
       });
+      if (replica === 0) post({ type: 'step', epoch: epoch + 1, step: step + 1, steps });
     }
     if (statisticsCount > 0) {
       batchStats.set(batchStatistics(net, normalizers, statisticsFaces, pixels, spec), replica * statisticsSize);

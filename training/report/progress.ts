@@ -130,6 +130,13 @@ export class ProgressBar {
     this.update(this.completed + count);
   }
 
+  /** Takes the bar off a TTY's line without a final state, for work whose end something else reports; later updates are ignored. */
+  clear(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.tty) this.stream.write('\r\x1b[K');
+  }
+
   /** Prints the final state (with the elapsed time) and ends the line; later updates are ignored. */
   done(): void {
     if (this.finished) return;
