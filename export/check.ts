@@ -13,10 +13,10 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../training/backend/select.ts';
-import { decodeImage } from '../models/spec/decode.ts';
 import { TASKS } from '../models/spec/labels.ts';
 import { readModelMetadata, type ModelMetadata } from '../models/spec/metadata.ts';
-import { preprocess, type InputSpec } from '../models/spec/preprocess.ts';
+import { scaleBytes, type InputSpec } from '../models/spec/preprocess.ts';
+import { decodeFaceFile } from '../training/data/decode-worker.ts';
 import { SkipCollector } from '../training/data/ingest.ts';
 import { DEFAULT_MODELS, DEFAULT_RUNS, DEFAULT_UTKFACE, isMain, parsePositiveNumber, parseWholeNumber, runCli, UsageError } from './args.ts';
 import { ExportError, exportModelFolderInMemory } from './export-model.ts';
@@ -133,21 +133,6 @@ async function listFaces(config: CheckConfig): Promise<FaceSource> {
   return { files: order.map((i) => join(config.data, images[i])) };
 }
 
-/** One face decoded and preprocessed as the server does, or why it cannot be (the reasons training reports). */
-async function readFace(file: string, spec: InputSpec): Promise<Float32Array | { reason: string; detail: string }> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(file);
-  } catch (error) {
-    return { reason: 'unreadable file', detail: (error as Error).message };
-  }
-  try {
-    return preprocess(await decodeImage(new Uint8Array(bytes)), spec);
-  } catch (error) {
-    return { reason: 'undecodable image', detail: error instanceof Error ? error.message : String(error) };
-  }
-}
-
 /** Up to `count` faces from the front of `files`, skipping (and reporting) those that cannot be read, in batches. */
 async function readFaces(files: string[], count: number, spec: InputSpec, log: (line: string) => void): Promise<{ batches: Float32Array[]; count: number }> {
   const size = spec.height * spec.width * spec.channels;
@@ -156,8 +141,9 @@ async function readFaces(files: string[], count: number, spec: InputSpec, log: (
   let tried = 0;
   while (faces.length < count && tried < files.length) {
     const file = files[tried++];
-    const face = await readFace(file, spec);
-    if (face instanceof Float32Array) faces.push(face);
+    // Decoded and preprocessed as training does (and, scaled, as the server does), with training's skip reasons.
+    const face = await decodeFaceFile(file, spec);
+    if (face instanceof Uint8Array) faces.push(scaleBytes(face, spec));
     else skipped.add(basename(file), face.reason, face.detail);
   }
   const report = skipped.toReport();
@@ -254,11 +240,11 @@ function mergeComparisons(parts: OutputComparison[][]): OutputComparison[] {
 }
 
 export async function runCheck(config: CheckConfig, log: (line: string) => void = console.log): Promise<boolean> {
-  // The cpu backend: exact reference arithmetic for parity, and no tfjs banner.
-  if (config.random === 0 && config.faces === 0) throw new UsageError('nothing to compare: --random and --faces are both 0');
-  // A --data folder that gives no faces is refused before any model is loaded.
+  // A --data folder that gives no faces is refused before any model is loaded (parseCheckArgs refuses --random 0
+  // with --faces 0).
   const faces = config.faces > 0 ? await listFaces(config) : undefined;
   if (config.random === 0 && faces !== undefined && 'skip' in faces) throw new UsageError(`nothing to compare: --random is 0 and the faces are skipped (${faces.skip})`);
+  // The cpu backend: exact reference arithmetic for parity, and no tfjs banner.
   await selectBackend('cpu', () => {});
   let ok = true;
   for (const pair of config.pairs) ok = (await checkPair(config, pair, faces, log)) && ok;

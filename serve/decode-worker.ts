@@ -4,6 +4,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { decodeImage, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageHeader } from '../models/spec/decode.ts';
+import { imageSizeProblem } from '../models/spec/limits.ts';
 import { preprocess, type InputSpec } from '../models/spec/preprocess.ts';
 
 export interface DecodeWorkerData {
@@ -44,12 +45,8 @@ const { specs, maxPixels, minImageSide } = workerData as DecodeWorkerData;
 async function decodeOne(bytes: Uint8Array): Promise<Omit<Extract<DecodeReply, { ok: true }>, 'id' | 'ok'>> {
   const started = performance.now();
   const { format, width, height }: ImageHeader = readImageHeader(bytes);
-  if (width * height > maxPixels) {
-    throw new RefusedImage('image_too_large', `The ${format} image is ${width}x${height} = ${width * height} pixels; the limit is ${maxPixels}. Resize it and try again`);
-  }
-  if (Math.min(width, height) < minImageSide) {
-    throw new RefusedImage('image_too_small', `The ${format} image is ${width}x${height}; both sides must be at least ${minImageSide} pixels`);
-  }
+  const problem = imageSizeProblem(width, height, { maxPixels, minImageSide });
+  if (problem !== undefined) throw new RefusedImage(problem.code, `The ${format} image ${problem.predicate}`);
   // The decoder checks the header against the limit again, before it allocates the pixels.
   const pixels = await decodeImage(bytes, { maxPixels });
   const inputs = specs.map((spec) => preprocess(pixels, spec));

@@ -47,11 +47,18 @@ export function tfjsPredictor(model: tf.LayersModel, spec: InputSpec, info: Outp
 
 /**
  * An exported ONNX model in onnxruntime-node as a Predictor, read through its own metadata, on `threads` intra-op
- * threads; `release` frees its session.
+ * threads; `release` frees its session. `file`, where the bytes came from one, heads any error about them.
  */
-export async function onnxPredictor(bytes: Uint8Array, threads = 1): Promise<{ predict: Predictor; metadata: ModelMetadata; release: () => Promise<void> }> {
-  const metadata = readModelMetadata(bytes);
-  const session = await createSession(bytes, { provider: 'cpu', threads });
+export async function onnxPredictor(bytes: Uint8Array, { threads = 1, file }: { threads?: number; file?: string } = {}): Promise<{ predict: Predictor; metadata: ModelMetadata; release: () => Promise<void> }> {
+  let metadata: ModelMetadata;
+  let session: Awaited<ReturnType<typeof createSession>>;
+  try {
+    metadata = readModelMetadata(bytes);
+    session = await createSession(bytes, { provider: 'cpu', threads });
+  } catch (error) {
+    if (file === undefined) throw error;
+    throw new Error(`${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
   const inputName = session.inputs[0].name;
   const { height, width, channels } = metadata.input;
   const predict: Predictor = async (batch, count) => {

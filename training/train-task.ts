@@ -158,7 +158,7 @@ export async function testPredictor(
     return { predict: tfjsPredictor(model, info.input, info), release: () => {} };
   }
   // training has ended, so every core is free
-  return onnxPredictor(bytes, availableParallelism());
+  return onnxPredictor(bytes, { threads: availableParallelism() });
 }
 
 /** Evaluates a fitted model on the test split and writes the task's run folder. */

@@ -1,8 +1,9 @@
 /**
  * npm run convert:csv -- --data <utkface folder> --out <file.csv> [--limit N] [--workers N] [--no-cache]
  *
- * Writes the faces of a UTKFace folder to one CSV file in the Kaggle age_gender.csv format (48x48 gray, through the same decoding and
- * preprocessing as training), so that the folder and CSV paths can be checked against each other.
+ * Writes the faces of a UTKFace folder to one CSV file in the Kaggle age_gender.csv format (48x48 gray, through
+ * the same decoding and preprocessing as training), so that the folder and CSV paths can be checked against each
+ * other.
  */
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';

@@ -65,9 +65,7 @@ async function tfjsCandidate(folder: string): Promise<Candidate> {
 /** An exported model: everything evaluation needs is in its metadata. */
 async function onnxCandidate(file: string): Promise<Candidate> {
   const bytes = new Uint8Array(await readFile(file));
-  const { predict, metadata, release } = await onnxPredictor(bytes).catch((error: unknown) => {
-    throw new Error(`${file}: ${error instanceof Error ? error.message : String(error)}`);
-  });
+  const { predict, metadata, release } = await onnxPredictor(bytes, { file });
   const metrics = (metadata.metrics ?? {}) as { split?: TestSplitInfo };
   return {
     name: file,

@@ -199,11 +199,6 @@ npm run evaluate -- --model models              # the same figures, printed in f
 `;
 }
 
-/** The message of an error about one model file, with the file's name in front. */
-function aboutFile(file: string, error: unknown): Error {
-  return new Error(`${file}: ${error instanceof Error ? error.message : String(error)}`);
-}
-
 if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   const { values } = parseArgs({ args: argv, strict: true, options: { models: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', default: false } } });
   if (values.help) throw new UsageError('');
@@ -228,7 +223,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
     try {
       metadata = readModelMetadata(bytes);
     } catch (error) {
-      throw aboutFile(path, error);
+      throw new Error(`${path}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
     const split = (metadata.metrics as { split?: TestSplitInfo } | null)?.split;
     if (split === undefined) throw new Error(`${path} records no test split in its metadata; re-export it from a training run`);
@@ -248,9 +243,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
     process.stderr.write(`${line}\n`);
   };
   for (const { file, bytes, split } of models) {
-    const { predict, metadata, release } = await onnxPredictor(bytes).catch((error: unknown) => {
-      throw aboutFile(join(modelsDir, file), error);
-    });
+    const { predict, metadata, release } = await onnxPredictor(bytes, { file: join(modelsDir, file) });
     const dataset = await loadDataset(resolve(data), metadata.input, { limit: split.limit ?? undefined, seed: split.seed, progress: false, log });
     if (dataset.count !== split.datasetCount) throw new Error(`${file} was tested on ${split.datasetCount} faces; this data has ${dataset.count}`);
     const test = trainTestSplit(dataset.count, split.testFraction, split.seed).test;

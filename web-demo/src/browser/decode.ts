@@ -4,7 +4,7 @@
  * the same module the server and training use.
  */
 import { ImageDecodeError, readImageHeader } from '../../../models/spec/image-header.ts';
-import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../../../models/spec/limits.ts';
+import { imageSizeProblem } from '../../../models/spec/limits.ts';
 import type { PixelBuffer } from '../../../models/spec/preprocess.ts';
 
 /** The file is not an image this browser can decode; the message is meant for the page. */
@@ -32,14 +32,10 @@ function describeFile(blob: Blob): string {
 const notAnImage = (blob: Blob): NotAnImageError =>
   new NotAnImageError(`${describeFile(blob)} is not an image this browser can read. Choose a photo of a face (JPEG, PNG, WebP, GIF or BMP).`);
 
-/** Refuses the sizes the server refuses by default, in the server's words (serve/decode-worker.ts). */
+/** Refuses the sizes the server refuses by default, in the server's words (`imageSizeProblem`, which it uses too). */
 function checkImageSize(blob: Blob, width: number, height: number): void {
-  if (width * height > DEFAULT_MAX_PIXELS) {
-    throw new ImageSizeError('image_too_large', `${describeFile(blob)} is ${width}x${height} = ${width * height} pixels; the limit is ${DEFAULT_MAX_PIXELS}. Resize it and try again.`);
-  }
-  if (Math.min(width, height) < DEFAULT_MIN_IMAGE_SIDE) {
-    throw new ImageSizeError('image_too_small', `${describeFile(blob)} is ${width}x${height}; both sides must be at least ${DEFAULT_MIN_IMAGE_SIDE} pixels.`);
-  }
+  const problem = imageSizeProblem(width, height);
+  if (problem !== undefined) throw new ImageSizeError(problem.code, `${describeFile(blob)} ${problem.predicate}.`);
 }
 
 /**
