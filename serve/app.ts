@@ -10,6 +10,7 @@ import { REPO_ROOT, type ServeConfig } from './config.ts';
 import {
   EmptyBodyError,
   HttpError,
+  MalformedUrlError,
   MethodNotAllowedError,
   MissingImageFieldError,
   NotFoundError,
@@ -194,6 +195,16 @@ export function createApp(config: ServeConfig, state: ServeState, metrics: Serve
       metrics.latency.observe(seconds, { route: ctx.route });
       log.debug(`${req.method} ${ctx.route} ${res.statusCode} ${(seconds * 1000).toFixed(1)} ms`);
     });
+    next();
+  });
+
+  // A path that is not valid percent-encoding names nothing: say so, rather than "no route" for a typo'd escape.
+  app.use((req, _res, next) => {
+    try {
+      decodeURIComponent(req.path);
+    } catch {
+      throw new MalformedUrlError(`The path ${req.path.slice(0, 200)} is not valid percent-encoding (a "%" must be followed by two hex digits of UTF-8); encode it and try again`);
+    }
     next();
   });
 

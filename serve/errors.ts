@@ -73,6 +73,11 @@ export class UploadTimeoutError extends HttpError {
   readonly code = 'upload_timeout';
 }
 
+export class MalformedUrlError extends HttpError {
+  readonly status = 400;
+  readonly code = 'malformed_url';
+}
+
 export class NotFoundError extends HttpError {
   readonly status = 404;
   readonly code = 'not_found';

@@ -11,7 +11,7 @@ const ref = (name: string): object => ({ $ref: `#/components/schemas/${name}` })
 
 function errorResponses(...statuses: number[]): Record<string, object> {
   const why: Record<number, string> = {
-    400: 'Empty body, multipart without an "image" file (or with an "image" text field), malformed or cut-off upload.',
+    400: 'Empty body, multipart without an "image" file (or with an "image" text field), malformed or cut-off upload, a path that is not valid percent-encoding.',
     404: 'Unknown route.',
     405: 'Wrong method for this route (see the Allow header).',
     408: 'The upload did not complete within the time limit.',

@@ -200,6 +200,15 @@ describe('serve: bad input', () => {
     await expectError({ method: 'POST', path: '/nope', body: jpeg, type: 'image/jpeg' }, 404, 'not_found');
   });
 
+  it('answers a path that is not valid percent-encoding with 400 malformed_url, wherever it points', async () => {
+    for (const path of ['/%E0%A4%A', '/app.js%', '/models/age%zz.onnx']) {
+      const body = await expectError({ method: 'GET', path }, 400, 'malformed_url');
+      assert.match(body.error.message, /not valid percent-encoding/);
+    }
+    await expectError({ method: 'POST', path: '/v1/predict%', body: jpeg, type: 'image/jpeg' }, 400, 'malformed_url');
+    await expectServing();
+  });
+
   it('survives an upload cut off half-way, whether the client closes or half-closes', async () => {
     const head = `POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${jpeg.length}\r\n\r\n`;
     const destroyed = await rawRequest(t.server.port, [head, jpeg.slice(0, jpeg.length >> 1)], { destroyAfterWrite: true });

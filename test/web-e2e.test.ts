@@ -143,6 +143,9 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
     assert.ok(info.threads >= 1);
     const status = await page.locator('#status').textContent();
     assert.match(status ?? '', new RegExp(`Ready: 3 models on WebAssembly \\(CPU\\), ${info.threads} threads?`));
+    // Said once through the live region; the status line itself is not one (it changes around every answer).
+    await page.waitForFunction(() => /^Ready: 3 models/.test(document.getElementById('announcer')?.textContent ?? ''));
+    assert.deepEqual(await page.locator('#status').evaluate((node) => [node.getAttribute('role'), node.getAttribute('aria-live')]), [null, null]);
   });
 
   it('fetches only the WebAssembly build of onnxruntime-web (no WebGPU, JSEP or JSPI files)', async () => {
@@ -392,6 +395,7 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
     await missingModels.goto(`${harness.pageUrl}?models=nope/`);
     await missingModels.waitForFunction(() => document.getElementById('status')?.dataset.state === 'error');
     assert.match((await missingModels.locator('#status').textContent()) ?? '', /The models could not be loaded: GET \/nope\/manifest\.json answered 404/);
+    await missingModels.waitForFunction(() => /^The models could not be loaded/.test(document.getElementById('announcer')?.textContent ?? ''));
     // Unhandled rejections are reported after the task that left them; give that time to arrive.
     await missingModels.evaluate(() => new Promise((resolve) => setTimeout(resolve, 300)));
     assert.deepEqual(errors, []);

@@ -155,7 +155,17 @@ function showReady(info: DemoInfo): void {
   ui.status.title = `onnxruntime-web ${info.version}; ${info.models.map((m) => `${m.task}: ${m.input.width}x${m.input.height}x${m.input.channels}`).join(', ')}; sessions: ${graphs}`;
 }
 
-ready.then(showReady, (error: unknown) => setStatus('error', `The models could not be loaded: ${errorText(error)}`));
+// Said once, at start-up: after each answer the line goes back to the same "Ready", which is not news.
+ready.then(
+  (info) => {
+    showReady(info);
+    announce(ui.statusText.textContent ?? '');
+  },
+  (error: unknown) => {
+    setStatus('error', `The models could not be loaded: ${errorText(error)}`);
+    announce(ui.statusText.textContent ?? '');
+  },
+);
 
 window.demo = {
   ready,
