@@ -7,6 +7,7 @@
  * Reshape, Dense on images) first transposes back to NHWC, because Keras flattens in NHWC order.
  */
 import type { serialization } from '@tensorflow/tfjs';
+import { TEMPERATURE_FLOOR } from '../training/models/temperature.ts';
 import { ExportError } from './errors.ts';
 import type { GraphBuilder } from './graph-builder.ts';
 
@@ -333,6 +334,26 @@ function horizontalFlip(ctx: LayerContext): GraphValue {
   return nchwOutput(ctx, ctx.graph.node('Gather', [x.name, reversed], ctx.layerName, { axis: 3 }));
 }
 
+/**
+ * Probabilities rescaled by a temperature T (training/models/temperature.ts): Softmax(Log(Max(p, floor)) / T)
+ * over the classes, or for one sigmoid unit Sigmoid((Log(Max(p, floor)) - Log(Max(1 - p, floor))) / T).
+ */
+function temperature(ctx: LayerContext): GraphValue {
+  const x = single(ctx);
+  if (x.shape.length !== 2) throw ctx.unsupported(`its input has rank ${x.shape.length}; expected probabilities [batch, classes]`);
+  const t = ctx.config.number('temperature');
+  if (!(t > 0 && Number.isFinite(t))) throw ctx.unsupported(`temperature ${t} is not a positive number`);
+  const { graph, layerName } = ctx;
+  const floor = graph.floatScalar(TEMPERATURE_FLOOR);
+  const logOf = (value: string): string => graph.node('Log', [graph.node('Max', [value, floor], layerName)], layerName);
+  const scale = graph.floatScalar(1 / t);
+  if (x.shape[1] === 1) {
+    const logit = graph.node('Sub', [logOf(x.name), logOf(graph.node('Sub', [graph.floatScalar(1), x.name], layerName))], layerName);
+    return { ...x, name: graph.node('Sigmoid', [graph.node('Mul', [logit, scale], layerName)], layerName) };
+  }
+  return { ...x, name: graph.node('Softmax', [graph.node('Mul', [logOf(x.name), scale], layerName)], layerName, { axis: 1 }) };
+}
+
 /** Inference form: y = gamma (x - mean) / sqrt(variance + epsilon) + beta, with the moving statistics. */
 function batchNormalization(ctx: LayerContext): GraphValue {
   const x = single(ctx);
@@ -484,6 +505,7 @@ export const LAYER_TABLE: LayerTable = {
   GlobalAveragePooling2D: { onnx: 'GlobalAveragePool, Flatten', convert: (ctx) => globalPooling(ctx, 'GlobalAveragePool') },
   GlobalMaxPooling2D: { onnx: 'GlobalMaxPool, Flatten', convert: (ctx) => globalPooling(ctx, 'GlobalMaxPool') },
   HorizontalFlip: { onnx: 'Gather of the width axis in reverse order', convert: horizontalFlip },
+  Temperature: { onnx: 'Max, Log, Mul by 1/T, Softmax (for one unit: the logit, Mul, Sigmoid)', convert: temperature },
   BatchNormalization: { onnx: 'BatchNormalization (inference, moving statistics)', convert: batchNormalization },
   Dense: { onnx: 'Gemm, or MatMul + Add above rank 2 (+ activation)', convert: dense },
   Flatten: { onnx: 'Transpose to NHWC, Flatten', convert: flatten },

@@ -6,8 +6,10 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-// registers HorizontalFlip, which the multitask preset's shipped models hold (test-time flip)
+// register HorizontalFlip (test-time flip) and Temperature (calibrated probabilities), which the multitask
+// preset's shipped models hold
 import '../training/models/flip.ts';
+import '../training/models/temperature.ts';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 

@@ -28,7 +28,7 @@ function taskSchema(task: string, labels: readonly string[] | undefined, nameFie
   const properties: Record<string, object> = {
     [nameField]: { ...names, description: 'The most probable class, named as the model metadata says.' },
     index: { type: 'integer', minimum: 0, description: 'Index of that class in `probabilities`.' },
-    probabilities: { type: 'array', items: { type: 'number' }, ...(labels === undefined ? {} : { minItems: labels.length, maxItems: labels.length }), description: 'One per class, in metadata order.' },
+    probabilities: { type: 'array', items: { type: 'number' }, ...(labels === undefined ? {} : { minItems: labels.length, maxItems: labels.length }), description: 'One per class, in metadata order; models/MODEL_CARD.md measures how often answers given with each probability are right.' },
   };
   if (hasYears) properties.years = { type: 'number', description: 'Age in years, where the age model predicts it: the mean of its distribution over ages, which can fall outside the most probable group.' };
   return { type: 'object', description: `The ${task} prediction.`, required: [nameField, 'index', 'probabilities'], properties };

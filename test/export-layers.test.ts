@@ -12,6 +12,7 @@ import { ONNX_RUNTIMES, maxAbsDiff, randomValues, runBoth, type OnnxRuntimeName 
 import { modelSha256, SpatialDropout2D } from '../export/tfjs-model.ts';
 import { taskLabels, TASKS } from '../models/spec/labels.ts';
 import { HorizontalFlip } from '../training/models/flip.ts';
+import { Temperature } from '../training/models/temperature.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 
 /** Same arithmetic in another runtime: the STYLE guide's tolerance. */
@@ -169,6 +170,16 @@ const CASES: LayerCase[] = [
       const shared = L.conv2d({ filters: 3, kernelSize: [2, 3], padding: 'same' });
       return sym(L.average({}), [sym(shared, x), sym(shared, sym(new HorizontalFlip({}), x))]);
     },
+  },
+  {
+    name: 'Temperature 0.6 on the softmax probabilities of 5 classes (sharpened)',
+    input: [4, 5, 2],
+    build: (x) => sym(new Temperature({ temperature: 0.6 }), sym(L.dense({ units: 5, activation: 'softmax' }), sym(L.flatten(), x))),
+  },
+  {
+    name: 'Temperature 1.7 on one sigmoid unit (softened)',
+    input: [4, 5, 2],
+    build: (x) => sym(new Temperature({ temperature: 1.7 }), sym(L.dense({ units: 1, activation: 'sigmoid' }), sym(L.flatten(), x))),
   },
   {
     name: 'a Sequential model (conv, pool, flatten, dense, dropout, softmax)',

@@ -24,7 +24,12 @@ describe('model card', () => {
         const metadata = readModelMetadata(new Uint8Array(await readFile(join(REPO_ROOT, 'models', `${task}.onnx`))));
         const trained = (metadata.metrics as { testAccuracy: number }).testAccuracy;
         assert.match(card, new RegExp(`\\| ${task} \\| [^|]+ \\| [^|]+ \\| ${(trained * 100).toFixed(1)}% \\|`), `${task}: the card's accuracy is the one measured at training`);
+        // The temperature each file carries is the one its section names; the age model has none.
+        const fit = (metadata.metrics as { calibration?: { temperature: number } }).calibration;
+        assert.equal(fit === undefined, task === 'age', task);
+        if (fit !== undefined) assert.ok(card.includes(`rescaled by a temperature of ${fit.temperature} fitted on the`), `${task}: temperature ${fit.temperature}`);
       }
+      assert.equal(card.match(/\| probability of the answer at least \| faces kept \| accuracy of those \|/g)?.length, 3, 'a table of confident answers per model');
       for (const section of ['## Data', '## Intended use', '## Known failure modes', '## How to reproduce every number', 'Gender accuracy per ethnicity', 'Confusion matrix']) {
         assert.ok(card.includes(section), section);
       }

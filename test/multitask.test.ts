@@ -14,6 +14,8 @@ import { taskTargets } from '../training/evaluate.ts';
 import { fitMultitask, MULTITASK_TRAINING, type MultitaskConfig } from '../training/fit-multitask.ts';
 import { ageGroupCrossEntropy, batchNormalizers, batchStatistics, setRunningStatistics, validationScore } from '../training/fit-multitask-worker.ts';
 import { HorizontalFlip, NoMirrorError, withoutMirror } from '../training/models/flip.ts';
+import { loadModel } from '../training/models/io.ts';
+import { Temperature } from '../training/models/temperature.ts';
 import { buildMultitaskModels } from '../training/models/residual.ts';
 import { trainTogether } from '../training/train-task.ts';
 import { parseTrainArgs } from '../training/cli/train.ts';
@@ -219,6 +221,14 @@ describe('multitask preset', () => {
       assert.deepEqual(info.input, SPEC);
     }
     assert.ok(metrics[0].years !== undefined && metrics[0].years.mae > 0);
+    // Ethnicity and gender end with a temperature fitted on the validation split (80 faces here); age does not.
+    for (const m of metrics) {
+      if (m.task === 'age') assert.equal(m.calibration, undefined);
+      else assert.ok(m.calibration !== undefined && m.calibration.faces === 32 && m.calibration.temperature > 0 && m.calibration.lossAfter <= m.calibration.lossBefore + 1e-12, `${m.task}: ${JSON.stringify(m.calibration)}`);
+      const saved = await loadModel(join(runDir, m.task, 'model'));
+      assert.equal(saved.layers.some((l) => l instanceof Temperature), m.task !== 'age', m.task);
+      saved.dispose();
+    }
     // Every saved model loads back for the exporter, the age model's two fixed matrices included (their weights
     // were once both named `kernel`, which tfjs saves but cannot load).
     for (const task of TASKS) {
@@ -231,6 +241,7 @@ describe('multitask preset', () => {
     const onePass = await exportModelFolderInMemory({ modelDir: join(runDir, 'gender', 'model'), testTimeFlip: false });
     assert.ok(both.model.layers.some((l) => l instanceof HorizontalFlip));
     assert.ok(!onePass.model.layers.some((l) => l instanceof HorizontalFlip));
+    assert.ok(onePass.model.layers.some((l) => l instanceof Temperature), 'the one-pass model keeps the temperature');
     assert.ok(onePass.bytes.length < both.bytes.length);
     const kept = onePass.metadata.metrics as Record<string, unknown>;
     assert.deepEqual(kept.split, (both.metadata.metrics as Record<string, unknown>).split);

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  calibration,
   classificationReport,
   confusionMatrix,
+  formatCalibration,
   formatClassificationReport,
   formatConfusionMatrix,
   formatFixed,
@@ -260,5 +262,47 @@ describe('meanAbsoluteError', () => {
   test('rejects empty or mismatched inputs', () => {
     assert.throws(() => meanAbsoluteError([], []), /at least one value/);
     assert.throws(() => meanAbsoluteError([1, 2], [1]), /same length; got 2 and 1/);
+  });
+});
+
+describe('calibration', () => {
+  // Five answers: 0.95 (right), 0.85 (right), 0.81 (wrong), 0.55 (right), 1.0 (right); worked by hand below.
+  const confidence = [0.95, 0.85, 0.81, 0.55, 1.0];
+  const correct = [true, true, false, true, true];
+
+  test('bins answers by probability, with 1 in the last bin, and weighs each bin gap by its answers', () => {
+    const c = calibration(confidence, correct, { bins: 10, thresholds: [0.5, 0.9, 0.99] });
+    assertClose(c.confidence, (0.95 + 0.85 + 0.81 + 0.55 + 1.0) / 5, 'mean probability');
+    assertClose(c.accuracy, 4 / 5, 'accuracy');
+    const filled = c.bins.filter((b) => b.count > 0);
+    assert.deepEqual(filled.map((b) => [b.from, b.count, b.accuracy]), [[0.5, 1, 1], [0.8, 2, 0.5], [0.9, 2, 1]]);
+    assertClose(filled[1].confidence as number, 0.83, 'the 0.8-0.9 bin');
+    assert.equal(c.bins[0].confidence, null);
+    // |1 - 0.55| * 1/5 + |0.5 - 0.83| * 2/5 + |1 - 0.975| * 2/5
+    assertClose(c.ece, 0.45 / 5 + (0.33 * 2) / 5 + (0.025 * 2) / 5, 'expected calibration error');
+    assert.deepEqual(
+      c.selective.map((r) => [r.threshold, r.count, r.coverage, r.accuracy]),
+      [[0.5, 5, 1, 0.8], [0.9, 2, 0.4, 1], [0.99, 1, 0.2, 1]],
+    );
+  });
+
+  test('a model whose probabilities are right on average in every bin has an error of zero', () => {
+    const c = calibration([0.75, 0.75, 0.75, 0.75, 0.5, 0.5], [true, true, true, false, true, false]);
+    assertClose(c.ece, 0, 'expected calibration error');
+    assert.equal(c.selective.find((r) => r.threshold === 0.95)?.accuracy, null, 'no answer reaches 0.95');
+  });
+
+  test('refuses mismatched lengths, no answers and values that are not probabilities', () => {
+    assert.throws(() => calibration([0.5], [true, false]), /same length; got 1 and 2/);
+    assert.throws(() => calibration([], []), /at least one answer/);
+    assert.throws(() => calibration([1.2], [true]), /confidence\[0\] is 1.2; expected a probability/);
+    assert.throws(() => calibration([Number.NaN], [true]), /confidence\[0\] is NaN/);
+  });
+
+  test('formats the error, the lean, the filled bins and the kept answers', () => {
+    const text = formatCalibration(calibration(confidence, correct, { thresholds: [0.9] }));
+    assert.match(text, /^Calibration: expected calibration error 23\.20 points over 10 bins; mean probability 83\.2% against accuracy 80\.0% \(overconfident by 3\.2 points\)/);
+    assert.equal(text.split('\n').filter((l) => /^  0\.\d-/.test(l)).length, 3, 'one line per bin that holds answers');
+    assert.match(text, /  0\.90:  40\.0% of the faces \(2\), 100\.0% right$/);
   });
 });

@@ -7,13 +7,16 @@ import { scaleBytes, type InputSpec } from '../models/spec/preprocess.ts';
 import { createSession, releaseSession, run } from '../serve/runtime.ts';
 import type { Dataset } from './data/dataset.ts';
 import {
+  calibration,
   classificationReport,
   confusionMatrix,
+  formatCalibration,
   formatClassificationReport,
   formatConfusionMatrix,
   formatSubgroupTable,
   meanAbsoluteError,
   subgroupAccuracy,
+  type Calibration,
 } from './report/metrics.ts';
 
 const PREDICT_BATCH = 512;
@@ -92,8 +95,27 @@ export interface Evaluation {
   /** per evaluated face, in `indices` order */
   predicted: Int32Array;
   truth: Int32Array;
+  /** how far the probability of each answer can be taken at its word */
+  calibration: Calibration;
   /** for a model that predicts age in years: mean absolute error overall and per age group */
   years?: { mae: number; byAgeGroup: { label: string; mae: number | null; count: number }[] };
+}
+
+/** `predict`'s answer for each face at `indices`, in that order, in batches of scaled inputs. */
+export async function predictFaces(predict: Predictor, dataset: Dataset, indices: ArrayLike<number>): Promise<TaskPrediction[]> {
+  const { height, width, channels } = dataset.spec;
+  const size = height * width * channels;
+  const answers: TaskPrediction[] = [];
+  const batch = new Float32Array(PREDICT_BATCH * size);
+  for (let start = 0; start < indices.length; start += PREDICT_BATCH) {
+    const count = Math.min(PREDICT_BATCH, indices.length - start);
+    for (let k = 0; k < count; k++) {
+      const face = indices[start + k];
+      scaleBytes(dataset.pixels.subarray(face * size, (face + 1) * size), dataset.spec, batch.subarray(k * size, (k + 1) * size));
+    }
+    answers.push(...(await predict(batch.subarray(0, count * size), count)));
+  }
+  return answers;
 }
 
 /** Runs `predict` over the faces at `indices` and scores it against their labels. */
@@ -105,29 +127,20 @@ export async function evaluate(
   labels: string[],
   ageScheme: AgeScheme,
 ): Promise<Evaluation> {
-  const { height, width, channels } = dataset.spec;
-  const size = height * width * channels;
   const targets = taskTargets(dataset, task, ageScheme);
   const predicted = new Int32Array(indices.length);
   const truth = new Int32Array(indices.length);
+  const confidence = new Float32Array(indices.length);
   let loss = 0;
   const years: number[] = [];
-  const batch = new Float32Array(PREDICT_BATCH * size);
-  for (let start = 0; start < indices.length; start += PREDICT_BATCH) {
-    const count = Math.min(PREDICT_BATCH, indices.length - start);
-    for (let k = 0; k < count; k++) {
-      const face = indices[start + k];
-      scaleBytes(dataset.pixels.subarray(face * size, (face + 1) * size), dataset.spec, batch.subarray(k * size, (k + 1) * size));
-    }
-    const rows = await predict(batch.subarray(0, count * size), count);
-    rows.forEach((row, k) => {
-      const target = targets[indices[start + k]];
-      predicted[start + k] = row.index;
-      truth[start + k] = target;
-      loss -= Math.log(Math.max(row.probabilities[target], 1e-7));
-      if (row.years !== undefined) years.push(row.years);
-    });
-  }
+  (await predictFaces(predict, dataset, indices)).forEach((row, k) => {
+    const target = targets[indices[k]];
+    predicted[k] = row.index;
+    truth[k] = target;
+    confidence[k] = row.probabilities[row.index];
+    loss -= Math.log(Math.max(row.probabilities[target], 1e-7));
+    if (row.years !== undefined) years.push(row.years);
+  });
   const cm = confusionMatrix(truth, predicted, labels.length);
   const report = classificationReport(cm, labels);
   const subgroups = subgroupAccuracy(
@@ -139,7 +152,19 @@ export async function evaluate(
     })),
     ageScheme,
   );
-  const evaluation: Evaluation = { task, labels, count: indices.length, accuracy: report.accuracy, loss: loss / Math.max(1, indices.length), report, confusionMatrix: cm, subgroups, predicted, truth };
+  const evaluation: Evaluation = {
+    task,
+    labels,
+    count: indices.length,
+    accuracy: report.accuracy,
+    loss: loss / Math.max(1, indices.length),
+    report,
+    confusionMatrix: cm,
+    subgroups,
+    calibration: calibration(confidence, Array.from(predicted, (p, k) => p === truth[k])),
+    predicted,
+    truth,
+  };
   if (years.length === indices.length && years.length > 0) evaluation.years = yearsError(years, Array.from(indices, (face) => dataset.ages[face]), ageScheme);
   return evaluation;
 }
@@ -169,6 +194,7 @@ export function formatEvaluation(evaluation: Evaluation): string {
     '',
     'Accuracy by subgroup',
     formatSubgroupTable(evaluation.subgroups),
+    formatCalibration(evaluation.calibration),
     ...(evaluation.years === undefined
       ? []
       : [

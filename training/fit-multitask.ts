@@ -85,6 +85,8 @@ export interface MultitaskFitResult {
   trainCount: number;
   trainSeconds: number;
   replicas: number;
+  /** the faces that chose the epoch (carved from `train`; see `multitaskValidation`) */
+  validation: Int32Array;
 }
 
 function startReplica(data: ReplicaData): Worker {
@@ -111,12 +113,17 @@ function disposeAll(built: ReturnType<typeof buildMultitaskModels>, except?: Tas
   for (const task of TASKS) if (task !== except) built.inference[task].dispose();
 }
 
+/** The split of the training faces into those fitted and those that choose the epoch (and fit the temperatures). */
+export function multitaskValidation(train: Int32Array, seed: number, config: Pick<MultitaskConfig, 'validationFraction'> = MULTITASK_TRAINING): { fit: Int32Array; validation: Int32Array } {
+  return carveValidation(train, config.validationFraction, seed + 101);
+}
+
 export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConfig = MULTITASK_TRAINING): Promise<MultitaskFitResult> {
   const { dataset, labels, seed, log } = args;
   const epochs = args.epochs ?? config.epochs;
   const replicas = Math.max(1, Math.min(args.replicas ?? defaultReplicas(args.backend), config.batchSize));
   if (config.batchSize % replicas !== 0) throw new Error(`batch size ${config.batchSize} does not split evenly over ${replicas} replicas`);
-  const { fit, validation } = carveValidation(args.train, config.validationFraction, seed + 101);
+  const { fit, validation } = multitaskValidation(args.train, seed, config);
   if (fit.length < config.batchSize) throw new Error(`only ${fit.length} faces to fit, fewer than one batch of ${config.batchSize}; load more faces`);
   const architecture = { ...config.architecture, input: dataset.spec };
   const probe = buildMultitaskModels(labels, architecture, args.ageScheme, seed);
@@ -227,5 +234,6 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     trainCount: fit.length,
     trainSeconds: done.trainSeconds,
     replicas,
+    validation,
   };
 }

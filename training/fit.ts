@@ -2,6 +2,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { AgeScheme, Task } from '../models/spec/labels.ts';
 import type { OutputSpec } from '../models/spec/metadata.ts';
+import type { TemperatureFit } from './calibrate.ts';
 import type { Dataset } from './data/dataset.ts';
 
 export interface History {
@@ -28,6 +29,8 @@ export interface FitResult {
   trainSeconds: number;
   /** presets that choose on a validation split: the epoch whose weights were kept */
   keptEpoch?: number;
+  /** where the model's probabilities were rescaled by a temperature fitted on the validation split */
+  calibration?: TemperatureFit;
   /** frees what only training needed (optimizer state, the training graph) */
   release(): void;
 }

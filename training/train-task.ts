@@ -10,6 +10,7 @@ import { TASKS, taskLabels, type AgeScheme, type Task } from '../models/spec/lab
 import { PREPROCESSING_VERSION, scaleBytes, SEED_INPUT, type InputSpec } from '../models/spec/preprocess.ts';
 import type { OutputSpec } from '../models/spec/metadata.ts';
 import type { Dataset } from './data/dataset.ts';
+import { CALIBRATED_TASKS, calibrateModel, formatTemperatureFit, type TemperatureFit } from './calibrate.ts';
 import { emptyHistory, recordEpoch, type FitArgs, type FitResult, type History } from './fit.ts';
 import { shuffledIndices, trainTestSplit } from './data/split.ts';
 import { saveModel } from './models/io.ts';
@@ -74,6 +75,8 @@ export interface TaskMetrics {
   keptEpoch?: number;
   /** age models that predict years: mean absolute error on the test split, overall and per age group */
   years?: Evaluation['years'];
+  /** the temperature its probabilities are rescaled by, fitted on the validation split */
+  calibration?: TemperatureFit;
 }
 
 export interface TestSplitInfo {
@@ -122,8 +125,15 @@ export async function trainTogether(options: Omit<TrainTaskOptions, 'task' | 'ou
   const fitted = await fitMultitask(args);
   const metrics: TaskMetrics[] = [];
   for (const task of TASKS) {
+    let model = fitted.models[task];
+    let calibration: TemperatureFit | undefined;
+    if (CALIBRATED_TASKS.includes(task)) {
+      const info = { task, labels: args.labels[task], outputs: fitted.outputs[task], input: dataset.spec, ageScheme };
+      ({ model, fit: calibration } = await calibrateOnValidation(model, info, dataset, fitted.validation, args.targets[task], log));
+      log(formatTemperatureFit(task, calibration));
+    }
     const result: FitResult = {
-      model: fitted.models[task],
+      model,
       outputs: fitted.outputs[task],
       history: fitted.history[task],
       epochs: fitted.epochs,
@@ -131,6 +141,7 @@ export async function trainTogether(options: Omit<TrainTaskOptions, 'task' | 'ou
       trainCount: fitted.trainCount,
       trainSeconds: fitted.trainSeconds,
       keptEpoch: fitted.bestEpoch,
+      ...(calibration === undefined ? {} : { calibration }),
       release: () => {},
     };
     metrics.push(await writeTaskRun({ ...options, task, outDir: join(options.runDir, task) }, result, split, testFraction));
@@ -159,6 +170,26 @@ export async function testPredictor(
   }
   // training has ended, so every core is free
   return onnxPredictor(bytes, { threads: availableParallelism() });
+}
+
+/**
+ * `model` with a temperature fitted on the faces at `validation` (training/calibrate.ts), whose answers are read
+ * as the test split's are (the model exported and run in onnxruntime-node).
+ */
+export async function calibrateOnValidation(
+  model: tf.LayersModel,
+  info: Parameters<typeof testPredictor>[1],
+  dataset: Dataset,
+  validation: Int32Array,
+  targets: Int32Array,
+  log: (line: string) => void,
+): Promise<{ model: tf.LayersModel; fit: TemperatureFit }> {
+  const scorer = await testPredictor(model, info, log);
+  try {
+    return await calibrateModel(model, scorer.predict, dataset, validation, targets);
+  } finally {
+    await scorer.release();
+  }
 }
 
 /** Evaluates a fitted model on the test split and writes the task's run folder. */
@@ -195,6 +226,7 @@ async function writeTaskRun(options: TrainTaskOptions, fitted: FitResult, split:
     split: { testFraction, seed, limit: options.limit ?? null, datasetCount: dataset.count },
     ...(fitted.keptEpoch === undefined ? {} : { keptEpoch: fitted.keptEpoch }),
     ...(evaluation.years === undefined ? {} : { years: evaluation.years }),
+    ...(fitted.calibration === undefined ? {} : { calibration: fitted.calibration }),
   };
 
   await saveModel(model, join(outDir, 'model'));

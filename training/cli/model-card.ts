@@ -13,6 +13,7 @@ import { loadDataset } from '../data/load.ts';
 import { trainTestSplit } from '../data/split.ts';
 import { evaluate, onnxPredictor, type Evaluation } from '../evaluate.ts';
 import { defaultDataSource, REPO_ROOT } from '../paths.ts';
+import type { TemperatureFit } from '../calibrate.ts';
 import type { TestSplitInfo } from '../train-task.ts';
 import { isMain, prepareOutputFile, runCli, UsageError } from './args.ts';
 
@@ -41,7 +42,7 @@ function table(header: string[], rows: (string | number)[][]): string {
 
 function modelSection(m: Measured): string {
   const { metadata, evaluation: e } = m;
-  const training = metadata.metrics as { epochs?: number; keptEpoch?: number; trainSeconds?: number; split?: TestSplitInfo } | null;
+  const training = metadata.metrics as { epochs?: number; keptEpoch?: number; trainSeconds?: number; split?: TestSplitInfo; calibration?: TemperatureFit } | null;
   const trained =
     training?.epochs === undefined
       ? ''
@@ -76,6 +77,24 @@ function modelSection(m: Measured): string {
       ],
     ),
   ];
+  const c = e.calibration;
+  const fit = training?.calibration;
+  const rescaled =
+    fit === undefined
+      ? ''
+      : `Its probabilities are rescaled by a temperature of ${fit.temperature} fitted on the ${fit.faces.toLocaleString('en-US')} validation faces ` +
+        `(temperature scaling: the class it picks never changes), which took their calibration error from ${(fit.eceBefore * 100).toFixed(1)} to ${(fit.eceAfter * 100).toFixed(1)} points. `;
+  lines.push(
+    '',
+    rescaled +
+      `On the test split, the answers' mean probability is ${pct(c.confidence)} and ${pct(c.accuracy)} of them are right ` +
+      `(expected calibration error ${(c.ece * 100).toFixed(1)} points over ${c.bins.length} bins). A caller that keeps only confident answers gets:`,
+    '',
+    table(
+      ['probability of the answer at least', 'faces kept', 'accuracy of those'],
+      c.selective.map((row) => [row.threshold.toFixed(2), `${pct(row.coverage)} (${row.count.toLocaleString('en-US')})`, pct(row.accuracy)]),
+    ),
+  );
   if (metadata.task === 'ethnicity') {
     lines.push('', 'Confusion matrix (rows: true, columns: predicted):', '', table(['true \\ predicted', ...e.labels], e.confusionMatrix.map((row, i) => [e.labels[i], ...row])));
   }
@@ -127,9 +146,19 @@ function ageErrorNote(age: Measured | undefined): string {
 export function renderCard(measured: Measured[], dataset: { count: number; genders: number[]; ethnicities: number[] }, command: string): string {
   const byTask = (task: Task) => measured.find((m) => m.metadata.task === task);
   const overall = table(
-    ['model', 'preset', 'input', 'test accuracy', 'age MAE', 'test faces', 'size'],
-    measured.map((m) => [m.metadata.task, m.metadata.source.preset ?? '-', `${m.metadata.input.height}x${m.metadata.input.width}x${m.metadata.input.channels}`, pct(m.evaluation.accuracy), m.evaluation.years === undefined ? '-' : `${m.evaluation.years.mae.toFixed(2)} years`, m.evaluation.count, `${(m.bytes / 1024).toFixed(0)} KiB`]),
+    ['model', 'preset', 'input', 'test accuracy', 'age MAE', 'calibration error', 'test faces', 'size'],
+    measured.map((m) => [
+      m.metadata.task,
+      m.metadata.source.preset ?? '-',
+      `${m.metadata.input.height}x${m.metadata.input.width}x${m.metadata.input.channels}`,
+      pct(m.evaluation.accuracy),
+      m.evaluation.years === undefined ? '-' : `${m.evaluation.years.mae.toFixed(2)} years`,
+      `${(m.evaluation.calibration.ece * 100).toFixed(1)} points`,
+      m.evaluation.count,
+      `${(m.bytes / 1024).toFixed(0)} KiB`,
+    ]),
   );
+  const rescaled = measured.filter((m) => (m.metadata.metrics as { calibration?: TemperatureFit } | null)?.calibration !== undefined).map((m) => m.metadata.task);
   const gender = byTask('gender');
   const genderByEthnicity = gender === undefined ? '' : table(['ethnicity', 'gender accuracy', 'faces'], gender.evaluation.subgroups.byEthnicity.map((g, i) => [ETHNICITY_LABELS[i], pct(g.accuracy), g.count]));
   const counts = (values: number[], labels: readonly string[]) => labels.map((l, i) => `${l} ${values[i].toLocaleString('en-US')} (${((100 * values[i]) / dataset.count).toFixed(1)}%)`).join(', ');
@@ -144,7 +173,13 @@ ${describeNetworks(measured)} They take one face photo, already cropped so the f
 UTKFace; the server and the demo centre-crop and resize any photo to the models' input), and give
 probabilities for an age group (1-10, 11-20, 21-40, 41-60, 61-90, 91+), an ethnicity (White, Black, Asian,
 Indian, Others, as UTKFace labels them) and a gender (male, female, as UTKFace labels them). An age model that
-also predicts years gives them as \`age.years\`.
+also predicts years gives them as \`age.years\`.${
+    rescaled.length === 0
+      ? ''
+      : `
+The ${rescaled.join(' and ')} probabilities are rescaled by a temperature fitted on the validation split, so that they
+can be read as the chance of being right (each model's section measures how well).`
+  }
 
 ## Data
 
@@ -173,6 +208,9 @@ UTKFace is available for **non-commercial research purposes only**; the models i
 
 ${overall}
 
+The calibration error is the gap between the probability of each answer and how often such answers are right,
+averaged over 10 bins of probability (expected calibration error; 0 would be perfect).
+
 Gender accuracy per ethnicity:
 
 ${genderByEthnicity}
@@ -191,7 +229,8 @@ age. Ethnicity "Others" is a catch-all class with few faces and no visual defini
 ## How to reproduce every number
 
 \`\`\`sh
-npm run train -- --task all --preset <preset>   # see each model's preset above
+npm run train -- --task all --preset <preset>   # see each model's preset above; multitask runs also fit the temperatures
+                                                # (a run trained before they did: npm run calibrate -- --run DIR)
 npm run export -- --all
 ${command}
 npm run evaluate -- --model models              # the same figures, printed in full

@@ -47,18 +47,22 @@ function isMirrored(tensor: tf.SymbolicTensor, seen = new Map<tf.SymbolicTensor,
 
 /**
  * The same model without its mirror pass: every output that is the Average of a direct value and a mirrored one
- * (as `flipTest` builds them) becomes the direct value, with the same weights. For deployments that need the
+ * (as `flipTest` builds them), or a temperature of such an Average, becomes the direct value (rescaled by the same
+ * temperature, fitted for the mean of the two), with the same weights. For deployments that need the
  * throughput of one pass more than the accuracy of two. Throws NoMirrorError for any output that is not such a mean.
  */
 export function withoutMirror(model: tf.LayersModel): tf.LayersModel {
   const outputs = model.outputs.map((output) => {
-    const layer = output.sourceLayer;
-    const inputs = layer.getClassName() === 'Average' ? (layer.inboundNodes[output.nodeIndex]?.inputTensors ?? []) : [];
+    // A temperature after the mean (training/models/temperature.ts) stays, applied to the direct value.
+    const rescale = output.sourceLayer.getClassName() === 'Temperature' ? output.sourceLayer : undefined;
+    const mean = rescale === undefined ? output : rescale.inboundNodes[output.nodeIndex]?.inputTensors[0];
+    const layer = mean?.sourceLayer;
+    const inputs = mean !== undefined && layer?.getClassName() === 'Average' ? (layer.inboundNodes[mean.nodeIndex]?.inputTensors ?? []) : [];
     const direct = inputs.filter((input) => !isMirrored(input));
     if (inputs.length !== 2 || direct.length !== 1) {
       throw new NoMirrorError(`output "${output.name}" of model "${model.name}" is not the mean of a face and its mirror image; the model has no test-time flip to remove`);
     }
-    return direct[0];
+    return rescale === undefined ? direct[0] : (rescale.apply(direct[0]) as tf.SymbolicTensor);
   });
   return tf.model({ inputs: model.inputs, outputs: outputs.length === 1 ? outputs[0] : outputs, name: `${model.name}_one_pass` });
 }

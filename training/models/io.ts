@@ -5,8 +5,9 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-// registers HorizontalFlip, which the multitask preset's saved models hold, so that they load
+// register HorizontalFlip and Temperature, which the multitask preset's saved models hold, so that they load
 import './flip.ts';
+import './temperature.ts';
 
 const MODEL_JSON = 'model.json';
 const WEIGHTS_BIN = 'weights.bin';

@@ -317,3 +317,108 @@ export function meanAbsoluteError(truth: ArrayLike<number>, predicted: ArrayLike
   for (let i = 0; i < truth.length; i++) sum += Math.abs(truth[i] - predicted[i]);
   return sum / truth.length;
 }
+
+/** One equal-width bin of the probabilities a model gave its answers. */
+export interface ConfidenceBin {
+  /** the bin holds probabilities in [from, to) (the last bin includes 1) */
+  from: number;
+  to: number;
+  count: number;
+  /** mean probability of the answers in the bin; null when empty */
+  confidence: number | null;
+  /** share of those answers that were right; null when empty */
+  accuracy: number | null;
+}
+
+/** The answers whose probability reaches `threshold`: how many are kept, and how many of those are right. */
+export interface SelectiveRow {
+  threshold: number;
+  count: number;
+  /** count / all answers */
+  coverage: number;
+  /** null when no answer reaches the threshold */
+  accuracy: number | null;
+}
+
+/** How far a model's probabilities can be taken at their word. */
+export interface Calibration {
+  /** mean probability of the answers given */
+  confidence: number;
+  accuracy: number;
+  /** expected calibration error: the gap |accuracy - mean probability| per bin, weighted by the bin's answers */
+  ece: number;
+  bins: ConfidenceBin[];
+  selective: SelectiveRow[];
+}
+
+/** Thresholds a caller might keep answers above; those under 1 / classes keep everything. */
+export const CONFIDENCE_THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95] as const;
+
+/**
+ * Calibration of `confidence[i]`, the probability the model gave the answer it chose for face i, against
+ * whether that answer was right (`correct[i]`): the reliability bins, their expected calibration error (Guo et
+ * al., 2017, equal-width bins), and the accuracy left when only answers above each threshold are kept.
+ */
+export function calibration(
+  confidence: ArrayLike<number>,
+  correct: ArrayLike<boolean>,
+  { bins = 10, thresholds = CONFIDENCE_THRESHOLDS }: { bins?: number; thresholds?: readonly number[] } = {},
+): Calibration {
+  const n = confidence.length;
+  if (correct.length !== n) throw new RangeError(`confidence and correct must have the same length; got ${n} and ${correct.length}`);
+  if (n === 0) throw new RangeError('calibration needs at least one answer');
+  if (!Number.isInteger(bins) || bins < 1) throw new RangeError(`bins must be a positive integer; got ${bins}`);
+  const sums = new Float64Array(bins);
+  const hits = new Int32Array(bins);
+  const counts = new Int32Array(bins);
+  let confidenceSum = 0;
+  let hitSum = 0;
+  for (let i = 0; i < n; i++) {
+    const p = confidence[i];
+    if (!(p >= 0 && p <= 1)) throw new RangeError(`confidence[${i}] is ${p}; expected a probability from 0 to 1`);
+    const bin = Math.min(bins - 1, Math.floor(p * bins));
+    sums[bin] += p;
+    counts[bin]++;
+    if (correct[i]) {
+      hits[bin]++;
+      hitSum++;
+    }
+    confidenceSum += p;
+  }
+  let ece = 0;
+  const binRows: ConfidenceBin[] = Array.from({ length: bins }, (_, b) => {
+    const count = counts[b];
+    const row = { from: b / bins, to: (b + 1) / bins, count, confidence: count === 0 ? null : sums[b] / count, accuracy: count === 0 ? null : hits[b] / count };
+    if (count > 0) ece += (count / n) * Math.abs((row.accuracy as number) - (row.confidence as number));
+    return row;
+  });
+  const selective = thresholds.map((threshold) => {
+    let count = 0;
+    let right = 0;
+    for (let i = 0; i < n; i++) {
+      if (confidence[i] >= threshold) {
+        count++;
+        if (correct[i]) right++;
+      }
+    }
+    return { threshold, count, coverage: count / n, accuracy: count === 0 ? null : right / count };
+  });
+  return { confidence: confidenceSum / n, accuracy: hitSum / n, ece, bins: binRows, selective };
+}
+
+/** The calibration as text: a line for the error, the reliability bins that hold answers, and the kept answers. */
+export function formatCalibration(c: Calibration): string {
+  const pct = (x: number | null): string => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
+  const lean = c.confidence > c.accuracy ? 'overconfident' : 'underconfident';
+  const lines = [
+    `Calibration: expected calibration error ${(c.ece * 100).toFixed(2)} points over ${c.bins.length} bins; ` +
+      `mean probability ${pct(c.confidence)} against accuracy ${pct(c.accuracy)} (${lean} by ${(Math.abs(c.confidence - c.accuracy) * 100).toFixed(1)} points)`,
+    '  probability   answers   mean probability   accuracy',
+    ...c.bins
+      .filter((b) => b.count > 0)
+      .map((b) => `  ${b.from.toFixed(1)}-${b.to.toFixed(1)}   ${String(b.count).padStart(9)}   ${pct(b.confidence).padStart(16)}   ${pct(b.accuracy).padStart(8)}`),
+    'Keeping only the answers whose probability is at least:',
+    ...c.selective.map((s) => `  ${s.threshold.toFixed(2)}: ${pct(s.coverage).padStart(6)} of the faces (${s.count}), ${pct(s.accuracy)} right`),
+  ];
+  return lines.join('\n');
+}

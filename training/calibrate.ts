@@ -1,0 +1,117 @@
+/**
+ * Temperature scaling fitted on the validation split: the temperature that makes a model's probabilities best
+ * predict the labels of faces it did not train on (lowest mean cross-entropy), then kept in the model as a
+ * `Temperature` layer, so that the exported file, the server and the page all give the rescaled probabilities.
+ * Only the ethnicity and gender models are rescaled: the age model's group probabilities are sums of its
+ * distribution over years, which its `years` answer shares, and they are already calibrated (1.2 points).
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type { Task } from '../models/spec/labels.ts';
+import type { Dataset } from './data/dataset.ts';
+import { predictFaces, type Predictor } from './evaluate.ts';
+import { TEMPERATURE_FLOOR, withTemperature } from './models/temperature.ts';
+import { calibration } from './report/metrics.ts';
+
+/** The tasks whose probabilities are rescaled. */
+export const CALIBRATED_TASKS: readonly Task[] = ['ethnicity', 'gender'];
+
+/** Temperatures are searched in this range (a model that needs more is broken, not miscalibrated). */
+const TEMPERATURE_RANGE = [0.05, 20] as const;
+
+/** What a fit found, as metrics.json and the ONNX metadata record it. */
+export interface TemperatureFit {
+  /** rounded to 3 decimals, as kept in the model */
+  temperature: number;
+  /** validation faces it was fitted on */
+  faces: number;
+  /** mean cross-entropy of the true class on those faces, before and after */
+  lossBefore: number;
+  lossAfter: number;
+  /** expected calibration error on those faces (fraction, 10 bins), before and after */
+  eceBefore: number;
+  eceAfter: number;
+}
+
+/** Rows of probabilities rescaled by `temperature`: q_i = p_i^(1/T) / sum_j p_j^(1/T), as the layer computes. */
+export function temperedProbabilities(rows: readonly (readonly number[])[], temperature: number): number[][] {
+  return rows.map((row) => {
+    const logs = row.map((p) => Math.log(Math.max(p, TEMPERATURE_FLOOR)) / temperature);
+    const top = Math.max(...logs);
+    const exps = logs.map((l) => Math.exp(l - top));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    return exps.map((e) => e / sum);
+  });
+}
+
+function meanLoss(rows: readonly (readonly number[])[], truth: ArrayLike<number>): number {
+  let loss = 0;
+  rows.forEach((row, i) => (loss -= Math.log(Math.max(row[truth[i]], TEMPERATURE_FLOOR))));
+  return loss / rows.length;
+}
+
+function ece(rows: readonly (readonly number[])[], truth: ArrayLike<number>): number {
+  const top = rows.map((row) => row.indexOf(Math.max(...row)));
+  return calibration(
+    top.map((c, i) => rows[i][c]),
+    top.map((c, i) => c === truth[i]),
+  ).ece;
+}
+
+/**
+ * The temperature that minimizes the mean cross-entropy of `truth` under the rescaled `rows` (each row a face's
+ * class probabilities; two for a sigmoid unit). The loss is convex in 1/T, so a golden-section search over 1/T
+ * finds the minimum.
+ */
+export function fitTemperature(rows: readonly (readonly number[])[], truth: ArrayLike<number>): TemperatureFit {
+  if (rows.length === 0) throw new RangeError('fitTemperature needs at least one face');
+  if (rows.length !== truth.length) throw new RangeError(`${rows.length} rows of probabilities for ${truth.length} labels`);
+  const lossAt = (inverse: number): number => meanLoss(temperedProbabilities(rows, 1 / inverse), truth);
+  let [lo, hi] = [1 / TEMPERATURE_RANGE[1], 1 / TEMPERATURE_RANGE[0]];
+  const ratio = (Math.sqrt(5) - 1) / 2;
+  let a = hi - ratio * (hi - lo);
+  let b = lo + ratio * (hi - lo);
+  let [fa, fb] = [lossAt(a), lossAt(b)];
+  while (hi - lo > 1e-6) {
+    if (fa <= fb) {
+      [hi, b, fb] = [b, a, fa];
+      a = hi - ratio * (hi - lo);
+      fa = lossAt(a);
+    } else {
+      [lo, a, fa] = [a, b, fb];
+      b = lo + ratio * (hi - lo);
+      fb = lossAt(b);
+    }
+  }
+  const temperature = Math.round((2 / (lo + hi)) * 1000) / 1000;
+  const after = temperedProbabilities(rows, temperature);
+  return { temperature, faces: rows.length, lossBefore: meanLoss(rows, truth), lossAfter: meanLoss(after, truth), eceBefore: ece(rows, truth), eceAfter: ece(after, truth) };
+}
+
+/**
+ * Fits a temperature for `model` (read through `predict`, which must answer as the model does) on the faces at
+ * `indices`, and returns the model with it as its last layer. `targets` holds every face's class for the task.
+ */
+export async function calibrateModel(
+  model: tf.LayersModel,
+  predict: Predictor,
+  dataset: Dataset,
+  indices: Int32Array,
+  targets: Int32Array,
+): Promise<{ model: tf.LayersModel; fit: TemperatureFit }> {
+  if (model.outputs.length !== 1) throw new Error(`model "${model.name}" has ${model.outputs.length} outputs; temperature scaling takes a model with one class output`);
+  const answers = await predictFaces(predict, dataset, indices);
+  const fit = fitTemperature(
+    answers.map((a) => a.probabilities),
+    Array.from(indices, (face) => targets[face]),
+  );
+  return { model: withTemperature(model, [fit.temperature]), fit };
+}
+
+/** One line for the training log and the calibrate CLI. */
+export function formatTemperatureFit(task: Task, fit: TemperatureFit): string {
+  const points = (x: number): string => (x * 100).toFixed(1);
+  return (
+    `${task}: probabilities rescaled by temperature ${fit.temperature}, fitted on ${fit.faces} validation faces ` +
+    `(cross-entropy ${fit.lossBefore.toFixed(4)} -> ${fit.lossAfter.toFixed(4)}, calibration error ${points(fit.eceBefore)} -> ${points(fit.eceAfter)} points)`
+  );
+}
