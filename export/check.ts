@@ -20,7 +20,7 @@ import { decodeFaceFile } from '../training/data/decode-worker.ts';
 import { SkipCollector } from '../training/data/ingest.ts';
 import { DEFAULT_MODELS, DEFAULT_RUNS, DEFAULT_UTKFACE, isMain, parsePositiveNumber, parseWholeNumber, runCli, UsageError } from './args.ts';
 import { ExportError, exportModelFolderInMemory } from './export-model.ts';
-import { compareModels, ONNX_RUNTIMES, randomValues, type OnnxRuntimeName, type OutputComparison } from './parity.ts';
+import { compareModels, ONNX_RUNTIMES, predictTfjs, randomValues, type OnnxRuntimeName, type OutputComparison, type RunOutputs } from './parity.ts';
 import { loadTfjsModelFolder } from './tfjs-model.ts';
 
 const USAGE = `Usage:
@@ -201,13 +201,20 @@ async function checkPair(config: CheckConfig, pair: CheckConfig['pairs'][number]
       inputs.push({ label: `UTKFace faces ${read.count}`, batches: read.batches });
     }
     let ok = true;
+    // tfjs on the cpu backend is most of the time a check takes: its answers are computed once, for every runtime.
+    const references = new Map<Float32Array, RunOutputs['tfjs']>();
     for (const runtime of config.runtimes) {
       const runner = await ONNX_RUNTIMES[runtime](bytes);
       try {
         if (config.runtimes.length > 1) log(`  ${runtime}:`);
         for (const { label, batches } of inputs) {
           const parts: OutputComparison[][] = [];
-          for (const batch of batches) parts.push(await compareModels(model, runner, batch, [batch.length / size, height, width, channels], metadata.outputs));
+          for (const batch of batches) {
+            const shape = [batch.length / size, height, width, channels];
+            let reference = references.get(batch);
+            if (reference === undefined) references.set(batch, (reference = predictTfjs(model, batch, shape)));
+            parts.push(await compareModels(model, runner, batch, shape, metadata.outputs, reference));
+          }
           for (const c of mergeComparisons(parts)) {
             log(formatComparison(label, c));
             if (!(c.maxAbsDiff <= config.tolerance) || (c.argmaxAgree !== undefined && c.argmaxAgree !== c.rows)) ok = false;

@@ -78,12 +78,20 @@ export interface RunOutputs {
   onnx: { shape: number[]; values: Float32Array }[];
 }
 
-/** Runs both models on one float32 NHWC batch; throws if the ONNX outputs' count, dtype or shapes differ from tfjs'. */
-export async function runBoth(model: tf.LayersModel, runner: OnnxRunner, input: Float32Array, shape: readonly number[]): Promise<RunOutputs> {
-  const tfOutputs = tf.tidy(() => {
+/** The tfjs model's outputs for one float32 NHWC batch: the reference each runtime is compared with. */
+export function predictTfjs(model: tf.LayersModel, input: Float32Array, shape: readonly number[]): RunOutputs['tfjs'] {
+  return tf.tidy(() => {
     const result = model.predict(tf.tensor(input, [...shape], 'float32'));
     return (Array.isArray(result) ? result : [result]).map((t) => ({ shape: t.shape, values: t.dataSync() as Float32Array }));
   });
+}
+
+/**
+ * Runs both models on one float32 NHWC batch; throws if the ONNX outputs' count, dtype or shapes differ from tfjs'.
+ * `reference`: the tfjs outputs for this batch where already computed (for another runtime, say).
+ */
+export async function runBoth(model: tf.LayersModel, runner: OnnxRunner, input: Float32Array, shape: readonly number[], reference?: RunOutputs['tfjs']): Promise<RunOutputs> {
+  const tfOutputs = reference ?? predictTfjs(model, input, shape);
   if (runner.inputNames.length !== 1) throw new Error(`The ONNX model has ${runner.inputNames.length} inputs; expected 1`);
   if (runner.outputNames.length !== tfOutputs.length) throw new Error(`The ONNX model has ${runner.outputNames.length} outputs, tfjs ${tfOutputs.length}`);
   const results = await runner.run(input, shape);
@@ -123,8 +131,15 @@ function predictedClasses(values: Float32Array, rows: number, kind: OutputSpec['
 }
 
 /** Per output: the largest absolute difference and how many rows predict the same class. */
-export async function compareModels(model: tf.LayersModel, runner: OnnxRunner, input: Float32Array, shape: readonly number[], outputs?: readonly OutputSpec[]): Promise<OutputComparison[]> {
-  const run = await runBoth(model, runner, input, shape);
+export async function compareModels(
+  model: tf.LayersModel,
+  runner: OnnxRunner,
+  input: Float32Array,
+  shape: readonly number[],
+  outputs?: readonly OutputSpec[],
+  reference?: RunOutputs['tfjs'],
+): Promise<OutputComparison[]> {
+  const run = await runBoth(model, runner, input, shape, reference);
   return run.onnx.map((out, i) => {
     const rows = out.shape[0];
     const kind = outputs?.[i]?.kind;
