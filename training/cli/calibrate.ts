@@ -76,7 +76,9 @@ export async function calibrateRun(runDir: string, data: string, log: (line: str
       if (evaluation.accuracy !== metrics.testAccuracy) log(`${task}: note: test accuracy ${evaluation.accuracy} where training measured ${metrics.testAccuracy}`);
       log(`${task}: test split cross-entropy ${metrics.testLoss.toFixed(4)} -> ${evaluation.loss.toFixed(4)}, accuracy ${(evaluation.accuracy * 100).toFixed(2)}%`);
       await saveModel(calibrated, join(folder, 'model'));
-      await writeFile(join(folder, 'metrics.json'), JSON.stringify({ ...metrics, testLoss: evaluation.loss, calibration: fit }, null, 2) + '\n');
+      // Keys in the order training writes them (the record goes into the exported file's metadata as it is).
+      const { subgroups, ...rest } = metrics as TaskMetrics & { subgroups?: unknown };
+      await writeFile(join(folder, 'metrics.json'), JSON.stringify({ ...rest, testLoss: evaluation.loss, calibration: fit, subgroups }, null, 2) + '\n');
     } finally {
       await rescored.release();
       model.dispose();
