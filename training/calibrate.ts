@@ -107,11 +107,12 @@ export async function calibrateModel(
   return { model: withTemperature(model, [fit.temperature]), fit };
 }
 
-/** One line for the training log and the calibrate CLI. */
-export function formatTemperatureFit(task: Task, fit: TemperatureFit): string {
+/** One line for the training log and the calibrate CLI; `seconds`: what the fit took, predictions included. */
+export function formatTemperatureFit(task: Task, fit: TemperatureFit, seconds?: number): string {
   const points = (x: number): string => (x * 100).toFixed(1);
   return (
-    `${task}: probabilities rescaled by temperature ${fit.temperature}, fitted on ${fit.faces} validation faces ` +
-    `(cross-entropy ${fit.lossBefore.toFixed(4)} -> ${fit.lossAfter.toFixed(4)}, calibration error ${points(fit.eceBefore)} -> ${points(fit.eceAfter)} points)`
+    `${task}: probabilities rescaled by temperature ${fit.temperature}, fitted on ${fit.faces} validation faces` +
+    (seconds === undefined ? '' : ` in ${seconds.toFixed(1)} s`) +
+    ` (cross-entropy ${fit.lossBefore.toFixed(4)} -> ${fit.lossAfter.toFixed(4)}, calibration error ${points(fit.eceBefore)} -> ${points(fit.eceAfter)} points)`
   );
 }

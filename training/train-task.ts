@@ -129,8 +129,9 @@ export async function trainTogether(options: Omit<TrainTaskOptions, 'task' | 'ou
     let calibration: TemperatureFit | undefined;
     if (CALIBRATED_TASKS.includes(task)) {
       const info = { task, labels: args.labels[task], outputs: fitted.outputs[task], input: dataset.spec, ageScheme };
-      ({ model, fit: calibration } = await calibrateOnValidation(model, info, dataset, fitted.validation, args.targets[task], log));
-      log(formatTemperatureFit(task, calibration));
+      const calibrated = await calibrateOnValidation(model, info, dataset, fitted.validation, args.targets[task], log);
+      ({ model, fit: calibration } = calibrated);
+      log(formatTemperatureFit(task, calibration, calibrated.seconds));
     }
     const result: FitResult = {
       model,
@@ -183,10 +184,11 @@ export async function calibrateOnValidation(
   validation: Int32Array,
   targets: Int32Array,
   log: (line: string) => void,
-): Promise<{ model: tf.LayersModel; fit: TemperatureFit }> {
+): Promise<{ model: tf.LayersModel; fit: TemperatureFit; seconds: number }> {
+  const startedAt = performance.now();
   const scorer = await testPredictor(model, info, log);
   try {
-    return await calibrateModel(model, scorer.predict, dataset, validation, targets);
+    return { ...(await calibrateModel(model, scorer.predict, dataset, validation, targets)), seconds: (performance.now() - startedAt) / 1000 };
   } finally {
     await scorer.release();
   }

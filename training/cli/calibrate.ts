@@ -66,8 +66,8 @@ export async function calibrateRun(runDir: string, data: string, log: (line: str
     const { train, test } = trainTestSplit(dataset.count, split.testFraction, split.seed);
     const { validation } = multitaskValidation(train, info.seed ?? split.seed);
     const outputsInfo = { task, labels: info.labels, outputs: info.outputs ?? [], input: info.input, ageScheme: info.ageScheme };
-    const { model: calibrated, fit } = await calibrateOnValidation(model, outputsInfo, dataset, validation, taskTargets(dataset, task, info.ageScheme), log);
-    log(formatTemperatureFit(task, fit));
+    const { model: calibrated, fit, seconds } = await calibrateOnValidation(model, outputsInfo, dataset, validation, taskTargets(dataset, task, info.ageScheme), log);
+    log(formatTemperatureFit(task, fit, seconds));
     // The test figures in metrics.json, as training would have written them: the accuracy cannot change, the
     // cross-entropy does.
     const rescored = await testPredictor(calibrated, outputsInfo, log);
