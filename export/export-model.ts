@@ -230,8 +230,11 @@ export interface FolderExportResult extends ExportedModel {
   metricsFile?: string;
 }
 
-/** The keys of metrics.json that describe training rather than measure the model (see TaskMetrics). */
-const TRAINING_FACTS = new Set(['task', 'preset', 'labels', 'split', 'epochs', 'keptEpoch', 'trainCount', 'testCount', 'parameters', 'backend', 'trainSeconds']);
+/**
+ * The keys of metrics.json that describe training rather than measure the model (see TaskMetrics). `calibration`
+ * is the temperature the file keeps and how it was fitted (on the mean of the two passes).
+ */
+const TRAINING_FACTS = new Set(['task', 'preset', 'labels', 'split', 'epochs', 'keptEpoch', 'trainCount', 'testCount', 'parameters', 'backend', 'trainSeconds', 'calibration']);
 
 export const TRAINING_INFO_FILE = 'training-info.json';
 export const METRICS_FILE = 'metrics.json';

@@ -7,7 +7,7 @@
  * Reshape, Dense on images) first transposes back to NHWC, because Keras flattens in NHWC order.
  */
 import type { serialization } from '@tensorflow/tfjs';
-import { TEMPERATURE_FLOOR } from '../training/models/temperature.ts';
+import { TEMPERATURE_FLOOR } from '../models/spec/temperature.ts';
 import { ExportError } from './errors.ts';
 import type { GraphBuilder } from './graph-builder.ts';
 

@@ -1,16 +1,20 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../training/backend/select.ts';
-import { fitTemperature, temperedProbabilities } from '../training/calibrate.ts';
+import { exportModelFolderInMemory } from '../export/export-model.ts';
+import { CALIBRATED_TASKS, fitTemperature, temperedProbabilities } from '../training/calibrate.ts';
 import { calibrateRun } from '../training/cli/calibrate.ts';
+import type { Dataset } from '../training/data/dataset.ts';
 import { seededRandom } from '../training/data/split.ts';
 import { UsageError } from '../training/cli/args.ts';
 import { loadModel, saveModel } from '../training/models/io.ts';
 import { Temperature, withTemperature } from '../training/models/temperature.ts';
+import { trainTogether } from '../training/train-task.ts';
+import { patternDataset } from './helpers/pattern-dataset.ts';
 import { writeSeedRun } from './helpers/seed-run.ts';
 
 const softmax = (z: number[]): number[] => {
@@ -117,6 +121,11 @@ describe('Temperature layer', () => {
       assert.throws(() => withTemperature(loaded, [0.7, undefined]), /already has a temperature \(0\.5\)/);
       assert.throws(() => withTemperature(model, [0.7]), /1 temperatures for the 2 outputs/);
       tf.dispose([x, p, q, pc, qc, pl]);
+      loaded.dispose();
+      // the calibrated model holds the same layers: disposing it frees the original's weights too
+      const tensors = tf.memory().numTensors;
+      calibrated.dispose();
+      assert.ok(tf.memory().numTensors < tensors);
     });
   });
 });
@@ -136,18 +145,31 @@ describe('fitTemperature', () => {
   });
 
   it('leaves a calibrated model near 1, and softens an overconfident one', () => {
-    assert.ok(Math.abs(fitTemperature(...Object.values(syntheticFaces(6000, 3, 1, 11)) as [number[][], number[]]).temperature - 1) < 0.1);
-    assert.ok(fitTemperature(...Object.values(syntheticFaces(6000, 3, 2, 13)) as [number[][], number[]]).temperature > 1.6);
+    const calibrated = syntheticFaces(6000, 3, 1, 11);
+    assert.ok(Math.abs(fitTemperature(calibrated.rows, calibrated.truth).temperature - 1) < 0.1);
+    const overconfident = syntheticFaces(6000, 3, 2, 13);
+    assert.ok(fitTemperature(overconfident.rows, overconfident.truth).temperature > 1.6);
   });
 
-  it('refuses no faces and a label count that does not match', () => {
+  it('refuses no faces, a label count that does not match, NaN, and a best temperature at the edge of its range', () => {
     assert.throws(() => fitTemperature([], []), /at least one face/);
     assert.throws(() => fitTemperature([[0.5, 0.5]], [0, 1]), /1 rows of probabilities for 2 labels/);
+    assert.throws(() => fitTemperature([[0.5, 0.5], [Number.NaN, Number.NaN]], [0, 1]), /face 1's probabilities are \[NaN, NaN\]/);
+    // every answer right at 0.7: the loss falls forever as T shrinks
+    assert.throws(() => fitTemperature(Array.from({ length: 100 }, () => [0.3, 0.7]), new Array<number>(100).fill(1)), /lies at the edge of 0\.05 to 20/);
   });
 });
 
 describe('npm run calibrate', () => {
   let dir: string;
+  // Labels the pixels do not fully tell (every fifth face's are shifted), so that no model is sure of everything:
+  // a perfectly separable set has no best temperature.
+  const dataset = patternDataset(400);
+  for (let i = 0; i < dataset.count; i += 5) {
+    dataset.genders[i] = 1 - dataset.genders[i];
+    dataset.ethnicities[i] = (dataset.ethnicities[i] + 1) % 3;
+  }
+  const load = async (): Promise<Dataset> => dataset;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'calibrate-cli-'));
   });
@@ -155,9 +177,67 @@ describe('npm run calibrate', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('refuses a folder that is not a run, and a run of a preset that records no validation split', async () => {
-    await assert.rejects(calibrateRun(join(dir, 'nothing'), dir, () => {}), (e: Error) => e instanceof UsageError && /holds no training-info\.json: --run takes a multitask run folder/.test(e.message));
+  /** The run as it was before training calibrated it: the temperatures and their records taken out. */
+  async function withoutTemperatures(run: string): Promise<void> {
+    for (const task of CALIBRATED_TASKS) {
+      const model = await loadModel(join(run, task, 'model'));
+      const temperature = model.outputs[0].sourceLayer;
+      assert.ok(temperature instanceof Temperature, `${task} was calibrated by training`);
+      await saveModel(tf.model({ inputs: model.inputs, outputs: temperature.inboundNodes[0].inputTensors[0], name: model.name }), join(run, task, 'model'));
+      model.dispose();
+      const metrics = JSON.parse(await readFile(join(run, task, 'metrics.json'), 'utf8'));
+      delete metrics.calibration;
+      metrics.testLoss = 0;
+      await writeFile(join(run, task, 'metrics.json'), JSON.stringify(metrics, null, 2) + '\n');
+    }
+  }
+
+  const snapshot = async (run: string): Promise<string[]> =>
+    Promise.all(CALIBRATED_TASKS.flatMap((task) => ['metrics.json', 'model/model.json', 'model/weights.bin'].map((f) => readFile(join(run, task, f), 'base64'))));
+
+  it('fits what training fitted, so that the run exports byte for byte as if training had done it', { timeout: 300_000 }, async () => {
+    const trained = join(dir, 'trained');
+    await trainTogether({ preset: 'multitask', dataset, runDir: trained, epochs: 1, seed: 5, ageScheme: 'coursework', backend: 'wasm', replicas: 1, log: () => {} });
+    const later = join(dir, 'later');
+    await cp(trained, later, { recursive: true });
+    await withoutTemperatures(later);
+    const lines: string[] = [];
+    await calibrateRun(later, load, (line) => lines.push(line));
+    for (const task of CALIBRATED_TASKS) {
+      assert.equal(await readFile(join(later, task, 'metrics.json'), 'utf8'), await readFile(join(trained, task, 'metrics.json'), 'utf8'), `${task}: metrics.json, test cross-entropy and fit included`);
+      const [a, b] = await Promise.all([trained, later].map((run) => exportModelFolderInMemory({ modelDir: join(run, task, 'model') })));
+      assert.ok(Buffer.from(a.bytes).equals(Buffer.from(b.bytes)), `${task}: the exported files are identical`);
+      a.model.dispose();
+      b.model.dispose();
+      assert.ok(lines.some((l) => l.startsWith(`${task}: probabilities rescaled by temperature `)), lines.join('\n'));
+    }
+    // A second call has nothing left to do, and changes nothing.
+    const before = await snapshot(later);
+    lines.length = 0;
+    await calibrateRun(later, load, (line) => lines.push(line));
+    assert.deepEqual(await snapshot(later), before);
+    assert.equal(lines.filter((l) => /already calibrated \(temperature [\d.]+\); left as it is/.test(l)).length, 2, lines.join('\n'));
+
+    // One task that cannot be calibrated: nothing is written, the other task's files included.
+    const broken = join(dir, 'broken');
+    await cp(trained, broken, { recursive: true });
+    await withoutTemperatures(broken);
+    const names = JSON.parse(await readFile(join(broken, 'gender', 'test-split.json'), 'utf8')) as string[];
+    await writeFile(join(broken, 'gender', 'test-split.json'), JSON.stringify(names.reverse()));
+    const untouched = await snapshot(broken);
+    await assert.rejects(calibrateRun(broken, load, () => {}), (e: Error) => e instanceof UsageError && /test-split\.json names other faces than the split recovered from its seeds/.test(e.message));
+    assert.deepEqual(await snapshot(broken), untouched);
+  });
+
+  it('refuses a folder that is not a run, a run of another preset, and a model whose temperature has no record', async () => {
+    await assert.rejects(calibrateRun(join(dir, 'nothing'), load, () => {}), (e: Error) => e instanceof UsageError && /holds no training-info\.json: --run takes a multitask run folder/.test(e.message));
     await writeSeedRun(join(dir, 'seed-run'));
-    await assert.rejects(calibrateRun(join(dir, 'seed-run'), dir, () => {}), (e: Error) => e instanceof UsageError && /"seed" preset; only multitask runs record the validation split/.test(e.message));
+    await assert.rejects(calibrateRun(join(dir, 'seed-run'), load, () => {}), (e: Error) => e instanceof UsageError && /"seed" preset; temperatures are fitted for multitask runs only/.test(e.message));
+    const halfway = join(dir, 'halfway');
+    await cp(join(dir, 'trained'), halfway, { recursive: true });
+    const metrics = JSON.parse(await readFile(join(halfway, 'ethnicity', 'metrics.json'), 'utf8'));
+    delete metrics.calibration;
+    await writeFile(join(halfway, 'ethnicity', 'metrics.json'), JSON.stringify(metrics));
+    await assert.rejects(calibrateRun(halfway, load, () => {}), (e: Error) => e instanceof UsageError && /the model has a temperature but metrics\.json records none/.test(e.message));
   });
 });

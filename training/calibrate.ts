@@ -9,7 +9,8 @@ import type * as tf from '@tensorflow/tfjs';
 import type { Task } from '../models/spec/labels.ts';
 import type { Dataset } from './data/dataset.ts';
 import { predictFaces, type Predictor } from './evaluate.ts';
-import { TEMPERATURE_FLOOR, withTemperature } from './models/temperature.ts';
+import { TEMPERATURE_FLOOR } from '../models/spec/temperature.ts';
+import { withTemperature } from './models/temperature.ts';
 import { calibration } from './report/metrics.ts';
 
 /** The tasks whose probabilities are rescaled. */
@@ -43,10 +44,27 @@ export function temperedProbabilities(rows: readonly (readonly number[])[], temp
   });
 }
 
-function meanLoss(rows: readonly (readonly number[])[], truth: ArrayLike<number>): number {
+/** Each row's log-probabilities, floored as the layer floors them; refuses rows that are not probabilities. */
+function logRows(rows: readonly (readonly number[])[]): number[][] {
+  return rows.map((row, i) => {
+    if (!row.every((p) => p >= 0 && p <= 1)) throw new RangeError(`face ${i}'s probabilities are [${row.join(', ')}]; a model that gives values outside [0, 1] (or NaN) cannot be calibrated`);
+    return row.map((p) => Math.log(Math.max(p, TEMPERATURE_FLOOR)));
+  });
+}
+
+/**
+ * Mean cross-entropy of the true classes under the probabilities rescaled by 1/`inverse`: log q_true =
+ * s log p_true - logsumexp_j(s log p_j) with s = 1/T, exact (no floor on q) and convex in s.
+ */
+function meanLoss(logs: readonly (readonly number[])[], truth: ArrayLike<number>, inverse: number): number {
   let loss = 0;
-  rows.forEach((row, i) => (loss -= Math.log(Math.max(row[truth[i]], TEMPERATURE_FLOOR))));
-  return loss / rows.length;
+  logs.forEach((row, i) => {
+    const top = Math.max(...row) * inverse;
+    let sum = 0;
+    for (const l of row) sum += Math.exp(l * inverse - top);
+    loss += top + Math.log(sum) - row[truth[i]] * inverse;
+  });
+  return loss / logs.length;
 }
 
 function ece(rows: readonly (readonly number[])[], truth: ArrayLike<number>): number {
@@ -60,13 +78,16 @@ function ece(rows: readonly (readonly number[])[], truth: ArrayLike<number>): nu
 /**
  * The temperature that minimizes the mean cross-entropy of `truth` under the rescaled `rows` (each row a face's
  * class probabilities; two for a sigmoid unit). The loss is convex in 1/T, so a golden-section search over 1/T
- * finds the minimum.
+ * finds the minimum. Throws RangeError for rows that are not probabilities and for a best temperature at the edge
+ * of the range searched (0.05 to 20): such a model is broken, not miscalibrated.
  */
 export function fitTemperature(rows: readonly (readonly number[])[], truth: ArrayLike<number>): TemperatureFit {
   if (rows.length === 0) throw new RangeError('fitTemperature needs at least one face');
   if (rows.length !== truth.length) throw new RangeError(`${rows.length} rows of probabilities for ${truth.length} labels`);
-  const lossAt = (inverse: number): number => meanLoss(temperedProbabilities(rows, 1 / inverse), truth);
-  let [lo, hi] = [1 / TEMPERATURE_RANGE[1], 1 / TEMPERATURE_RANGE[0]];
+  const logs = logRows(rows);
+  const lossAt = (inverse: number): number => meanLoss(logs, truth, inverse);
+  const [lowest, highest] = [1 / TEMPERATURE_RANGE[1], 1 / TEMPERATURE_RANGE[0]];
+  let [lo, hi] = [lowest, highest];
   const ratio = (Math.sqrt(5) - 1) / 2;
   let a = hi - ratio * (hi - lo);
   let b = lo + ratio * (hi - lo);
@@ -82,9 +103,20 @@ export function fitTemperature(rows: readonly (readonly number[])[], truth: Arra
       fb = lossAt(b);
     }
   }
-  const temperature = Math.round((2 / (lo + hi)) * 1000) / 1000;
+  const inverse = (lo + hi) / 2;
+  if (inverse - lowest < 1e-4 || highest - inverse < 1e-4) {
+    throw new RangeError(`the best temperature for these ${rows.length} faces lies at the edge of ${TEMPERATURE_RANGE.join(' to ')} (1/T = ${inverse.toFixed(4)}); the model's probabilities are broken, not miscalibrated`);
+  }
+  const temperature = Math.round((1 / inverse) * 1000) / 1000;
   const after = temperedProbabilities(rows, temperature);
-  return { temperature, faces: rows.length, lossBefore: meanLoss(rows, truth), lossAfter: meanLoss(after, truth), eceBefore: ece(rows, truth), eceAfter: ece(after, truth) };
+  return {
+    temperature,
+    faces: rows.length,
+    lossBefore: lossAt(1),
+    lossAfter: lossAt(1 / temperature),
+    eceBefore: ece(rows, truth),
+    eceAfter: ece(after, truth),
+  };
 }
 
 /**

@@ -95,8 +95,11 @@ export interface Evaluation {
   /** per evaluated face, in `indices` order */
   predicted: Int32Array;
   truth: Int32Array;
-  /** how far the probability of each answer can be taken at its word */
-  calibration: Calibration;
+  /**
+   * how far the probability of each answer can be taken at its word, over the answers that have one (a diverged
+   * model's NaN has none); undefined where none does
+   */
+  calibration?: Calibration;
   /** for a model that predicts age in years: mean absolute error overall and per age group */
   years?: { mae: number; byAgeGroup: { label: string; mae: number | null; count: number }[] };
 }
@@ -161,12 +164,21 @@ export async function evaluate(
     report,
     confusionMatrix: cm,
     subgroups,
-    calibration: calibration(confidence, Array.from(predicted, (p, k) => p === truth[k])),
+    calibration: calibrationOf(confidence, predicted, truth),
     predicted,
     truth,
   };
   if (years.length === indices.length && years.length > 0) evaluation.years = yearsError(years, Array.from(indices, (face) => dataset.ages[face]), ageScheme);
   return evaluation;
+}
+
+function calibrationOf(confidence: Float32Array, predicted: Int32Array, truth: Int32Array): Calibration | undefined {
+  const answered = Array.from(confidence.keys()).filter((k) => confidence[k] >= 0 && confidence[k] <= 1);
+  if (answered.length === 0) return undefined;
+  return calibration(
+    answered.map((k) => confidence[k]),
+    answered.map((k) => predicted[k] === truth[k]),
+  );
 }
 
 function yearsError(predicted: number[], ages: number[], ageScheme: AgeScheme): NonNullable<Evaluation['years']> {
@@ -194,7 +206,7 @@ export function formatEvaluation(evaluation: Evaluation): string {
     '',
     'Accuracy by subgroup',
     formatSubgroupTable(evaluation.subgroups),
-    formatCalibration(evaluation.calibration),
+    evaluation.calibration === undefined ? 'Calibration: no answer has a probability (NaN outputs)' : formatCalibration(evaluation.calibration),
     ...(evaluation.years === undefined
       ? []
       : [

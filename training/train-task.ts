@@ -129,9 +129,15 @@ export async function trainTogether(options: Omit<TrainTaskOptions, 'task' | 'ou
     let calibration: TemperatureFit | undefined;
     if (CALIBRATED_TASKS.includes(task)) {
       const info = { task, labels: args.labels[task], outputs: fitted.outputs[task], input: dataset.spec, ageScheme };
-      const calibrated = await calibrateOnValidation(model, info, dataset, fitted.validation, args.targets[task], log);
-      ({ model, fit: calibration } = calibrated);
-      log(formatTemperatureFit(task, calibration, calibrated.seconds));
+      try {
+        const calibrated = await calibrateOnValidation(model, info, dataset, fitted.validation, args.targets[task], log);
+        ({ model, fit: calibration } = calibrated);
+        log(formatTemperatureFit(task, calibration, calibrated.seconds));
+      } catch (error) {
+        // A model whose probabilities cannot be calibrated (a diverged run's NaN) is still written, as it is.
+        if (!(error instanceof RangeError)) throw error;
+        log(`${task}: probabilities left as they are: ${error.message}`);
+      }
     }
     const result: FitResult = {
       model,

@@ -14,6 +14,7 @@ import { trainTestSplit } from '../data/split.ts';
 import { evaluate, onnxPredictor, type Evaluation } from '../evaluate.ts';
 import { defaultDataSource, REPO_ROOT } from '../paths.ts';
 import type { TemperatureFit } from '../calibrate.ts';
+import type { Calibration } from '../report/metrics.ts';
 import type { TestSplitInfo } from '../train-task.ts';
 import { isMain, prepareOutputFile, runCli, UsageError } from './args.ts';
 
@@ -77,14 +78,25 @@ function modelSection(m: Measured): string {
       ],
     ),
   ];
-  const c = e.calibration;
-  const fit = training?.calibration;
+  lines.push(...calibrationLines(e.calibration, training?.calibration));
+  if (metadata.task === 'ethnicity') {
+    lines.push('', 'Confusion matrix (rows: true, columns: predicted):', '', table(['true \\ predicted', ...e.labels], e.confusionMatrix.map((row, i) => [e.labels[i], ...row])));
+  }
+  if (e.years !== undefined) {
+    lines.push('', 'Age error in years by true age group:', '', table(['age group', 'MAE (years)', 'faces'], e.years.byAgeGroup.map((g) => [g.label, g.mae === null ? '-' : g.mae.toFixed(2), g.count])));
+  }
+  return lines.join('\n');
+}
+
+/** How far a model's probabilities can be taken at their word, and the accuracy of its confident answers. */
+function calibrationLines(c: Calibration | undefined, fit: TemperatureFit | undefined): string[] {
+  if (c === undefined) return [];
   const rescaled =
     fit === undefined
       ? ''
       : `Its probabilities are rescaled by a temperature of ${fit.temperature} fitted on the ${fit.faces.toLocaleString('en-US')} validation faces ` +
         `(temperature scaling: the class it picks never changes), which took their calibration error from ${(fit.eceBefore * 100).toFixed(1)} to ${(fit.eceAfter * 100).toFixed(1)} points. `;
-  lines.push(
+  return [
     '',
     rescaled +
       `On the test split, the answers' mean probability is ${pct(c.confidence)} and ${pct(c.accuracy)} of them are right ` +
@@ -94,14 +106,7 @@ function modelSection(m: Measured): string {
       ['probability of the answer at least', 'faces kept', 'accuracy of those'],
       c.selective.map((row) => [row.threshold.toFixed(2), `${pct(row.coverage)} (${row.count.toLocaleString('en-US')})`, pct(row.accuracy)]),
     ),
-  );
-  if (metadata.task === 'ethnicity') {
-    lines.push('', 'Confusion matrix (rows: true, columns: predicted):', '', table(['true \\ predicted', ...e.labels], e.confusionMatrix.map((row, i) => [e.labels[i], ...row])));
-  }
-  if (e.years !== undefined) {
-    lines.push('', 'Age error in years by true age group:', '', table(['age group', 'MAE (years)', 'faces'], e.years.byAgeGroup.map((g) => [g.label, g.mae === null ? '-' : g.mae.toFixed(2), g.count])));
-  }
-  return lines.join('\n');
+  ];
 }
 
 /** The subgroups where a model is weakest: the honest list of known failure modes. */
@@ -153,7 +158,7 @@ export function renderCard(measured: Measured[], dataset: { count: number; gende
       `${m.metadata.input.height}x${m.metadata.input.width}x${m.metadata.input.channels}`,
       pct(m.evaluation.accuracy),
       m.evaluation.years === undefined ? '-' : `${m.evaluation.years.mae.toFixed(2)} years`,
-      `${(m.evaluation.calibration.ece * 100).toFixed(1)} points`,
+      m.evaluation.calibration === undefined ? '-' : `${(m.evaluation.calibration.ece * 100).toFixed(1)} points`,
       m.evaluation.count,
       `${(m.bytes / 1024).toFixed(0)} KiB`,
     ]),

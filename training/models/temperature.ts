@@ -12,9 +12,7 @@
  * it into Max, Log, Mul and Softmax (or Sigmoid).
  */
 import * as tf from '@tensorflow/tfjs';
-
-/** Probabilities are floored here before the log: a softmax that underflowed to 0 stays finite. */
-export const TEMPERATURE_FLOOR = 1e-12;
+import { TEMPERATURE_FLOOR } from '../../models/spec/temperature.ts';
 
 export interface TemperatureArgs {
   /** above 0: under 1 sharpens the probabilities, over 1 softens them, 1 leaves them as they are */
