@@ -359,7 +359,8 @@ async function readJsonObject(file: string): Promise<JsonObject> {
   return value as JsonObject;
 }
 
-async function writeFileAtomic(file: string, bytes: Uint8Array | string): Promise<void> {
+/** Writes `file` through a temporary file renamed over it, so that no reader ever sees half of it. */
+export async function writeFileAtomic(file: string, bytes: Uint8Array | string): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
   // Write then rename, so that a server watching the folder never reads half a file.
   const temp = `${file}.tmp-${process.pid}`;

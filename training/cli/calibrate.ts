@@ -7,13 +7,13 @@
  * change). Export the run again afterwards.
  */
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import type { Task } from '../../models/spec/labels.ts';
-import { validateTrainingInfo, type TrainingInfo } from '../../models/spec/metadata.ts';
 import type { InputSpec } from '../../models/spec/preprocess.ts';
+import { readTrainingInfo, writeFileAtomic } from '../../export/export-model.ts';
 import { selectBackend } from '../backend/select.ts';
 import { CALIBRATED_TASKS, formatTemperatureFit } from '../calibrate.ts';
 import type { Dataset } from '../data/dataset.ts';
@@ -71,7 +71,7 @@ export async function calibrateRun(runDir: string, load: DatasetLoader, log: (li
     }
     for (const plan of plans) {
       await replaceFolder(join(plan.folder, 'model'), (dir) => saveModel(plan.model, dir));
-      await replaceFile(join(plan.folder, 'metrics.json'), JSON.stringify(plan.metrics, null, 2) + '\n');
+      await writeFileAtomic(join(plan.folder, 'metrics.json'), JSON.stringify(plan.metrics, null, 2) + '\n');
     }
   } finally {
     for (const plan of plans) plan.release();
@@ -80,62 +80,59 @@ export async function calibrateRun(runDir: string, load: DatasetLoader, log: (li
 
 async function planTask(folder: string, task: Task, loaded: Map<string, Promise<Dataset>>, load: DatasetLoader, log: (line: string) => void): Promise<Plan | undefined> {
   if (!existsSync(join(folder, 'training-info.json'))) throw new UsageError(`${folder} holds no training-info.json: --run takes a multitask run folder (age/, ethnicity/, gender/ inside)`);
-  const info: TrainingInfo = validateTrainingInfo(await readJson(join(folder, 'training-info.json')), `${folder}/training-info.json`);
+  const info = await readTrainingInfo(join(folder, 'training-info.json'));
   if (info.preset !== 'multitask') throw new UsageError(`${folder} was trained with the "${info.preset}" preset; temperatures are fitted for multitask runs only`);
   if (info.outputs === undefined) throw new UsageError(`${folder}/training-info.json does not say what the model's outputs hold ("outputs"); a multitask run writes it`);
   const metrics = await readJson<TaskMetrics & { subgroups?: unknown }>(join(folder, 'metrics.json'));
   const model = await loadModel(join(folder, 'model'));
-  const hasTemperature = model.outputs.some((o) => o.sourceLayer instanceof Temperature);
-  if (hasTemperature || metrics.calibration !== undefined) {
-    model.dispose();
+  try {
+    const hasTemperature = model.outputs.some((o) => o.sourceLayer instanceof Temperature);
     if (hasTemperature && metrics.calibration !== undefined) {
       log(`${task}: already calibrated (temperature ${metrics.calibration.temperature}); left as it is`);
+      model.dispose();
       return undefined;
     }
-    throw new UsageError(
-      `${folder}: ${hasTemperature ? 'the model has a temperature but metrics.json records none' : 'metrics.json records a temperature the model does not have'}; ` +
-        'train the run again, or restore the folder from a copy',
-    );
-  }
-  const { split } = metrics;
-  const key = JSON.stringify([info.input, split.limit, split.seed]);
-  if (!loaded.has(key)) loaded.set(key, load(info.input, { limit: split.limit ?? undefined, seed: split.seed }));
-  const dataset = await (loaded.get(key) as Promise<Dataset>);
-  if (dataset.count !== split.datasetCount) {
+    if (hasTemperature || metrics.calibration !== undefined) {
+      throw new UsageError(
+        `${folder}: ${hasTemperature ? 'the model has a temperature but metrics.json records none' : 'metrics.json records a temperature the model does not have'}; ` +
+          'train the run again, or restore the folder from a copy',
+      );
+    }
+    const { split } = metrics;
+    const key = JSON.stringify([info.input, split.limit, split.seed]);
+    if (!loaded.has(key)) loaded.set(key, load(info.input, { limit: split.limit ?? undefined, seed: split.seed }));
+    const dataset = await (loaded.get(key) as Promise<Dataset>);
+    if (dataset.count !== split.datasetCount) {
+      throw new UsageError(`${folder} was trained on ${split.datasetCount} faces and the data gives ${dataset.count}: its validation split cannot be recovered; pass the data it was trained on`);
+    }
+    const { train, test } = trainTestSplit(dataset.count, split.testFraction, split.seed);
+    // The split recovered from the seeds must be the one training held out, face for face.
+    const testNames = existsSync(join(folder, 'test-split.json')) ? await readJson<string[]>(join(folder, 'test-split.json')) : undefined;
+    if (testNames !== undefined && (testNames.length !== test.length || test.some((face, i) => dataset.names[face] !== testNames[i]))) {
+      throw new UsageError(`${folder}/test-split.json names other faces than the split recovered from its seeds: the data differs from the run's; pass the data it was trained on`);
+    }
+    const { validation } = multitaskValidation(train, info.seed ?? split.seed);
+    const outputsInfo = { task, labels: info.labels, outputs: info.outputs, input: info.input, ageScheme: info.ageScheme };
+    const { model: calibrated, fit, seconds } = await calibrateOnValidation(model, outputsInfo, dataset, validation, taskTargets(dataset, task, info.ageScheme), log);
+    log(formatTemperatureFit(task, fit, seconds));
+    // The test figures in metrics.json, as training would have written them: the accuracy cannot change, the
+    // cross-entropy does.
+    const rescored = await testPredictor(calibrated, outputsInfo, log);
+    try {
+      const evaluation = await evaluate(rescored.predict, dataset, test, task, info.labels, info.ageScheme);
+      if (evaluation.accuracy !== metrics.testAccuracy) log(`${task}: note: test accuracy ${evaluation.accuracy} where training measured ${metrics.testAccuracy}`);
+      log(`${task}: test split cross-entropy ${metrics.testLoss.toFixed(4)} -> ${evaluation.loss.toFixed(4)}, accuracy ${(evaluation.accuracy * 100).toFixed(2)}%`);
+      // Keys in the order training writes them (the record goes into the exported file's metadata as it is).
+      const { subgroups, ...rest } = metrics;
+      return { folder, model: calibrated, metrics: { ...rest, testLoss: evaluation.loss, calibration: fit, subgroups }, release: () => calibrated.dispose() };
+    } finally {
+      await rescored.release();
+    }
+  } catch (error) {
+    // (the calibrated model holds this model's layers: it is the plan's to free once the task is planned)
     model.dispose();
-    throw new UsageError(`${folder} was trained on ${split.datasetCount} faces and the data gives ${dataset.count}: its validation split cannot be recovered; pass the data it was trained on`);
+    throw error;
   }
-  const { train, test } = trainTestSplit(dataset.count, split.testFraction, split.seed);
-  // The split recovered from the seeds must be the one training held out, face for face.
-  const testNames = existsSync(join(folder, 'test-split.json')) ? await readJson<string[]>(join(folder, 'test-split.json')) : undefined;
-  if (testNames !== undefined && (testNames.length !== test.length || test.some((face, i) => dataset.names[face] !== testNames[i]))) {
-    model.dispose();
-    throw new UsageError(`${folder}/test-split.json names other faces than the split recovered from its seeds: the data differs from the run's; pass the data it was trained on`);
-  }
-  const { validation } = multitaskValidation(train, info.seed ?? split.seed);
-  const outputsInfo = { task, labels: info.labels, outputs: info.outputs, input: info.input, ageScheme: info.ageScheme };
-  const { model: calibrated, fit, seconds } = await calibrateOnValidation(model, outputsInfo, dataset, validation, taskTargets(dataset, task, info.ageScheme), log);
-  log(formatTemperatureFit(task, fit, seconds));
-  // The test figures in metrics.json, as training would have written them: the accuracy cannot change, the
-  // cross-entropy does.
-  const rescored = await testPredictor(calibrated, outputsInfo, log);
-  try {
-    const evaluation = await evaluate(rescored.predict, dataset, test, task, info.labels, info.ageScheme);
-    if (evaluation.accuracy !== metrics.testAccuracy) log(`${task}: note: test accuracy ${evaluation.accuracy} where training measured ${metrics.testAccuracy}`);
-    log(`${task}: test split cross-entropy ${metrics.testLoss.toFixed(4)} -> ${evaluation.loss.toFixed(4)}, accuracy ${(evaluation.accuracy * 100).toFixed(2)}%`);
-    // Keys in the order training writes them (the record goes into the exported file's metadata as it is).
-    const { subgroups, ...rest } = metrics;
-    return { folder, model: calibrated, metrics: { ...rest, testLoss: evaluation.loss, calibration: fit, subgroups }, release: () => calibrated.dispose() };
-  } finally {
-    await rescored.release();
-  }
-}
-
-/** Writes `text` to a temporary file beside `file`, then renames it over `file`. */
-async function replaceFile(file: string, text: string): Promise<void> {
-  const temporary = `${file}.writing`;
-  await writeFile(temporary, text);
-  await rename(temporary, file);
 }
 
 /** Writes a folder's files with `write` into a temporary folder, then renames each over the old one. */
