@@ -1,9 +1,10 @@
 /**
- * A decode thread: reads the image header first (format, size) and refuses what is too large or too small
- * before any pixel is allocated, then decodes with the shared decoder and preprocesses once per input spec.
+ * A decode thread: reads the image header first (format, size) and refuses a format it cannot decode, then an
+ * image too large or too small, before any pixel is allocated; then decodes with the shared decoder and
+ * preprocesses once per input spec.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { decodeImage, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageHeader } from '../models/spec/decode.ts';
+import { assertDecodable, decodeImage, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageHeader } from '../models/spec/decode.ts';
 import { imageSizeProblem } from '../models/spec/limits.ts';
 import { preprocess, type InputSpec } from '../models/spec/preprocess.ts';
 
@@ -44,7 +45,9 @@ const { specs, maxPixels, minImageSide } = workerData as DecodeWorkerData;
 
 async function decodeOne(bytes: Uint8Array): Promise<Omit<Extract<DecodeReply, { ok: true }>, 'id' | 'ok'>> {
   const started = performance.now();
-  const { format, width, height }: ImageHeader = readImageHeader(bytes);
+  const header: ImageHeader = readImageHeader(bytes);
+  assertDecodable(header);
+  const { format, width, height } = header;
   const problem = imageSizeProblem(width, height, { maxPixels, minImageSide });
   if (problem !== undefined) throw new RefusedImage(problem.code, `The ${format} image ${problem.predicate}`);
   // The decoder checks the header against the limit again, before it allocates the pixels.

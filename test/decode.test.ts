@@ -107,7 +107,62 @@ describe('readImageHeader', () => {
   });
 });
 
+/**
+ * An uncompressed TIFF of `pages` (little-endian; grey, or RGB with `samples` 3): each page's pixels, then its
+ * IFD, linked in order. A page holds all its bytes unless `bytes` says fewer (a page that claims more than it has).
+ */
+function multiPageTiff(pages: { width: number; height: number; grey: number; bytes?: number; samples?: 1 | 3 }[]): Uint8Array {
+  const parts: Uint8Array[] = [Uint8Array.from([0x49, 0x49, 0x2a, 0, 0, 0, 0, 0])];
+  let offset = 8;
+  const links: { at: number; part: Uint8Array }[] = [];
+  for (const page of pages) {
+    const samples = page.samples ?? 1;
+    const count = page.bytes ?? page.width * page.height * samples;
+    const data = new Uint8Array(count).fill(page.grey);
+    const dataAt = offset;
+    offset += data.length;
+    // ImageWidth, ImageLength, BitsPerSample, Compression (none), Photometric (grey, black is zero; or RGB),
+    // StripOffsets, SamplesPerPixel, RowsPerStrip, StripByteCounts: tag, type (3 SHORT, 4 LONG), value.
+    const entries: [number, number, number][] = [[256, 4, page.width], [257, 4, page.height], [258, 3, 8], [259, 3, 1], [262, 3, samples === 1 ? 1 : 2], [273, 4, dataAt], [277, 3, samples], [278, 4, page.height], [279, 4, count]];
+    const ifd = new Uint8Array(2 + entries.length * 12 + 4);
+    const view = new DataView(ifd.buffer);
+    view.setUint16(0, entries.length, true);
+    entries.forEach(([tag, type, value], e) => {
+      view.setUint16(2 + e * 12, tag, true);
+      view.setUint16(4 + e * 12, type, true);
+      view.setUint32(6 + e * 12, 1, true);
+      if (type === 3) view.setUint16(10 + e * 12, value, true);
+      else view.setUint32(10 + e * 12, value, true);
+    });
+    links.push({ at: offset, part: ifd });
+    offset += ifd.length;
+    parts.push(data, ifd);
+  }
+  const tiff = concat(parts);
+  const view = new DataView(tiff.buffer, tiff.byteOffset, tiff.byteLength);
+  view.setUint32(4, links[0].at, true);
+  links.forEach((link, i) => view.setUint32(link.at + link.part.length - 4, links[i + 1]?.at ?? 0, true));
+  return tiff;
+}
+
 describe('decodeImage', () => {
+  test('decodes the first page of a TIFF alone: a second page over the pixel limit cannot ride past the check', async () => {
+    // jimp decoded every page: this second one took a minute and 2.6 GB before failing the whole decode.
+    const tiff = multiPageTiff([{ width: 40, height: 30, grey: 200 }, { width: 30_000, height: 30_000, grey: 0, bytes: 64, samples: 3 }]);
+    const original = tiff.slice();
+    assert.deepEqual(readImageHeader(tiff), { format: 'tiff', width: 40, height: 30 });
+    const image = await decodeImage(tiff, { maxPixels: 25_000_000 });
+    assert.deepEqual([image.width, image.height], [40, 30]);
+    assertColour(rgbAt(image, 5, 5), [200, 200, 200], 'first page');
+    assert.deepEqual(tiff, original, 'the caller\'s bytes are left as they were');
+  });
+
+  test('decodes a two-page TIFF whose pages are both small as its first page', async () => {
+    const image = await decodeImage(multiPageTiff([{ width: 33, height: 34, grey: 90 }, { width: 50, height: 50, grey: 10 }]));
+    assert.deepEqual([image.width, image.height], [33, 34]);
+    assertColour(rgbAt(image, 1, 1), [90, 90, 90], 'first page');
+  });
+
   test('decodes a PNG to RGBA with exact pixels', async () => {
     const image = await decodeImage(await encode(halves(10, 4), 'image/png'));
     assert.equal(image.channels, 4);

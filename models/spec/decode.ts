@@ -8,7 +8,7 @@
  * `readImageHeader` reports the stored size (before that rotation), which is what decoding allocates.
  */
 import { Jimp } from 'jimp';
-import { DECODABLE_FORMATS, ImageDecodeError, readImageHeader } from './image-header.ts';
+import { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, tiffFirstPageOnly, type ImageHeader } from './image-header.ts';
 import type { PixelBuffer } from './preprocess.ts';
 
 export { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from './image-header.ts';
@@ -18,15 +18,10 @@ export interface DecodeOptions {
   maxPixels?: number;
 }
 
-/** Decodes JPEG, PNG, BMP, GIF (first frame) or TIFF bytes to RGBA, upright per the EXIF orientation. */
+/** Decodes JPEG, PNG, BMP, GIF (first frame) or TIFF (first page) bytes to RGBA, upright per the EXIF orientation. */
 export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOptions = {}): Promise<PixelBuffer> {
   const header = readImageHeader(bytes);
-  if (!DECODABLE_FORMATS.includes(header.format)) {
-    throw new ImageDecodeError(
-      'unsupported-format',
-      `Unsupported image format "${header.format}"; expected one of: ${DECODABLE_FORMATS.join(', ')}`,
-    );
-  }
+  assertDecodable(header);
   const { maxPixels } = options;
   if (maxPixels !== undefined && header.width * header.height > maxPixels) {
     throw new ImageDecodeError(
@@ -34,8 +29,10 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
       `Image is ${header.width}x${header.height} (${header.width * header.height} pixels); the limit is ${maxPixels} pixels`,
     );
   }
+  // The first page of a TIFF, the one whose size was checked (jimp would decode them all).
+  const decoded = header.format === 'tiff' ? tiffFirstPageOnly(bytes) : bytes;
   // A Buffer view of the same memory: jimp's EXIF parser needs Buffer methods.
-  const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const buffer = Buffer.isBuffer(decoded) ? decoded : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
   let image: Awaited<ReturnType<typeof Jimp.fromBuffer>>;
   try {
     image = await Jimp.fromBuffer(buffer, { 'image/jpeg': jpegLimits(maxPixels) });
@@ -55,6 +52,16 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
   }
   const { width, height, data } = image.bitmap;
   return { width, height, channels: 4, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/**
+ * Refuses a format that `decodeImage` cannot decode (WebP, which the header reader recognises to name it). Check
+ * it before the size: advice to resize an image is no use when its format is refused anyway.
+ */
+export function assertDecodable(header: ImageHeader): void {
+  if (!DECODABLE_FORMATS.includes(header.format)) {
+    throw new ImageDecodeError('unsupported-format', `Unsupported image format "${header.format}"; expected one of: ${DECODABLE_FORMATS.join(', ')}`);
+  }
 }
 
 /** jpeg-js's defaults (100 megapixels, 512 MB). */

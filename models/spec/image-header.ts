@@ -140,14 +140,35 @@ function bmpSize(b: Uint8Array): [number, number] {
   return [view.getInt32(18, true), Math.abs(view.getInt32(22, true))];
 }
 
-function tiffSize(b: Uint8Array): [number, number] {
+/** Where the first IFD (image file directory) of a TIFF starts, and how many 12-byte entries it has. */
+function firstTiffIfd(b: Uint8Array): { ifd: number; entries: number; u16: (at: number) => number; u32: (at: number) => number } {
   const little = b[0] === 0x49;
   const u16 = (at: number) => (little ? u16le(b, at) : u16be(b, at));
   const u32 = (at: number) => (little ? u32le(b, at) : u32be(b, at));
   need(b, 8, 'tiff');
   const ifd = u32(4);
   need(b, ifd + 2, 'tiff');
-  const entries = u16(ifd);
+  return { ifd, entries: u16(ifd), u16, u32 };
+}
+
+/**
+ * The TIFF with its first page alone: a copy whose first IFD no longer links to a next one (the same bytes
+ * where there is none). Only the first page is read, and only its size is checked against the pixel limit,
+ * but jimp decodes every page of the chain: without this, a small first page could carry a huge second one
+ * past the limit.
+ */
+export function tiffFirstPageOnly(bytes: Uint8Array): Uint8Array {
+  const { ifd, entries, u32 } = firstTiffIfd(bytes);
+  const next = ifd + 2 + entries * 12;
+  need(bytes, next + 4, 'tiff');
+  if (u32(next) === 0) return bytes;
+  const copy = new Uint8Array(bytes);
+  copy.fill(0, next, next + 4);
+  return copy;
+}
+
+function tiffSize(b: Uint8Array): [number, number] {
+  const { ifd, entries, u16, u32 } = firstTiffIfd(b);
   let width = -1;
   let height = -1;
   for (let e = 0; e < entries; e++) {
