@@ -50,6 +50,9 @@ interface RequestContext {
   work?: Promise<unknown>;
 }
 
+/** What an empty "image" file part is told (a raw empty body gets EmptyBodyError's own message). */
+const EMPTY_PART = `This "${IMAGE_FIELD}" file part is empty (0 bytes); attach the image file's contents`;
+
 /** Largest unread body discarded to keep a keep-alive connection (a 503 under load, say). */
 const DISCARD_LIMIT_BYTES = 256 * 1024;
 
@@ -84,7 +87,7 @@ export function createApp(config: ServeConfig, state: ServeState, metrics: Serve
     }
     const work = Promise.all(
       images.map((bytes) =>
-        bytes.length === 0 ? new EmptyBodyError('This image part is empty (0 bytes)') : served.predict(bytes, ctx.startedAt, ctx.abort.signal).catch((error: unknown) => error as Error),
+        bytes.length === 0 ? new EmptyBodyError(EMPTY_PART) : served.predict(bytes, ctx.startedAt, ctx.abort.signal).catch((error: unknown) => error as Error),
       ),
     );
     ctx.work = work;
@@ -114,7 +117,7 @@ export function createApp(config: ServeConfig, state: ServeState, metrics: Serve
       if (images.length === 0) throw new MissingImageFieldError(`The multipart body has no file field named "${IMAGE_FIELD}"; send the image in a field of that name`);
     }
     ctx.bodyDone = true;
-    if (images[0].length === 0) throw new EmptyBodyError();
+    if (images[0].length === 0) throw kind === 'raw' ? new EmptyBodyError() : new EmptyBodyError(EMPTY_PART);
     const [result] = await predictImages(images, ctx);
     if (result instanceof Error) throw result;
     sendJson(res, 200, result);
@@ -288,11 +291,13 @@ export function createApp(config: ServeConfig, state: ServeState, metrics: Serve
     metrics.errors.inc({ code: body.error.code });
     if (retryAfterSeconds !== undefined) res.set('Retry-After', String(retryAfterSeconds));
     if (error instanceof MethodNotAllowedError) res.set('Allow', error.allow.join(', '));
-    // A body refused unread: Node discards a small one and keeps the connection; a large or unknown one closes it.
-    // Shedding load closes it too, so that a client retrying at once pays for a new connection each time.
+    // A body refused unread: Node discards a small one and keeps the connection; a large or unknown one closes it,
+    // and so does a stalled upload, whose rest may never come. Shedding load closes it too, so that a client
+    // retrying at once pays for a new connection each time.
     const declared = Number(res.req.headers['content-length'] ?? Number.NaN);
     const unread = !context(res).bodyDone && !res.req.complete;
-    if (error instanceof OverloadedError || (unread && !(declared <= DISCARD_LIMIT_BYTES))) res.set('Connection', 'close');
+    const close = error instanceof OverloadedError || error instanceof UploadTimeoutError || (unread && !(declared <= DISCARD_LIMIT_BYTES));
+    if (close) res.set('Connection', 'close');
     sendJson(res, status, body);
   }
 

@@ -9,7 +9,8 @@ import type { ModelsReport } from './models.ts';
 const json = (schema: object): object => ({ 'application/json': { schema } });
 const ref = (name: string): object => ({ $ref: `#/components/schemas/${name}` });
 
-function errorResponses(...statuses: number[]): Record<string, object> {
+/** The error responses of `statuses`, described as for one image unless `own` says otherwise. */
+function errorResponses(statuses: number[], own: Record<number, string> = {}): Record<string, object> {
   const why: Record<number, string> = {
     400: 'Empty body, multipart without an "image" file (or with an "image" text field), malformed or cut-off upload, a path that is not valid percent-encoding.',
     404: 'Unknown route.',
@@ -20,7 +21,7 @@ function errorResponses(...statuses: number[]): Record<string, object> {
     422: 'A truncated or corrupted image, or one smaller than the minimum size.',
     503: 'Queue full, time limit reached, models loading or shutting down; see Retry-After.',
   };
-  return Object.fromEntries(statuses.map((status) => [String(status), { description: why[status], content: json(ref('Error')) }]));
+  return Object.fromEntries(statuses.map((status) => [String(status), { description: own[status] ?? why[status], content: json(ref('Error')) }]));
 }
 
 function taskSchema(task: string, labels: readonly string[] | undefined, nameField: string, hasYears: boolean): object {
@@ -76,7 +77,7 @@ export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefin
           summary: 'Predict from one image',
           description: `The body is the image (any image/* type; the format is read from the bytes) or multipart/form-data with one file field named "${IMAGE_FIELD}".`,
           requestBody: imageUpload,
-          responses: { '200': { description: 'The predictions.', content: json(ref('Prediction')) }, ...errorResponses(400, 408, 413, 415, 422, 503) },
+          responses: { '200': { description: 'The predictions.', content: json(ref('Prediction')) }, ...errorResponses([400, 408, 413, 415, 422, 503]) },
         },
       },
       '/v1/predict/batch': {
@@ -86,13 +87,17 @@ export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefin
           requestBody: { required: true, content: { 'multipart/form-data': { schema: { type: 'object', properties: { [IMAGE_FIELD]: { type: 'array', items: { type: 'string', format: 'binary' } } } } } } },
           responses: {
             '200': { description: 'One item per image.', content: json({ type: 'array', items: { oneOf: [ref('Prediction'), ref('Error')] } }) },
-            ...errorResponses(400, 408, 413, 415, 503),
+            // An image that is too large, too small, corrupt or of another format is an item of the 200 answer.
+            ...errorResponses([400, 408, 413, 415, 503], {
+              413: 'Body over the size limit, or more images than --max-batch-images (an image over the pixel limit is its own item error).',
+              415: 'Content-Type other than multipart/form-data, or a Content-Encoding (an image of an unsupported format is its own item error).',
+            }),
           },
         },
       },
-      '/v1/models': { get: { summary: 'The models served: metadata, sha256, execution provider', responses: { '200': { description: 'The models.', content: json(ref('Models')) }, ...errorResponses(503) } } },
+      '/v1/models': { get: { summary: 'The models served: metadata, sha256, execution provider', responses: { '200': { description: 'The models.', content: json(ref('Models')) }, ...errorResponses([503]) } } },
       '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'The process is serving.', content: json({ type: 'object', properties: { status: { type: 'string' } } }) } } } },
-      '/readyz': { get: { summary: 'Readiness: models loaded', responses: { '200': { description: 'Ready.', content: json({ type: 'object', properties: { status: { type: 'string' } } }) }, ...errorResponses(503) } } },
+      '/readyz': { get: { summary: 'Readiness: models loaded', responses: { '200': { description: 'Ready.', content: json({ type: 'object', properties: { status: { type: 'string' } } }) }, ...errorResponses([503]) } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Text exposition format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
       '/openapi.json': { get: { summary: 'This document', responses: { '200': { description: 'OpenAPI 3.', content: json({ type: 'object' }) } } } },
     },

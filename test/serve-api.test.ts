@@ -207,6 +207,12 @@ describe('serve API', () => {
     for (const path of ['/v1/predict', '/v1/predict/batch', '/v1/models', '/healthz', '/readyz', '/metrics', '/openapi.json']) assert.ok(path in doc.paths, path);
     assert.deepEqual(doc.components.schemas.Prediction.properties.age.properties.group.enum, AGE_LABELS);
     assert.deepEqual(doc.components.schemas.Prediction.properties.gender.properties.label.enum, GENDER_LABELS);
+    // A batch answers an image over the pixel limit, or of another format, as an item of its 200 array.
+    const responses = (path: string) => (doc.paths[path] as { post: { responses: Record<string, { description: string }> } }).post.responses;
+    assert.match(responses('/v1/predict')['413'].description, /image over the pixel limit/);
+    assert.match(responses('/v1/predict/batch')['413'].description, /--max-batch-images.*its own item error/);
+    assert.match(responses('/v1/predict/batch')['415'].description, /its own item error/);
+    assert.equal(responses('/v1/predict/batch')['422'], undefined);
   });
 
   it('serves a page that says how to build the web demo when its folder is absent', async () => {

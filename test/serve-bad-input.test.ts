@@ -68,8 +68,13 @@ describe('serve: bad input', () => {
     await res.arrayBuffer();
   }
 
-  it('refuses an empty body with 400 empty_body', async () => {
-    await expectError({ body: new Uint8Array(0), type: 'image/jpeg' }, 400, 'empty_body');
+  it('refuses an empty body with 400 empty_body, and an empty "image" file part saying it is the part', async () => {
+    const raw = await expectError({ body: new Uint8Array(0), type: 'image/jpeg' }, 400, 'empty_body');
+    assert.match(raw.error.message, /request body is empty/);
+    const form = new FormData();
+    form.append('image', new Blob([]), 'face.jpg');
+    const part = await expectError({ body: form }, 400, 'empty_body');
+    assert.match(part.error.message, /"image" file part is empty \(0 bytes\)/);
   });
 
   it('refuses bytes that are not an image with 415 unsupported_image_format', async () => {
@@ -104,10 +109,13 @@ describe('serve: bad input', () => {
     await expectError({ body: corrupted, type: 'image/png' }, 422, 'corrupt_image');
   });
 
-  it('refuses unsupported formats (WebP, HEIC) with 415 unsupported_image_format', async () => {
-    const webpBytes = new Uint8Array([...'RIFF'].map((c) => c.charCodeAt(0)).concat([0x24, 0, 0, 0], [...'WEBPVP8 '].map((c) => c.charCodeAt(0)), [0x18, 0, 0, 0, 0x30, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0xc8, 0x00, 0xc8, 0x00], new Array(20).fill(0)));
-    const body = await expectError({ body: webpBytes, type: 'image/webp' }, 415, 'unsupported_image_format');
+  it('refuses unsupported formats (WebP, HEIC) with 415 unsupported_image_format, whatever size they claim', async () => {
+    const webp = (side: number) => new Uint8Array([...'RIFF'].map((c) => c.charCodeAt(0)).concat([0x24, 0, 0, 0], [...'WEBPVP8 '].map((c) => c.charCodeAt(0)), [0x18, 0, 0, 0, 0x30, 0x01, 0x00, 0x9d, 0x01, 0x2a, side & 0xff, side >> 8, side & 0xff, side >> 8], new Array(20).fill(0)));
+    const body = await expectError({ body: webp(200), type: 'image/webp' }, 415, 'unsupported_image_format');
     assert.match(body.error.message, /webp/i);
+    // The format is refused first: "resize it" or "at least 32 pixels" would send the caller the wrong way.
+    await expectError({ body: webp(1), type: 'image/webp' }, 415, 'unsupported_image_format');
+    await expectError({ body: webp(16_000), type: 'image/webp' }, 415, 'unsupported_image_format');
     const heic = new Uint8Array([0, 0, 0, 0x18, ...[...'ftypheic'].map((c) => c.charCodeAt(0)), 0, 0, 0, 0, ...new Array(40).fill(0)]);
     await expectError({ body: heic, type: 'image/heic' }, 415, 'unsupported_image_format');
   });
@@ -222,13 +230,15 @@ describe('serve: bad input', () => {
     await expectServing();
   });
 
-  it('answers an upload that stalls with 408 upload_timeout after the time limit', async () => {
+  it('answers an upload that stalls with 408 upload_timeout after the time limit, and closes the connection', async () => {
     const head = `POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${jpeg.length}\r\n\r\n`;
     const started = performance.now();
     const res = await rawRequest(t.server.port, [head, jpeg.slice(0, 100)], { waitMs: 5000 });
     assert.equal(res?.status, 408);
     assert.equal((JSON.parse(res?.body ?? '{}') as ErrorBody).error.code, 'upload_timeout');
     assert.ok(performance.now() - started >= 1400, 'after the configured 1500 ms');
+    // The rest of the body may never come: the connection is not kept waiting for it.
+    assert.equal(res?.headers.connection, 'close');
     await expectServing();
   });
 
