@@ -106,13 +106,26 @@ describe('npm run train: the --out folder', () => {
     assert.equal(await readFile(join(out, 'run.json'), 'utf8'), '{"preset": "multitask"}\n');
   });
 
-  it('leaves no folder behind when training fails before writing anything (bad --data)', async () => {
+  it('refuses a --data path that does not exist before starting anything, and leaves no folder behind', async () => {
     const out = join(root, 'new', 'run');
     const result = cli('cli/train.ts', '--task', 'gender', '--preset', 'seed', '--epochs', '1', '--backend', 'cpu', '--data', join(root, 'no-such-data'), '--out', out);
-    assert.equal(result.status, 1, result.stderr);
-    assert.match(result.stderr, /Data source ".*no-such-data" does not exist/);
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /error: --data ".*no-such-data" does not exist; expected a UTKFace folder/);
+    assert.match(result.stderr, /Usage: npm run train/);
+    assert.doesNotMatch(result.stderr + result.stdout, /backend:/, 'nothing was started');
     assert.equal(existsSync(out), false, 'the run folder is removed');
     assert.equal(existsSync(join(root, 'new')), false, 'and the folder created above it');
+  });
+
+  it('leaves no folder behind when training fails before writing anything (a data folder with no faces)', async () => {
+    const empty = join(root, 'no-faces');
+    await mkdir(empty, { recursive: true });
+    const out = join(root, 'new-empty', 'run');
+    const result = cli('cli/train.ts', '--task', 'gender', '--preset', 'seed', '--epochs', '1', '--backend', 'cpu', '--data', empty, '--out', out);
+    assert.equal(result.status, 1, result.stderr);
+    assert.match(result.stderr, /No faces could be loaded from .*no-faces/);
+    assert.equal(existsSync(out), false, 'the run folder is removed');
+    assert.equal(existsSync(join(root, 'new-empty')), false, 'and the folder created above it');
   });
 
   it('offers only the --backend values train takes when the requested one is not available', { skip: existsSync(join(REPO_ROOT, 'node_modules/@tensorflow/tfjs-node-gpu')) ? 'tfjs-node-gpu is installed here' : false }, async () => {
@@ -205,7 +218,8 @@ describe('npm run model-card', () => {
   it('documents in --help that models trained on a --limit subset alone are refused', () => {
     const result = cli('cli/model-card.ts', '--help');
     assert.equal(result.status, 0);
-    assert.match(result.stderr, /--limit subset alone are refused/);
+    assert.match(result.stdout, /--limit subset alone are refused/, 'help is printed on stdout, so that it can be paged');
+    assert.equal(result.stderr, '');
   });
 
   it('reports the skipped entries of the data once, not once per model', async () => {

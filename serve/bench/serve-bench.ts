@@ -32,6 +32,19 @@ interface BenchArgs {
   serverArgs: string[];
 }
 
+const USAGE = `Usage: npm run bench:serve -- [options] [-- <server options>]
+
+Options:
+  --seconds S          time per concurrency level                       (default: 10)
+  --max-requests N     requests per level at most                       (default: 20000)
+  --concurrency LIST   comma-separated levels                           (default: 1,16,64)
+  --models DIR         ONNX models to serve     (default: models/, or fixture models where absent)
+  --images N           distinct face JPEGs sent                         (default: 256)
+  --runs DIR           tfjs models as <DIR>/<task>/model for the comparison (default: runs/latest)
+  --help               this text
+Anything after -- goes to the server, e.g. -- --workers 2
+`;
+
 function parseArgs(argv: string[]): BenchArgs {
   const args: BenchArgs = { seconds: 10, maxRequests: 20_000, concurrency: [1, 16, 64], images: 256, runs: join(REPO_ROOT, 'runs', 'latest'), serverArgs: [] };
   const dash = argv.indexOf('--');
@@ -234,6 +247,11 @@ async function loadTfjsModel(tf: typeof import('@tensorflow/tfjs'), dir: string)
 }
 
 async function main(): Promise<void> {
+  const ownArgs = process.argv.slice(2, process.argv.includes('--') ? process.argv.indexOf('--') : undefined);
+  if (ownArgs.includes('--help') || ownArgs.includes('-h')) {
+    process.stdout.write(USAGE);
+    return;
+  }
   const args = parseArgs(process.argv.slice(2));
   let modelsDir = args.modelsDir ?? join(REPO_ROOT, 'models');
   let scratch: string | undefined;

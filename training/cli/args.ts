@@ -89,10 +89,16 @@ export async function prepareRunFolder(flag: string, folder: string): Promise<()
 export function runCli(usage: string, main: (argv: string[]) => Promise<void>): void {
   main(process.argv.slice(2)).catch((error: unknown) => {
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      // --help (a UsageError without a message) is asked-for output, on stdout; a mistake's usage goes to stderr.
       const message = (error as Error).message;
-      if (message !== '') console.error(`error: ${message}\n`);
+      if (message === '') {
+        process.stdout.write(`${usage}\n`);
+        process.exitCode = 0;
+        return;
+      }
+      console.error(`error: ${message}\n`);
       console.error(usage);
-      process.exitCode = message === '' ? 0 : 2;
+      process.exitCode = 2;
     } else {
       console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
       if (process.env.DEBUG) console.error(error);

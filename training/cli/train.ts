@@ -4,6 +4,7 @@
  *                  [--age-scheme coursework|decades]
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { rm, symlink, writeFile } from 'node:fs/promises';
 import { extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -204,6 +205,8 @@ async function markLatest(out: string): Promise<void> {
 
 if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   const config = parseTrainArgs(argv);
+  // Before anything starts (the backend, the run folder): a mistyped path is a usage error.
+  if (!existsSync(config.data)) throw new UsageError(`--data "${config.data}" does not exist; expected a UTKFace folder or a Kaggle age_gender.csv file`);
   // A child of --task all writes its task folder into the run folder its parent checked and made.
   const removeIfEmpty = process.env.FACE_TRAIN_CHILD === undefined ? await prepareRunFolder('--out', config.out) : async () => {};
   try {

@@ -46,12 +46,18 @@ const quantile = (values: readonly number[], q: number): number => {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 };
 
+const USAGE = 'Usage: npm run bench:web -- [--runs 50] [--threads 0] [--url URL]\n';
+
 async function main(): Promise<void> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(USAGE);
+    return;
+  }
   let config: BenchConfig;
   try {
     config = parseArgs(process.argv.slice(2));
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\nUsage: npm run bench:web -- [--runs 50] [--threads 0] [--url URL]\n`);
+    process.stderr.write(`${(error as Error).message}\n${USAGE}`);
     process.exit(2);
   }
   const missing = chromiumMissing();
