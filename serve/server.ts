@@ -124,11 +124,19 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
   return { url, port, ready, metrics, state, shutdown };
 }
 
+/** Listens on the configured address; a port in use or refused says which and how to choose another. */
 function listen(server: Server, config: ServeConfig): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (error: NodeJS.ErrnoException): void => {
+      const where = `${config.host === '' ? 'port' : `${config.host} port`} ${config.port}`;
+      const hint = 'choose another with --port (or SERVE_PORT); --port 0 takes any free one';
+      if (error.code === 'EADDRINUSE') reject(new Error(`${where} is already in use (another server, or an earlier one still running); ${hint}`, { cause: error }));
+      else if (error.code === 'EACCES') reject(new Error(`${where} needs privileges this process does not have; ${hint}`, { cause: error }));
+      else reject(error);
+    };
+    server.once('error', fail);
     const done = (): void => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve();
     };
     if (config.host === '') server.listen(config.port, done);

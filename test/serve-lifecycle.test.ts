@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -141,6 +141,19 @@ describe('serve lifecycle (npm start in a child process)', () => {
       assert.match(none.output.join('\n'), /No models in .*npm run export/);
     } finally {
       rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  it('exits 1 on a port in use, naming it and how to choose another', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const server = startMain(['--host', '127.0.0.1', '--port', String(port)]);
+      assert.equal(await server.exit, 1);
+      assert.match(server.output.join('\n'), new RegExp(`127\\.0\\.0\\.1 port ${port} is already in use .*choose another with --port`));
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
     }
   });
 
