@@ -109,9 +109,10 @@ describe('readImageHeader', () => {
 
 /**
  * An uncompressed TIFF of `pages` (little-endian; grey, or RGB with `samples` 3): each page's pixels, then its
- * IFD, linked in order. A page holds all its bytes unless `bytes` says fewer (a page that claims more than it has).
+ * IFD, linked in order. A page holds all its bytes unless `bytes` says fewer (a page that claims more than it has);
+ * `extra` entries (tag, type, count, value or offset) follow the page's own.
  */
-function multiPageTiff(pages: { width: number; height: number; grey: number; bytes?: number; samples?: 1 | 3 }[]): Uint8Array {
+function multiPageTiff(pages: { width: number; height: number; grey: number; bytes?: number; samples?: 1 | 3; extra?: [tag: number, type: number, count: number, value: number][] }[]): Uint8Array {
   const parts: Uint8Array[] = [Uint8Array.from([0x49, 0x49, 0x2a, 0, 0, 0, 0, 0])];
   let offset = 8;
   const links: { at: number; part: Uint8Array }[] = [];
@@ -123,15 +124,16 @@ function multiPageTiff(pages: { width: number; height: number; grey: number; byt
     offset += data.length;
     // ImageWidth, ImageLength, BitsPerSample, Compression (none), Photometric (grey, black is zero; or RGB),
     // StripOffsets, SamplesPerPixel, RowsPerStrip, StripByteCounts: tag, type (3 SHORT, 4 LONG), value.
-    const entries: [number, number, number][] = [[256, 4, page.width], [257, 4, page.height], [258, 3, 8], [259, 3, 1], [262, 3, samples === 1 ? 1 : 2], [273, 4, dataAt], [277, 3, samples], [278, 4, page.height], [279, 4, count]];
+    const base: [number, number, number][] = [[256, 4, page.width], [257, 4, page.height], [258, 3, 8], [259, 3, 1], [262, 3, samples === 1 ? 1 : 2], [273, 4, dataAt], [277, 3, samples], [278, 4, page.height], [279, 4, count]];
+    const entries: [number, number, number, number][] = [...base.map(([tag, type, value]): [number, number, number, number] => [tag, type, 1, value]), ...(page.extra ?? [])];
     const ifd = new Uint8Array(2 + entries.length * 12 + 4);
     const view = new DataView(ifd.buffer);
     view.setUint16(0, entries.length, true);
-    entries.forEach(([tag, type, value], e) => {
+    entries.forEach(([tag, type, count, value], e) => {
       view.setUint16(2 + e * 12, tag, true);
       view.setUint16(4 + e * 12, type, true);
-      view.setUint32(6 + e * 12, 1, true);
-      if (type === 3) view.setUint16(10 + e * 12, value, true);
+      view.setUint32(6 + e * 12, count, true);
+      if (type === 3 && count === 1) view.setUint16(10 + e * 12, value, true);
       else view.setUint32(10 + e * 12, value, true);
     });
     links.push({ at: offset, part: ifd });
@@ -155,6 +157,26 @@ describe('decodeImage', () => {
     assert.deepEqual([image.width, image.height], [40, 30]);
     assertColour(rgbAt(image, 5, 5), [200, 200, 200], 'first page');
     assert.deepEqual(tiff, original, 'the caller\'s bytes are left as they were');
+  });
+
+  test('refuses a small TIFF whose field claims more values than the file holds, before decoding it', async () => {
+    // A 40x30 page with one more field, 20 million SHORT values at offset 8: the decoder read them all (1.4 s, 560 MB).
+    const bomb = multiPageTiff([{ width: 40, height: 30, grey: 1, extra: [[305, 3, 20_000_000, 8]] }]);
+    assert.ok(bomb.length < 2000);
+    assert.throws(() => readImageHeader(bomb), (e) => assertDecodeError(e, 'corrupt', /tag 305 claims 20000000 values \(40000000 bytes\) beyond the end of the file/));
+    await assert.rejects(decodeImage(bomb), (e) => assertDecodeError(e, 'corrupt', /tag 305/));
+    // The same claim one level down, in the EXIF directory the first page points to (at offset 8, inside the pixels).
+    const exif = multiPageTiff([{ width: 40, height: 30, grey: 0, extra: [[34665, 4, 1, 8]] }]);
+    const view = new DataView(exif.buffer, exif.byteOffset, exif.byteLength);
+    view.setUint16(8, 1, true); // one entry
+    view.setUint16(10, 37500, true); // MakerNote...
+    view.setUint16(12, 4, true); // ...as LONGs
+    view.setUint32(14, 100_000_000, true); // 100 million of them
+    view.setUint32(18, 8, true);
+    assert.throws(() => readImageHeader(exif), (e) => assertDecodeError(e, 'corrupt', /tag 37500 claims 100000000 values/));
+    // A legitimate EXIF directory inside the file is read as before.
+    view.setUint32(14, 2, true);
+    assert.deepEqual(readImageHeader(exif), { format: 'tiff', width: 40, height: 30 });
   });
 
   test('decodes a two-page TIFF whose pages are both small as its first page', async () => {

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -116,6 +117,7 @@ describe('serve: bad input', () => {
     // The format is refused first: "resize it" or "at least 32 pixels" would send the caller the wrong way.
     await expectError({ body: webp(1), type: 'image/webp' }, 415, 'unsupported_image_format');
     await expectError({ body: webp(16_000), type: 'image/webp' }, 415, 'unsupported_image_format');
+    await expectError({ body: webp(200).slice(0, 20), type: 'image/webp' }, 415, 'unsupported_image_format'); // its header cut short
     const heic = new Uint8Array([0, 0, 0, 0x18, ...[...'ftypheic'].map((c) => c.charCodeAt(0)), 0, 0, 0, 0, ...new Array(40).fill(0)]);
     await expectError({ body: heic, type: 'image/heic' }, 415, 'unsupported_image_format');
   });
@@ -237,8 +239,25 @@ describe('serve: bad input', () => {
     assert.equal(res?.status, 408);
     assert.equal((JSON.parse(res?.body ?? '{}') as ErrorBody).error.code, 'upload_timeout');
     assert.ok(performance.now() - started >= 1400, 'after the configured 1500 ms');
-    // The rest of the body may never come: the connection is not kept waiting for it.
+    // The rest of the body may never come: the connection is not kept waiting for it. rawRequest closes its own
+    // socket once the answer is in, so this one waits for the server to end it.
     assert.equal(res?.headers.connection, 'close');
+    const socket = connect({ host: '127.0.0.1', port: t.server.port });
+    let answer = '';
+    socket.on('data', (chunk: Uint8Array) => (answer += Buffer.from(chunk).toString('latin1')));
+    const ended = new Promise<boolean>((resolve) => {
+      socket.on('end', () => resolve(true));
+      socket.on('close', () => resolve(true));
+      setTimeout(() => resolve(false), 5000);
+    });
+    socket.write(head);
+    socket.write(jpeg.slice(0, 100));
+    try {
+      assert.equal(await ended, true, 'the server ended the connection');
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+    } finally {
+      socket.destroy();
+    }
     await expectServing();
   });
 

@@ -45,6 +45,12 @@ export function readImageHeader(bytes: Uint8Array | Buffer): ImageHeader {
   return { format, width, height };
 }
 
+/** The format alone, from the first bytes (what `readImageHeader` reads first); throws as it does. */
+export function readImageFormat(bytes: Uint8Array | Buffer): ImageFormat {
+  if (bytes.length === 0) throw new ImageDecodeError('empty', 'The image is empty (0 bytes)');
+  return sniffFormat(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+}
+
 /** The format from the magic bytes at the start of the file. */
 function sniffFormat(b: Uint8Array): ImageFormat {
   if (startsWith(b, [0xff, 0xd8, 0xff])) return 'jpeg';
@@ -167,8 +173,42 @@ export function tiffFirstPageOnly(bytes: Uint8Array): Uint8Array {
   return copy;
 }
 
+/** Bytes of one value of each TIFF field type (the decoder skips others). */
+const TIFF_TYPE_BYTES: Readonly<Record<number, number>> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4 };
+/** Tags whose values point at further IFDs, which the decoder reads as well: SubIFDs, EXIF, GPS, Fuji's. */
+const TIFF_IFD_POINTERS: ReadonlySet<number> = new Set([330, 34665, 34853, 61440]);
+/** More IFDs than a camera writes for one page: a file with more is refused. */
+const MAX_TIFF_IFDS = 64;
+
+/**
+ * Checks that every field of the IFD at `at`, and of the IFDs it points to, lies inside the file. The decoder
+ * reads every value a field claims, one by one, before it reads a pixel: a 1 KB file whose field claims 2^32
+ * values would hold a decode thread for seconds and gigabytes however small its image.
+ */
+function checkTiffIfd(b: Uint8Array, at: number, u16: (at: number) => number, u32: (at: number) => number, seen: Set<number>): void {
+  if (seen.has(at)) return;
+  seen.add(at);
+  if (seen.size > MAX_TIFF_IFDS) throw corrupt('tiff', `it has more than ${MAX_TIFF_IFDS} image file directories`);
+  need(b, at + 2, 'tiff');
+  const entries = u16(at);
+  need(b, at + 2 + entries * 12, 'tiff');
+  for (let e = 0; e < entries; e++) {
+    const entry = at + 2 + e * 12;
+    const tag = u16(entry);
+    const count = u32(entry + 4);
+    const bytes = (TIFF_TYPE_BYTES[u16(entry + 2)] ?? 0) * count;
+    // Values of 4 bytes or fewer are stored in the entry itself; longer ones at an offset in the file.
+    const valuesAt = bytes <= 4 ? entry + 8 : u32(entry + 8);
+    if (valuesAt + bytes > b.length) throw corrupt('tiff', `tag ${tag} claims ${count} values (${bytes} bytes) beyond the end of the file (${b.length} bytes)`);
+    if (TIFF_IFD_POINTERS.has(tag) && bytes > 0) {
+      for (let i = 0; i < Math.min(count, MAX_TIFF_IFDS + 1); i++) checkTiffIfd(b, u32(valuesAt + 4 * i), u16, u32, seen);
+    }
+  }
+}
+
 function tiffSize(b: Uint8Array): [number, number] {
   const { ifd, entries, u16, u32 } = firstTiffIfd(b);
+  checkTiffIfd(b, ifd, u16, u32, new Set());
   let width = -1;
   let height = -1;
   for (let e = 0; e < entries; e++) {
