@@ -6,7 +6,7 @@
 import { createServer, STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp, type ServeState } from './app.ts';
-import type { ServeConfig } from './config.ts';
+import { OPTIONS, type ServeConfig } from './config.ts';
 import { DecodePool } from './decode-pool.ts';
 import type { Logger } from './log.ts';
 import { ServeMetrics, type RegistrySnapshot } from './metrics.ts';
@@ -129,7 +129,7 @@ function listen(server: Server, config: ServeConfig): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const fail = (error: NodeJS.ErrnoException): void => {
       const where = `${config.host === '' ? 'port' : `${config.host} port`} ${config.port}`;
-      const hint = 'choose another with --port (or SERVE_PORT); --port 0 takes any free one';
+      const hint = `choose another with ${OPTIONS.port.flag} (or ${OPTIONS.port.env}); ${OPTIONS.port.flag} 0 takes any free one`;
       if (error.code === 'EADDRINUSE') reject(new Error(`${where} is already in use (another server, or an earlier one still running); ${hint}`, { cause: error }));
       else if (error.code === 'EACCES') reject(new Error(`${where} needs privileges this process does not have; ${hint}`, { cause: error }));
       else reject(error);

@@ -151,7 +151,7 @@ describe('serve lifecycle (npm start in a child process)', () => {
       const port = (taken.address() as AddressInfo).port;
       const server = startMain(['--host', '127.0.0.1', '--port', String(port)]);
       assert.equal(await server.exit, 1);
-      assert.match(server.output.join('\n'), new RegExp(`127\\.0\\.0\\.1 port ${port} is already in use .*choose another with --port`));
+      assert.match(server.output.join('\n'), new RegExp(`127\\.0\\.0\\.1 port ${port} is already in use .*choose another with --port \\(or PORT\\); --port 0 takes any free one`));
     } finally {
       await new Promise((resolve) => taken.close(resolve));
     }

@@ -39,7 +39,7 @@ Options:
   --max-requests N     requests per level at most                       (default: 20000)
   --concurrency LIST   comma-separated levels                           (default: 1,16,64)
   --models DIR         ONNX models to serve     (default: models/, or fixture models where absent)
-  --images N           distinct face JPEGs sent                         (default: 256)
+  --images N           distinct face JPEGs sent (default: 256; at most 64 generated ones without the data)
   --runs DIR           tfjs models as <DIR>/<task>/model for the comparison (default: runs/latest)
   --help               this text
 Anything after -- goes to the server, e.g. -- --workers 2
@@ -252,7 +252,13 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const args = parseArgs(process.argv.slice(2));
+  let args: BenchArgs;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message}\n\n${USAGE}`);
+    process.exit(2);
+  }
   let modelsDir = args.modelsDir ?? join(REPO_ROOT, 'models');
   let scratch: string | undefined;
   if (!existsSync(join(modelsDir, 'age.onnx'))) {

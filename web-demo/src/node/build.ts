@@ -254,7 +254,7 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
   const unknown = args.find((arg) => !known.includes(arg));
   if (unknown !== undefined || args.includes('--help')) {
     if (unknown !== undefined) process.stderr.write(`Unknown argument "${unknown}"; expected: ${known.join(', ')}\n`);
-    process.stdout.write('Usage: npm run build:web -- [--if-stale] [--with-models]\n');
+    (unknown === undefined ? process.stdout : process.stderr).write('Usage: npm run build:web -- [--if-stale] [--with-models]\n');
     process.exit(unknown === undefined ? 0 : 2);
   }
   const started = performance.now();
