@@ -4,7 +4,7 @@
  * preprocesses once per input spec.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { assertDecodable, decodeImage, ImageDecodeError, readImageFormat, readImageHeader, type ImageDecodeFailure, type ImageHeader } from '../models/spec/decode.ts';
+import { decodeImage, ImageDecodeError, readDecodableHeader, type ImageDecodeFailure, type ImageHeader } from '../models/spec/decode.ts';
 import { imageSizeProblem } from '../models/spec/limits.ts';
 import { preprocess, type InputSpec } from '../models/spec/preprocess.ts';
 
@@ -45,8 +45,7 @@ const { specs, maxPixels, minImageSide } = workerData as DecodeWorkerData;
 
 async function decodeOne(bytes: Uint8Array): Promise<Omit<Extract<DecodeReply, { ok: true }>, 'id' | 'ok'>> {
   const started = performance.now();
-  assertDecodable(readImageFormat(bytes));
-  const { format, width, height }: ImageHeader = readImageHeader(bytes);
+  const { format, width, height }: ImageHeader = readDecodableHeader(bytes);
   const problem = imageSizeProblem(width, height, { maxPixels, minImageSide });
   if (problem !== undefined) throw new RefusedImage(problem.code, `The ${format} image ${problem.predicate}`);
   // The decoder checks the header against the limit again, before it allocates the pixels.

@@ -8,10 +8,10 @@
  * `readImageHeader` reports the stored size (before that rotation), which is what decoding allocates.
  */
 import { Jimp } from 'jimp';
-import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, tiffFirstPageOnly, type ImageFormat } from './image-header.ts';
+import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, tiffFirstPageOnly, type ImageHeader } from './image-header.ts';
 import type { PixelBuffer } from './preprocess.ts';
 
-export { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from './image-header.ts';
+export { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from './image-header.ts';
 
 export interface DecodeOptions {
   /** refuse images whose header claims more pixels than this, before allocating anything (decompression bombs) */
@@ -20,8 +20,7 @@ export interface DecodeOptions {
 
 /** Decodes JPEG, PNG, BMP, GIF (first frame) or TIFF (first page) bytes to RGBA, upright per the EXIF orientation. */
 export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOptions = {}): Promise<PixelBuffer> {
-  assertDecodable(readImageFormat(bytes));
-  const header = readImageHeader(bytes);
+  const header = readDecodableHeader(bytes);
   const { maxPixels } = options;
   if (maxPixels !== undefined && header.width * header.height > maxPixels) {
     throw new ImageDecodeError(
@@ -55,14 +54,16 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
 }
 
 /**
- * Refuses a format that `decodeImage` cannot decode (WebP, which the header reader recognises to name it). Check
- * it before reading the size: advice to resize an image, or that its header is broken, is no use when its format
- * is refused anyway.
+ * The header of an image `decodeImage` can decode. The format is checked before the size is read (WebP, which
+ * the header reader recognises to name it, is refused): advice to resize an image, or that its header is
+ * broken, is no use when its format is refused anyway.
  */
-export function assertDecodable(format: ImageFormat): void {
+export function readDecodableHeader(bytes: Uint8Array | Buffer): ImageHeader {
+  const format = readImageFormat(bytes);
   if (!DECODABLE_FORMATS.includes(format)) {
     throw new ImageDecodeError('unsupported-format', `Unsupported image format "${format}"; expected one of: ${DECODABLE_FORMATS.join(', ')}`);
   }
+  return readImageHeader(bytes);
 }
 
 /** jpeg-js's defaults (100 megapixels, 512 MB). */

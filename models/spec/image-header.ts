@@ -36,10 +36,8 @@ export class ImageDecodeError extends Error {
  * Throws `ImageDecodeError` for empty, unrecognised, truncated or inconsistent headers.
  */
 export function readImageHeader(bytes: Uint8Array | Buffer): ImageHeader {
-  if (bytes.length === 0) throw new ImageDecodeError('empty', 'The image is empty (0 bytes)');
-  // A plain Uint8Array view of the same memory (Buffer's typings do not fit Uint8Array parameters).
-  const b = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const format = sniffFormat(b);
+  const format = readImageFormat(bytes);
+  const b = plainBytes(bytes);
   const [width, height] = SIZE_READERS[format](b);
   if (width < 1 || height < 1) throw corrupt(format, `it claims a size of ${width}x${height}`);
   return { format, width, height };
@@ -48,7 +46,12 @@ export function readImageHeader(bytes: Uint8Array | Buffer): ImageHeader {
 /** The format alone, from the first bytes (what `readImageHeader` reads first); throws as it does. */
 export function readImageFormat(bytes: Uint8Array | Buffer): ImageFormat {
   if (bytes.length === 0) throw new ImageDecodeError('empty', 'The image is empty (0 bytes)');
-  return sniffFormat(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  return sniffFormat(plainBytes(bytes));
+}
+
+/** A plain Uint8Array view of the same memory (Buffer's typings do not fit Uint8Array parameters). */
+function plainBytes(bytes: Uint8Array | Buffer): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** The format from the magic bytes at the start of the file. */
