@@ -179,6 +179,59 @@ describe('decodeImage', () => {
     assert.deepEqual(readImageHeader(exif), { format: 'tiff', width: 40, height: 30 });
   });
 
+  test('decodes a TIFF without parsing its maker note, whose directories the decoder would read unchecked', async () => {
+    // A 40x30 page whose EXIF directory (at offset 200, inside the pixels) holds a MakerNote (UNDEFINED bytes at 8).
+    const withMakerNote = (note: number[]): Uint8Array => {
+      const tiff = multiPageTiff([{ width: 40, height: 30, grey: 120, extra: [[34665, 4, 1, 200]] }]);
+      const view = new DataView(tiff.buffer, tiff.byteOffset, tiff.byteLength);
+      tiff.set(note, 8);
+      view.setUint16(200, 1, true); // one entry: MakerNote, UNDEFINED, its length, at offset 8
+      [37500, 7].forEach((value, i) => view.setUint16(202 + 2 * i, value, true));
+      view.setUint32(206, note.length, true);
+      view.setUint32(210, 8, true);
+      return tiff;
+    };
+    const le16 = (value: number) => [value & 0xff, value >> 8];
+    const le32 = (value: number) => [...le16(value & 0xffff), ...le16(value >>> 16)];
+    // Nikon's: a TIFF of its own after 10 bytes, whose one directory (at its offset 8) links to itself. The decoder
+    // followed the link for ever (a 3 KB file held a decode thread until it was killed).
+    const nikon = [...'Nikon'].map((c) => c.charCodeAt(0)).concat([0, 2, 0x10, 0, 0], [0x49, 0x49, 42, 0], le32(8), le16(1), le16(1), le16(3), le32(1), le32(0), le32(8));
+    // Any other maker: a directory at the field's offset, whose one field claims 2^31 SHORTs (19 s, then a failure).
+    const generic = [...le16(1), ...le16(1), ...le16(3), ...le32(2 ** 31), ...le32(0), ...le32(0)];
+    for (const [maker, note] of [['Nikon', nikon], ['generic', generic]] as const) {
+      const tiff = withMakerNote(note);
+      const original = tiff.slice();
+      const image = await decodeImage(tiff);
+      assert.deepEqual([image.width, image.height], [40, 30], maker);
+      assertColour(rgbAt(image, 20, 20), [120, 120, 120], maker);
+      assert.deepEqual(tiff, original, 'the caller\'s bytes are left as they were');
+    }
+  });
+
+  test('refuses a TIFF whose directories point to more directories than a page has, or to each other in a loop', async () => {
+    // The first page points to eight directories in its pixels (at 8, 40, ...), each with SubIFDs pointing twice to
+    // the next: 256 reads of 9 directories (at 60 levels, the decoder would read 2^60).
+    const fanOut = multiPageTiff([{ width: 40, height: 30, grey: 7, extra: [[330, 4, 1, 8]] }]);
+    const view = new DataView(fanOut.buffer, fanOut.byteOffset, fanOut.byteLength);
+    for (let level = 0; level < 8; level++) {
+      const at = 8 + 32 * level;
+      view.setUint16(at, 1, true);
+      [330, 4].forEach((value, i) => view.setUint16(at + 2 + 2 * i, value, true));
+      view.setUint32(at + 6, level < 7 ? 2 : 0, true); // two LONGs, at the directory's end
+      view.setUint32(at + 10, at + 18, true);
+      view.setUint32(at + 18, at + 32, true);
+      view.setUint32(at + 22, at + 32, true);
+    }
+    assert.throws(() => readImageHeader(fanOut), (e) => assertDecodeError(e, 'corrupt', /point to more than 64 others \(or to each other in a loop\)/));
+    await assert.rejects(decodeImage(fanOut), (e) => assertDecodeError(e, 'corrupt', /more than 64/));
+    // An EXIF pointer back to the first directory.
+    const loop = multiPageTiff([{ width: 40, height: 30, grey: 7, extra: [[34665, 4, 1, 0]] }]);
+    const loopView = new DataView(loop.buffer, loop.byteOffset, loop.byteLength);
+    const first = loopView.getUint32(4, true);
+    loopView.setUint32(first + 2 + 9 * 12 + 8, first, true);
+    assert.throws(() => readImageHeader(loop), (e) => assertDecodeError(e, 'corrupt', /in a loop/));
+  });
+
   test('decodes a two-page TIFF whose pages are both small as its first page', async () => {
     const image = await decodeImage(multiPageTiff([{ width: 33, height: 34, grey: 90 }, { width: 50, height: 50, grey: 10 }]));
     assert.deepEqual([image.width, image.height], [33, 34]);

@@ -8,7 +8,7 @@
  * `readImageHeader` reports the stored size (before that rotation), which is what decoding allocates.
  */
 import { Jimp } from 'jimp';
-import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, tiffFirstPageOnly, type ImageHeader } from './image-header.ts';
+import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, tiffForDecoding, type ImageHeader } from './image-header.ts';
 import type { PixelBuffer } from './preprocess.ts';
 
 export { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from './image-header.ts';
@@ -28,8 +28,8 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
       `Image is ${header.width}x${header.height} (${header.width * header.height} pixels); the limit is ${maxPixels} pixels`,
     );
   }
-  // The first page of a TIFF, the one whose size was checked (jimp would decode them all).
-  const decoded = header.format === 'tiff' ? tiffFirstPageOnly(bytes) : bytes;
+  // The first page of a TIFF, the one whose size was checked (jimp would decode them all), without maker notes.
+  const decoded = header.format === 'tiff' ? tiffForDecoding(bytes) : bytes;
   // A Buffer view of the same memory: jimp's EXIF parser needs Buffer methods.
   const buffer = Buffer.isBuffer(decoded) ? decoded : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
   let image: Awaited<ReturnType<typeof Jimp.fromBuffer>>;

@@ -150,29 +150,41 @@ function bmpSize(b: Uint8Array): [number, number] {
 }
 
 /** Where the first IFD (image file directory) of a TIFF starts, and how many 12-byte entries it has. */
-function firstTiffIfd(b: Uint8Array): { ifd: number; entries: number; u16: (at: number) => number; u32: (at: number) => number } {
+function firstTiffIfd(b: Uint8Array): { ifd: number; entries: number; little: boolean; u16: (at: number) => number; u32: (at: number) => number } {
   const little = b[0] === 0x49;
   const u16 = (at: number) => (little ? u16le(b, at) : u16be(b, at));
   const u32 = (at: number) => (little ? u32le(b, at) : u32be(b, at));
   need(b, 8, 'tiff');
   const ifd = u32(4);
   need(b, ifd + 2, 'tiff');
-  return { ifd, entries: u16(ifd), u16, u32 };
+  return { ifd, entries: u16(ifd), little, u16, u32 };
 }
 
 /**
- * The TIFF with its first page alone: a copy whose first IFD no longer links to a next one (the same bytes
- * where there is none). Only the first page is read, and only its size is checked against the pixel limit,
- * but jimp decodes every page of the chain: without this, a small first page could carry a huge second one
- * past the limit.
+ * The TIFF as the decoder should read it: a copy (the same bytes where nothing needs changing) whose first IFD
+ * no longer links to a next page and whose maker notes and DNG private data are renamed to a tag no decoder reads.
+ * Only the first page's size is checked against the pixel limit, but jimp decodes every page of the chain: a small
+ * first page could carry a huge second one past the limit. And the decoder parses a maker note, and the IFD that
+ * DNG private data points to, as further directories with neither the checks of `tiffIfds` nor any bound: a 3 KB
+ * file whose Nikon maker note holds a TIFF whose directory links to itself held a decode thread forever, one whose
+ * maker-note field claimed 2^31 values for 19 s. Neither is needed for the pixels.
  */
-export function tiffFirstPageOnly(bytes: Uint8Array): Uint8Array {
-  const { ifd, entries, u32 } = firstTiffIfd(bytes);
+export function tiffForDecoding(bytes: Uint8Array): Uint8Array {
+  const b = plainBytes(bytes);
+  const { ifd, entries, little, u16, u32 } = firstTiffIfd(b);
   const next = ifd + 2 + entries * 12;
-  need(bytes, next + 4, 'tiff');
-  if (u32(next) === 0) return bytes;
-  const copy = new Uint8Array(bytes);
-  copy.fill(0, next, next + 4);
+  need(b, next + 4, 'tiff');
+  const unread: number[] = []; // where the tags of the fields to hide from the decoder are
+  for (const at of new Set(tiffIfds(b, u16, u32))) {
+    for (let e = 0; e < u16(at); e++) {
+      if (UNPARSED_TAGS.has(u16(at + 2 + e * 12))) unread.push(at + 2 + e * 12);
+    }
+  }
+  if (u32(next) === 0 && unread.length === 0) return bytes;
+  const copy = new Uint8Array(b);
+  const view = new DataView(copy.buffer);
+  view.setUint32(next, 0, little);
+  for (const at of unread) view.setUint16(at, RENAMED_TAG, little);
   return copy;
 }
 
@@ -180,38 +192,48 @@ export function tiffFirstPageOnly(bytes: Uint8Array): Uint8Array {
 const TIFF_TYPE_BYTES: Readonly<Record<number, number>> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4 };
 /** Tags whose values point at further IFDs, which the decoder reads as well: SubIFDs, EXIF, GPS, Fuji's. */
 const TIFF_IFD_POINTERS: ReadonlySet<number> = new Set([330, 34665, 34853, 61440]);
-/** More IFDs than a camera writes for one page: a file with more is refused. */
+/** MakerNote and DNGPrivateData: the decoder parses their contents as IFDs, unchecked; `tiffForDecoding` hides them. */
+const UNPARSED_TAGS: ReadonlySet<number> = new Set([37500, 50740]);
+/** The tag they get instead: one no decoder knows, so the field stays in place, unread. */
+const RENAMED_TAG = 0xffff;
+/** More IFD reads than a camera's file needs for one page: a file with more is refused. */
 const MAX_TIFF_IFDS = 64;
 
 /**
- * Checks that every field of the IFD at `at`, and of the IFDs it points to, lies inside the file. The decoder
- * reads every value a field claims, one by one, before it reads a pixel: a 1 KB file whose field claims 2^32
- * values would hold a decode thread for seconds and gigabytes however small its image.
+ * The IFDs the decoder reads for the first page, in its order, once for each time a field points to one (it reads
+ * a directory again each time, so a loop, or two pointers to the next directory at each of 60 levels, would keep
+ * it reading for ever). Checks on the way that every field lies inside the file: the decoder reads every value a
+ * field claims, one by one, before it reads a pixel, and a 1 KB file whose field claims 2^32 values would hold a
+ * decode thread for seconds and gigabytes however small its image.
  */
-function checkTiffIfd(b: Uint8Array, at: number, u16: (at: number) => number, u32: (at: number) => number, seen: Set<number>): void {
-  if (seen.has(at)) return;
-  seen.add(at);
-  if (seen.size > MAX_TIFF_IFDS) throw corrupt('tiff', `it has more than ${MAX_TIFF_IFDS} image file directories`);
-  need(b, at + 2, 'tiff');
-  const entries = u16(at);
-  need(b, at + 2 + entries * 12, 'tiff');
-  for (let e = 0; e < entries; e++) {
-    const entry = at + 2 + e * 12;
-    const tag = u16(entry);
-    const count = u32(entry + 4);
-    const bytes = (TIFF_TYPE_BYTES[u16(entry + 2)] ?? 0) * count;
-    // Values of 4 bytes or fewer are stored in the entry itself; longer ones at an offset in the file.
-    const valuesAt = bytes <= 4 ? entry + 8 : u32(entry + 8);
-    if (valuesAt + bytes > b.length) throw corrupt('tiff', `tag ${tag} claims ${count} values (${bytes} bytes) beyond the end of the file (${b.length} bytes)`);
-    if (TIFF_IFD_POINTERS.has(tag) && bytes > 0) {
-      for (let i = 0; i < Math.min(count, MAX_TIFF_IFDS + 1); i++) checkTiffIfd(b, u32(valuesAt + 4 * i), u16, u32, seen);
+function tiffIfds(b: Uint8Array, u16: (at: number) => number, u32: (at: number) => number): number[] {
+  const reads: number[] = [];
+  const read = (at: number): void => {
+    reads.push(at);
+    if (reads.length > MAX_TIFF_IFDS) throw corrupt('tiff', `its image file directories point to more than ${MAX_TIFF_IFDS} others (or to each other in a loop)`);
+    need(b, at + 2, 'tiff');
+    const entries = u16(at);
+    need(b, at + 2 + entries * 12, 'tiff');
+    for (let e = 0; e < entries; e++) {
+      const entry = at + 2 + e * 12;
+      const tag = u16(entry);
+      const count = u32(entry + 4);
+      const bytes = (TIFF_TYPE_BYTES[u16(entry + 2)] ?? 0) * count;
+      // Values of 4 bytes or fewer are stored in the entry itself; longer ones at an offset in the file.
+      const valuesAt = bytes <= 4 ? entry + 8 : u32(entry + 8);
+      if (valuesAt + bytes > b.length) throw corrupt('tiff', `tag ${tag} claims ${count} values (${bytes} bytes) beyond the end of the file (${b.length} bytes)`);
+      if (TIFF_IFD_POINTERS.has(tag) && bytes > 0) {
+        for (let i = 0; i < count; i++) read(u32(valuesAt + 4 * i));
+      }
     }
-  }
+  };
+  read(firstTiffIfd(b).ifd);
+  return reads;
 }
 
 function tiffSize(b: Uint8Array): [number, number] {
   const { ifd, entries, u16, u32 } = firstTiffIfd(b);
-  checkTiffIfd(b, ifd, u16, u32, new Set());
+  tiffIfds(b, u16, u32);
   let width = -1;
   let height = -1;
   for (let e = 0; e < entries; e++) {
