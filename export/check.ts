@@ -72,7 +72,7 @@ export function parseCheckArgs(argv: string[]): CheckConfig | 'help' {
       tolerance: { type: 'string', default: '1e-4' },
       seed: { type: 'string', default: '1' },
       web: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) return 'help';

@@ -84,7 +84,7 @@ export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'lay
       'no-verify': { type: 'boolean', default: false },
       'no-test-time-flip': { type: 'boolean', default: false },
       layers: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) return 'help';

@@ -78,7 +78,7 @@ function parseBenchArgs(argv: string[]): BenchConfig {
       seconds: { type: 'string', default: '10' },
       'wasm-kernels': { type: 'string', default: 'fast' },
       profile: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) throw new UsageError('');

@@ -146,7 +146,7 @@ async function replaceFolder(dir: string, write: (dir: string) => Promise<void>)
 
 if (isMain(import.meta.url)) {
   runCli(USAGE, async (argv) => {
-    const { values } = parseArgs({ args: argv, strict: true, options: { run: { type: 'string' }, data: { type: 'string' }, help: { type: 'boolean', default: false } } });
+    const { values } = parseArgs({ args: argv, strict: true, options: { run: { type: 'string' }, data: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } } });
     if (values.help) throw new UsageError('');
     if (values.run === undefined) throw new UsageError('--run is required');
     const data = values.data ?? defaultDataSource();

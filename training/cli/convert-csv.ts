@@ -45,7 +45,7 @@ export function parseConvertArgs(argv: string[]): ConvertConfig {
       limit: { type: 'string' },
       workers: { type: 'string' },
       'no-cache': { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) throw new UsageError('');

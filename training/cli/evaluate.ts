@@ -116,7 +116,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
       split: { type: 'string', default: 'test' },
       limit: { type: 'string' },
       backend: { type: 'string' },
-      help: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) throw new UsageError('');

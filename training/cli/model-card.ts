@@ -244,7 +244,7 @@ npm run evaluate -- --model models              # the same figures, printed in f
 }
 
 if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
-  const { values } = parseArgs({ args: argv, strict: true, options: { models: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ args: argv, strict: true, options: { models: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } } });
   if (values.help) throw new UsageError('');
   const modelsDir = resolve(values.models ?? join(REPO_ROOT, 'models'));
   const data = values.data ?? defaultDataSource();

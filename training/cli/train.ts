@@ -69,7 +69,7 @@ export function parseTrainArgs(argv: string[]): TrainConfig {
       seed: { type: 'string', default: '42' },
       'age-scheme': { type: 'string', default: 'coursework' },
       'no-cache': { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) throw new UsageError('');

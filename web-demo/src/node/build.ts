@@ -250,9 +250,9 @@ export async function ensureWebDemoBuilt(log?: (line: string) => void): Promise<
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
-  const known = ['--if-stale', '--with-models', '--help'];
+  const known = ['--if-stale', '--with-models', '--help', '-h'];
   const unknown = args.find((arg) => !known.includes(arg));
-  if (unknown !== undefined || args.includes('--help')) {
+  if (unknown !== undefined || args.includes('--help') || args.includes('-h')) {
     if (unknown !== undefined) process.stderr.write(`Unknown argument "${unknown}"; expected: ${known.join(', ')}\n`);
     (unknown === undefined ? process.stdout : process.stderr).write('Usage: npm run build:web -- [--if-stale] [--with-models]\n');
     process.exit(unknown === undefined ? 0 : 2);
