@@ -181,8 +181,8 @@ describe('decodeImage', () => {
 
   test('decodes a TIFF without parsing its maker note, whose directories the decoder would read unchecked', async () => {
     // A 40x30 page whose EXIF directory (at offset 200, inside the pixels) holds a MakerNote (UNDEFINED bytes at 8).
-    const withMakerNote = (note: number[]): Uint8Array => {
-      const tiff = multiPageTiff([{ width: 40, height: 30, grey: 120, extra: [[34665, 4, 1, 200]] }]);
+    const withMakerNote = (note: number[], pointerType: 3 | 4): Uint8Array => {
+      const tiff = multiPageTiff([{ width: 40, height: 30, grey: 120, extra: [[34665, pointerType, 1, 200]] }]);
       const view = new DataView(tiff.buffer, tiff.byteOffset, tiff.byteLength);
       tiff.set(note, 8);
       view.setUint16(200, 1, true); // one entry: MakerNote, UNDEFINED, its length, at offset 8
@@ -198,8 +198,9 @@ describe('decodeImage', () => {
     const nikon = [...'Nikon'].map((c) => c.charCodeAt(0)).concat([0, 2, 0x10, 0, 0], [0x49, 0x49, 42, 0], le32(8), le16(1), le16(1), le16(3), le32(1), le32(0), le32(8));
     // Any other maker: a directory at the field's offset, whose one field claims 2^31 SHORTs (19 s, then a failure).
     const generic = [...le16(1), ...le16(1), ...le16(3), ...le32(2 ** 31), ...le32(0), ...le32(0)];
-    for (const [maker, note] of [['Nikon', nikon], ['generic', generic]] as const) {
-      const tiff = withMakerNote(note);
+    // The EXIF pointer as a LONG, and as a SHORT (which the decoder follows too).
+    for (const [maker, note, pointerType] of [['Nikon', nikon, 4], ['generic', generic, 4], ['Nikon', nikon, 3]] as const) {
+      const tiff = withMakerNote(note, pointerType);
       const original = tiff.slice();
       const image = await decodeImage(tiff);
       assert.deepEqual([image.width, image.height], [40, 30], maker);
@@ -230,6 +231,9 @@ describe('decodeImage', () => {
     const first = loopView.getUint32(4, true);
     loopView.setUint32(first + 2 + 9 * 12 + 8, first, true);
     assert.throws(() => readImageHeader(loop), (e) => assertDecodeError(e, 'corrupt', /in a loop/));
+    // SubIFDs as BYTEs: the decoder would read a directory at each byte's value.
+    const bytePointers = multiPageTiff([{ width: 40, height: 30, grey: 7, extra: [[330, 1, 4, 0x08080808]] }]);
+    assert.throws(() => readImageHeader(bytePointers), (e) => assertDecodeError(e, 'corrupt', /tag 330 points to directories with values of type 1; expected SHORT, LONG or IFD/));
   });
 
   test('decodes a two-page TIFF whose pages are both small as its first page', async () => {

@@ -223,7 +223,10 @@ function tiffIfds(b: Uint8Array, u16: (at: number) => number, u32: (at: number) 
       const valuesAt = bytes <= 4 ? entry + 8 : u32(entry + 8);
       if (valuesAt + bytes > b.length) throw corrupt('tiff', `tag ${tag} claims ${count} values (${bytes} bytes) beyond the end of the file (${b.length} bytes)`);
       if (TIFF_IFD_POINTERS.has(tag) && bytes > 0) {
-        for (let i = 0; i < count; i++) read(u32(valuesAt + 4 * i));
+        // The decoder follows each value as an offset, whatever the type: one that is not an offset is refused.
+        const type = u16(entry + 2);
+        if (type !== 3 && type !== 4 && type !== 13) throw corrupt('tiff', `tag ${tag} points to directories with values of type ${type}; expected SHORT, LONG or IFD`);
+        for (let i = 0; i < count; i++) read(type === 3 ? u16(valuesAt + 2 * i) : u32(valuesAt + 4 * i));
       }
     }
   };
