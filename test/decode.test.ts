@@ -236,6 +236,30 @@ describe('decodeImage', () => {
     assert.throws(() => readImageHeader(bytePointers), (e) => assertDecodeError(e, 'corrupt', /tag 330 points to directories with values of type 1; expected SHORT, LONG or IFD/));
   });
 
+  test('reads a TIFF\'s size where the decoder reads it: values stored at an offset, the last of repeated fields', async () => {
+    // ImageWidth and ImageLength again, as two LONGs each, so stored at offsets 8 and 16 (in the pixels): the header
+    // read the offsets as the size (8x16), the decoder the values there (a 232-byte file decoded at 20000x20000).
+    const tiff = multiPageTiff([{ width: 40, height: 30, grey: 0, extra: [[256, 4, 2, 8], [257, 4, 2, 16]] }]);
+    const view = new DataView(tiff.buffer, tiff.byteOffset, tiff.byteLength);
+    view.setUint32(8, 20_000, true);
+    view.setUint32(16, 20_000, true);
+    assert.deepEqual(readImageHeader(tiff), { format: 'tiff', width: 20_000, height: 20_000 });
+    await assert.rejects(decodeImage(tiff, { maxPixels: 25_000_000 }), (e) => assertDecodeError(e, 'too-large', /20000x20000/));
+  });
+
+  test('refuses a TIFF whose tiles or pixels would take more memory than its size allows', async () => {
+    // One 46340x46340 tile for a 64x64 image: the decoder allocated the tile (2.2 GB from 232 bytes).
+    const tiled = (tile: number) => multiPageTiff([{ width: 64, height: 64, grey: 9, extra: [[322, 4, 1, tile], [323, 4, 1, tile], [324, 4, 1, 8], [325, 4, 1, 64 * 64]] }]);
+    assert.throws(() => readImageHeader(tiled(46_340)), (e) => assertDecodeError(e, 'corrupt', /its tiles are 46340x46340 for a 64x64 image/));
+    // 2^30 bits a pixel (BitsPerSample and SamplesPerPixel 32768): 1x1 tiles of it took 12 minutes of zero-filling.
+    const wide = multiPageTiff([{ width: 40, height: 30, grey: 9, extra: [[258, 3, 1, 32768], [277, 3, 1, 32768]] }]);
+    assert.throws(() => readImageHeader(wide), (e) => assertDecodeError(e, 'corrupt', /pixels would take 1073741824 bits each \(BitsPerSample 32768, SamplesPerPixel 32768\); a page takes 1 to 128/));
+    // One 64x64 tile, as an encoder writes it, decodes.
+    const image = await decodeImage(tiled(64));
+    assert.deepEqual([image.width, image.height], [64, 64]);
+    assertColour(rgbAt(image, 30, 30), [9, 9, 9], 'tiled page');
+  });
+
   test('decodes a two-page TIFF whose pages are both small as its first page', async () => {
     const image = await decodeImage(multiPageTiff([{ width: 33, height: 34, grey: 90 }, { width: 50, height: 50, grey: 10 }]));
     assert.deepEqual([image.width, image.height], [33, 34]);
@@ -282,15 +306,15 @@ describe('decodeImage', () => {
     assert.equal((await decodeImage(png, { maxPixels: 10000 })).width, 100);
   });
 
-  test('gives the JPEG decoder room for every image within maxPixels (its 512 MB default refuses colour JPEGs under 25 MP)', () => {
+  test('gives the JPEG decoder room for every image within maxPixels (its 512 MB default refuses colour JPEGs under 25 MP), and its frames the same limit', () => {
     // jpeg-js took 524 MB for a 4990x5000 colour JPEG (24.95 MP, 4:4:4): about 21 bytes a pixel. A CMYK 4:4:4
     // JPEG, the worst case, needs about 28 by its own accounting.
     for (const maxPixels of [25_000_000, 60_000_000, 150_000_000]) {
       const limits = jpegLimits(maxPixels);
       assert.ok(limits.maxMemoryUsageInMB * 2 ** 20 >= maxPixels * 28, `${maxPixels} pixels: ${limits.maxMemoryUsageInMB} MB`);
-      assert.ok(limits.maxResolutionInMP * 1e6 >= maxPixels);
+      assert.equal(limits.maxResolutionInMP * 1e6, maxPixels, 'the decoder holds the frame it reads to the same pixel limit');
     }
-    assert.deepEqual(jpegLimits(1_000_000), { maxResolutionInMP: 100, maxMemoryUsageInMB: 512 }, 'never below jpeg-js\'s defaults');
+    assert.deepEqual(jpegLimits(1_000_000), { maxResolutionInMP: 1, maxMemoryUsageInMB: 512 }, 'memory never below jpeg-js\'s default');
   });
 
   test('rejects text, and a JPEG cut in half, with a clear ImageDecodeError', async () => {
@@ -301,7 +325,9 @@ describe('decodeImage', () => {
 
   test('rejects a JPEG with a valid header and garbage image data as corrupt', async () => {
     const jpeg = await encode(halves(64, 64), 'image/jpeg');
-    const garbage = concatBytes(jpeg.subarray(0, 200), new Uint8Array(400).fill(0x5a), [0xff, 0xd9]);
+    const scan = jpeg.findIndex((v, i) => v === 0xff && jpeg[i + 1] === 0xda); // the image data follows its header
+    const scanData = scan + 2 + ((jpeg[scan + 2] << 8) | jpeg[scan + 3]);
+    const garbage = concatBytes(jpeg.subarray(0, scanData), new Uint8Array(400).fill(0x5a), [0xff, 0xd9]);
     await assert.rejects(decodeImage(garbage), (e) => assertDecodeError(e, 'corrupt', /Could not decode the JPEG image/));
   });
 });

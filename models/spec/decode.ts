@@ -3,12 +3,14 @@
  * (re-exported here) has read the image's format and size without decoding it. Used by training and by the server; everything after decoding
  * (crop, greyscale, resize, scaling) is `preprocess.ts`, so nothing here converts or resizes.
  *
- * EXIF orientation: jimp 1.x reads the EXIF block of every buffer it decodes and applies the Orientation
- * tag (2-8) itself, so a phone photo taken sideways comes out upright and with width and height swapped.
+ * EXIF orientation: a JPEG's Orientation tag (2-8) is applied after decoding (`orient`), so a phone photo taken
+ * sideways comes out upright and with width and height swapped. It is read in `decoder-guards.ts`, which hides
+ * the EXIF from jimp (whose parser would apply it too, at a cost a crafted file makes quadratic).
  * `readImageHeader` reports the stored size (before that rotation), which is what decoding allocates.
  */
 import { Jimp } from 'jimp';
-import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, tiffForDecoding, type ImageHeader } from './image-header.ts';
+import { prepareForDecoder } from './decoder-guards.ts';
+import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, type ImageHeader } from './image-header.ts';
 import type { PixelBuffer } from './preprocess.ts';
 
 export { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from './image-header.ts';
@@ -28,8 +30,8 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
       `Image is ${header.width}x${header.height} (${header.width * header.height} pixels); the limit is ${maxPixels} pixels`,
     );
   }
-  // The first page of a TIFF, the one whose size was checked (jimp would decode them all), without maker notes.
-  const decoded = header.format === 'tiff' ? tiffForDecoding(bytes) : bytes;
+  // Checked for what hangs jimp's decoders; a TIFF's first page alone, a JPEG without the EXIF jimp would parse.
+  const { bytes: decoded, orientation } = prepareForDecoder(bytes, header);
   // A Buffer view of the same memory: jimp's EXIF parser needs Buffer methods.
   const buffer = Buffer.isBuffer(decoded) ? decoded : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
   let image: Awaited<ReturnType<typeof Jimp.fromBuffer>>;
@@ -50,7 +52,34 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
     );
   }
   const { width, height, data } = image.bitmap;
-  return { width, height, channels: 4, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  return orient({ width, height, channels: 4, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }, orientation);
+}
+
+/**
+ * The RGBA pixels turned upright for an EXIF orientation (2-8; others leave them as they are), as jimp would
+ * turn them (http://sylvana.net/jpegcrop/exif_orientation.html): 5-8 swap width and height.
+ */
+export function orient(image: PixelBuffer, orientation: number): PixelBuffer {
+  if (!(orientation >= 2 && orientation <= 8)) return image;
+  const { width: w, height: h } = image;
+  const swap = orientation > 4;
+  const width = swap ? h : w;
+  const height = swap ? w : h;
+  const data = image.data.byteOffset % 4 === 0 ? image.data : new Uint8Array(image.data); // a Uint32Array view needs alignment
+  const source = new Uint32Array(data.buffer, data.byteOffset, w * h);
+  const target = new Uint32Array(w * h);
+  // For each pixel (x, y) of the upright image, the stored pixel it shows.
+  const from: (x: number, y: number) => number = {
+    2: (x: number, y: number) => y * w + (w - 1 - x), // mirrored
+    3: (x: number, y: number) => (h - 1 - y) * w + (w - 1 - x), // rotated 180
+    4: (x: number, y: number) => (h - 1 - y) * w + x, // mirrored vertically
+    5: (x: number, y: number) => x * w + y, // mirrored, rotated 270 clockwise
+    6: (x: number, y: number) => (h - 1 - x) * w + y, // rotated 90 clockwise
+    7: (x: number, y: number) => (h - 1 - x) * w + (w - 1 - y), // mirrored, rotated 90 clockwise
+    8: (x: number, y: number) => x * w + (w - 1 - y), // rotated 270 clockwise
+  }[orientation as 2 | 3 | 4 | 5 | 6 | 7 | 8];
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) target[y * width + x] = source[from(x, y)];
+  return { width, height, channels: 4, data: new Uint8Array(target.buffer) };
 }
 
 /**
@@ -75,13 +104,15 @@ const JPEG_DECODER_DEFAULTS = { maxResolutionInMP: 100, maxMemoryUsageInMB: 512 
 const JPEG_BYTES_PER_PIXEL = 32;
 
 /**
- * jpeg-js's limits, raised where needed so that an image within `maxPixels` is never refused by the decoder
- * (its 512 MB default refuses 4:4:4 colour JPEGs above about 24 megapixels, CMYK ones above about 19).
+ * jpeg-js's limits for images within `maxPixels`: its resolution limit is the same pixel limit (it reads the frame
+ * size itself, so a frame the header check did not see is held to it too), and its memory limit is raised where
+ * needed so that no image within the limit is refused (its 512 MB default refuses 4:4:4 colour JPEGs above about
+ * 24 megapixels, CMYK ones above about 19).
  */
 export function jpegLimits(maxPixels: number | undefined): typeof JPEG_DECODER_DEFAULTS {
   if (maxPixels === undefined) return JPEG_DECODER_DEFAULTS;
   return {
-    maxResolutionInMP: Math.max(JPEG_DECODER_DEFAULTS.maxResolutionInMP, Math.ceil(maxPixels / 1e6)),
+    maxResolutionInMP: maxPixels / 1e6,
     maxMemoryUsageInMB: Math.max(JPEG_DECODER_DEFAULTS.maxMemoryUsageInMB, Math.ceil((maxPixels * JPEG_BYTES_PER_PIXEL) / 2 ** 20)),
   };
 }

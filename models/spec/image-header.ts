@@ -234,24 +234,68 @@ function tiffIfds(b: Uint8Array, u16: (at: number) => number, u32: (at: number) 
   return reads;
 }
 
+/** The first-IFD fields that size the decoder's buffers, by tag. */
+const TIFF_LAYOUT_TAGS: Readonly<Record<number, string>> = {
+  256: 'ImageWidth', 257: 'ImageLength', 258: 'BitsPerSample', 259: 'Compression', 262: 'PhotometricInterpretation',
+  277: 'SamplesPerPixel', 278: 'RowsPerStrip', 279: 'StripByteCounts', 322: 'TileWidth', 323: 'TileLength', 50885: 'SRawType',
+};
+/** A pixel of four 32-bit samples: RGBA in floats, the most a photo's page needs. */
+const MAX_TIFF_BITS_PER_PIXEL = 128;
+/** The largest tile side the decoder is let allocate beyond the image's own (TIFF tiles are multiples of 16). */
+const MAX_TIFF_TILE_SIDE = 1024;
+
+/**
+ * The first page's size, after checks on what the decoder allocates from the first IFD: the image buffer holds
+ * width x height x bits per pixel, and each tile's buffer tile width x tile length x bits per pixel, whatever the
+ * image size. A 232-byte file claiming 46340x46340 tiles for a 64x64 image took 2.2 GB; one of 1x1 tiles of
+ * 2^30 bits a pixel, 12 minutes of zero-filling.
+ */
 function tiffSize(b: Uint8Array): [number, number] {
   const { ifd, entries, u16, u32 } = firstTiffIfd(b);
   tiffIfds(b, u16, u32);
-  let width = -1;
-  let height = -1;
+  // The decoder reads each field's values wherever they are (in the entry, or at its offset), and a later field
+  // with the same tag replaces an earlier one; only the first value of each is used here, as it uses it.
+  const fields = new Map<number, number>();
   for (let e = 0; e < entries; e++) {
     const at = ifd + 2 + e * 12;
-    need(b, at + 12, 'tiff');
     const tag = u16(at);
-    if (tag !== 256 && tag !== 257) continue; // ImageWidth, ImageLength
+    if (!(tag in TIFF_LAYOUT_TAGS)) continue;
     const type = u16(at + 2);
-    const value = type === 3 ? u16(at + 8) : type === 4 ? u32(at + 8) : -1; // SHORT or LONG
-    if (value < 0) throw corrupt('tiff', `tag ${tag} has type ${type}; expected SHORT or LONG`);
-    if (tag === 256) width = value;
-    else height = value;
+    const count = u32(at + 4);
+    if (type !== 3 && type !== 4) throw corrupt('tiff', `tag ${tag} (${TIFF_LAYOUT_TAGS[tag]}) has type ${type}; expected SHORT or LONG`);
+    if (count === 0) throw corrupt('tiff', `tag ${tag} (${TIFF_LAYOUT_TAGS[tag]}) has no value`);
+    const valuesAt = count * TIFF_TYPE_BYTES[type] <= 4 ? at + 8 : u32(at + 8); // inside the file: tiffIfds checked
+    fields.set(tag, type === 3 ? u16(valuesAt) : u32(valuesAt));
   }
-  if (width < 0 || height < 0) throw corrupt('tiff', 'the first IFD has no ImageWidth/ImageLength');
+  const width = fields.get(256);
+  const height = fields.get(257);
+  if (width === undefined || height === undefined) throw corrupt('tiff', 'the first IFD has no ImageWidth/ImageLength');
+  const bitsPerPixel = tiffBitsPerPixel(fields, width);
+  if (!(bitsPerPixel >= 1 && bitsPerPixel <= MAX_TIFF_BITS_PER_PIXEL)) {
+    throw corrupt('tiff', `its pixels would take ${bitsPerPixel} bits each (BitsPerSample ${fields.get(258) ?? 1}, SamplesPerPixel ${fields.get(277) ?? 1}); a page takes 1 to ${MAX_TIFF_BITS_PER_PIXEL}`);
+  }
+  const tileWidth = fields.get(322);
+  const tileLength = fields.get(323);
+  if (tileWidth !== undefined || tileLength !== undefined) {
+    const fits = (tile: number | undefined, side: number) => tile !== undefined && tile >= 1 && tile <= Math.max(side + 15, MAX_TIFF_TILE_SIDE);
+    if (!fits(tileWidth, width) || !fits(tileLength, height)) {
+      throw corrupt('tiff', `its tiles are ${tileWidth ?? 'missing'}x${tileLength ?? 'missing'} for a ${width}x${height} image; a tile side is at least 1 and at most the image's rounded up to 16 pixels, or ${MAX_TIFF_TILE_SIDE}`);
+    }
+  }
   return [width, height];
+}
+
+/** Bits per pixel as the decoder works them out (utif2's decodeImage, including its two camera-raw exceptions). */
+function tiffBitsPerPixel(fields: ReadonlyMap<number, number>, width: number): number {
+  const bitsPerSample = fields.get(258) ?? 1;
+  // Some Nikon raw files (uncompressed colour-filter-array pages) are read at the bits their first strip holds.
+  const stripBytes = fields.get(279);
+  const rowsPerStrip = fields.get(278);
+  if ((fields.get(259) ?? 1) === 1 && fields.get(262) === 32803 && stripBytes !== undefined && rowsPerStrip !== undefined) {
+    return Math.round((stripBytes * 8) / (width * rowsPerStrip));
+  }
+  if (fields.get(50885) === 4) return bitsPerSample * 3; // Canon's sRAW
+  return bitsPerSample * (fields.get(277) ?? 1);
 }
 
 function webpSize(b: Uint8Array): [number, number] {
