@@ -1,5 +1,6 @@
 /**
  * decodeImage on files crafted to hang or blow up jimp's decoders (omggif, jpeg-js, exif-parser, pngjs, bmp-ts),
+ * or to show them a different image from the one the header check read,
  * next to well-formed files of the same kinds, which must decode as before. Each crafted file is the small
  * version of one measured against the server; the figures are in `models/spec/decoder-guards.ts`.
  */
@@ -7,7 +8,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { Jimp } from 'jimp';
-import { decodeImage, ImageDecodeError } from '../models/spec/decode.ts';
+import jpegJs from 'jpeg-js';
+import { decodeImage, ImageDecodeError, jpegLimits } from '../models/spec/decode.ts';
 import { concatBytes as concat } from '../models/spec/onnx-wire.ts';
 
 function bytes(...parts: (Uint8Array | number[] | string)[]): Uint8Array {
@@ -60,6 +62,18 @@ describe('GIF', () => {
     await assert.rejects(decodeImage(gif), (e) => assertCorrupt(e, /GIF image data is corrupt: code 7 .* names a table entry not yet made \(the next is 6\)/));
   });
 
+  test('refuses a GIF whose first frame, as omggif finds it, lies outside the size the header check read', async () => {
+    // An application extension of block size 32: the GIF format skips its 32 bytes as a sub-block, omggif takes
+    // any size but 11 for a NETSCAPE block and skips 17, landing on a 64x64 frame hidden in the sub-block (and a
+    // trailer). The header check saw only the 16x16 frame after it; a 30000x30000 one took 16 s to decode.
+    const lzw = (minCodeSize: number, data: number[]) => [minCodeSize, data.length, ...data, 0];
+    const clearThenEnd = lzw(2, [0x2c]); // codes 4 (clear) and 5 (end), 3 bits each
+    const hidden = [0x2c, ...le16(0), ...le16(0), ...le16(64), ...le16(64), 0, ...clearThenEnd, 0x3b];
+    const extension = [0x21, 0xff, 32, ...new Array(16).fill(0), ...hidden, ...new Array(32 - 16 - hidden.length).fill(0), 0];
+    const gif = bytes('GIF89a', le16(16), le16(16), [0x80, 0, 0], [0, 0, 0, 255, 255, 255], extension, [0x2c], le16(0), le16(0), le16(16), le16(16), [0], clearThenEnd, [0x3b]);
+    await assert.rejects(decodeImage(gif), (e) => assertCorrupt(e, /first frame as the decoder reads it \(64x64 at 0,0\) lies outside its 16x16 image/));
+  });
+
   test('decodes GIFs of noise (full code tables, clear codes) as jimp does', async () => {
     for (const [width, height] of [[64, 64], [300, 200]]) {
       const gif = new Uint8Array(await noise(width, height, width).getBuffer('image/gif'));
@@ -83,18 +97,94 @@ describe('JPEG', () => {
     await assert.rejects(decodeImage(jpeg, { maxPixels: 25_000_000 }), (e) => assertCorrupt(e, /segment 0xdb at byte 2 declares 1 bytes but holds 65/));
   });
 
-  /** A progressive 64x64 grey JPEG of `scans` AC scans, each an end-of-band run over every block. */
-  function progressiveJpeg(scans: number): Uint8Array {
+  /**
+   * A progressive grey JPEG, 64x64 or `side` a side, of `scans` AC scans, each an end-of-band run over every block,
+   * with the bytes `afterFrame` after its frame header (where the header check has stopped reading).
+   */
+  function progressiveJpeg(scans: number, afterFrame: number[] = [], side = 64): Uint8Array {
     const huffman = segment(0xc4, [0x10, 1, ...new Array(15).fill(0), 0xe0]); // AC table 0: code "0" is EOBRUN 14
     const scan = [...segment(0xda, [1, 1, 0x00, 1, 63, 0]), 0b01111111, 0xff, 0]; // one run of 2^14+ blocks; 0xff is stuffed
-    return bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), greySof(0xc2, 64, 64), huffman, ...new Array(scans).fill(scan), [0xff, 0xd9]);
+    return bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), greySof(0xc2, side, side), afterFrame, huffman, ...new Array(scans).fill(scan), [0xff, 0xd9]);
+  }
+  /** `jpeg` with `inserted` after its frame header (SOF0 or SOF2), where the header check has stopped reading. */
+  function afterFrame(jpeg: Uint8Array, inserted: number[]): Uint8Array {
+    let at = 2;
+    while (!(jpeg[at] === 0xff && (jpeg[at + 1] === 0xc0 || jpeg[at + 1] === 0xc2))) at += 2 + ((jpeg[at + 2] << 8) | jpeg[at + 3]);
+    const end = at + 2 + ((jpeg[at + 2] << 8) | jpeg[at + 3]);
+    return bytes(jpeg.subarray(0, end), inserted, jpeg.subarray(end));
   }
 
-  test('refuses a progressive JPEG of more than 100 scans, and decodes one of 100', async () => {
-    // Each scan costs a pass over the whole image: 2,200 near-empty ones at 5000x5000 (97 KB) took 15 s.
-    await assert.rejects(decodeImage(progressiveJpeg(101)), (e) => assertCorrupt(e, /more than 100 scans/));
+  test('refuses a progressive JPEG of more than 100 scans, fewer for a large image, and decodes one of 100', async () => {
+    // Each scan costs a pass over the whole image: 2,200 near-empty ones at 5000x5000 (97 KB) took 15 s, and 100
+    // refinement scans 20 s. 600 scan-megapixels: 24 scans for 25 megapixels.
+    await assert.rejects(decodeImage(progressiveJpeg(101)), (e) => assertCorrupt(e, /101 start-of-scan markers; a 64x64 image may have 100/));
+    await assert.rejects(decodeImage(progressiveJpeg(25, [], 5000)), (e) => assertCorrupt(e, /25 start-of-scan markers; a 5000x5000 image may have 24/));
     const image = await decodeImage(progressiveJpeg(100));
     assert.deepEqual([image.width, image.height], [64, 64]);
+  });
+
+  test('counts scans however the segments are chained: FF 00, which jpeg-js skips, cannot hide them', async () => {
+    // FF 00 then an empty comment: jpeg-js skips the FF 00; a walk reading FF 00 as a segment took "FF FE" for
+    // its length and never saw the 101 scans behind it (3,000 got through that way).
+    await assert.rejects(decodeImage(progressiveJpeg(101, [0xff, 0, 0xff, 0xfe, 0, 2])), (e) => assertCorrupt(e, /101 start-of-scan markers/));
+  });
+
+  test('refuses a second frame header, which jpeg-js allocates before it refuses the file', async () => {
+    // 105 bytes with two 5000x5000 frames took 815 MB; here two 64x64 ones.
+    const jpeg = bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), greySof(0xc0, 64, 64), greySof(0xc0, 64, 64), [0xff, 0xd9]);
+    await assert.rejects(decodeImage(jpeg), (e) => assertCorrupt(e, /second frame header \(SOF\) at byte 84/));
+  });
+
+  test('refuses a restart marker after which jpeg-js could read on into a comment, and holds frames to the header\'s size', async () => {
+    // An 8x8 grey baseline JPEG whose one block is followed by a restart marker: jpeg-js ends the scan there and
+    // takes the next bytes, 00 E1 00 06, for a malformed APP1 (a recovery it makes once, for some phones), which
+    // sends it 6 bytes on: into a comment, where a 4000x4000 frame header waits. Walked as the format says, the
+    // scan runs on to the comment, whose contents are skipped. jpeg-js allocated the hidden frame (16 megapixels,
+    // within the server's limit) before refusing the file.
+    const table = (tableClass: number) => segment(0xc4, [tableClass << 4, 1, ...new Array(15).fill(0), 0]); // code "0": DC 0, AC end of block
+    const jpeg = bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), greySof(0xc0, 8, 8), table(0), table(1),
+      segment(0xda, [1, 1, 0x00, 0, 63, 0]), [0x3f, 0xff, 0xd0, 0x00, 0xe1, 0, 6], segment(0xfe, greySof(0xc0, 4000, 4000)), [0xff, 0xd9]);
+    await assert.rejects(decodeImage(jpeg, { maxPixels: 25_000_000 }), (e) => assertCorrupt(e, /restart marker at byte 139 is followed by bytes the decoder could take for a malformed APP segment/));
+    // Behind that check, jpeg-js's own frame limit is the header's size.
+    assert.throws(() => jpegJs.decode(jpeg, { useTArray: true, ...jpegLimits(8 * 8) }), /maxResolutionInMP limit exceeded/);
+  });
+
+  test('refuses a frame or scan of more than 4 components, or naming one twice (jpeg-js makes a pass for each)', async () => {
+    // A scan naming the one component 255 times: 646 bytes at 1000x1000 took 42 s.
+    const dc = segment(0xc4, [0, 1, ...new Array(15).fill(0), 0]);
+    const repeated = bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), greySof(0xc0, 64, 64), dc, segment(0xda, [255, ...new Array(255).fill([1, 0]).flat(), 0, 0, 0]), [0xff, 0xd9]);
+    await assert.rejects(decodeImage(repeated), (e) => assertCorrupt(e, /scan at byte 106 has 255 components; a JPEG has 1 to 4/));
+    const twice = bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), greySof(0xc0, 64, 64), dc, segment(0xda, [2, 1, 0, 1, 0, 0, 0, 0]), [0xff, 0xd9]);
+    await assert.rejects(decodeImage(twice), (e) => assertCorrupt(e, /scan at byte 106 names component 1 twice/));
+    // A frame of 120 components: 443 bytes at 1000x1000 took 1.3 GB.
+    const wide = bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), segment(0xc0, [8, ...be16(64), ...be16(64), 120, ...Array.from({ length: 120 }, (_, k) => [k, 0x11, 0]).flat()]), [0xff, 0xd9]);
+    await assert.rejects(decodeImage(wide), (e) => assertCorrupt(e, /frame header at byte 71 has 120 components; a JPEG has 1 to 4/));
+  });
+
+  test('refuses a lossless JPEG as a format the decoder does not support, not as a corrupt file', async () => {
+    const jpeg = bytes([0xff, 0xd8], greySof(0xc3, 64, 64), [0xff, 0xd9]);
+    await assert.rejects(decodeImage(jpeg), (e) => {
+      assert.ok(e instanceof ImageDecodeError && e.reason === 'unsupported-format', String(e));
+      return /lossless, hierarchical or arithmetic-coded \(frame marker 0xc3 at byte 2\).*baseline or progressive/.test(e.message);
+    });
+  });
+
+  test('decodes, as jimp does, a JPEG whose segment length runs one byte into the next marker (jpeg-js backs up)', async () => {
+    const plain = await leftRedRightBlue();
+    const jpeg = afterFrame(plain, [0xff, 0xe2, 0, 3]); // APP2 of one byte: the next marker's 0xff
+    assert.deepEqual(await decodeImage(jpeg), { ...(await jimpPixels(jpeg)), channels: 4 });
+  });
+
+  test('ignores EXIF that is not the image\'s: after its end, reached by exif-parser through FF FF', async () => {
+    // jpeg-js reads FF FF E1 00 02 as fill and an empty APP1; exif-parser read FF FF as a segment of length
+    // 0xe100, and so parsed an EXIF segment 57,600 bytes on, after the image's end (an EXIF bomb there took 2.9 s
+    // for 24 KB). Its orientation 6 must not turn the image.
+    const plain = await leftRedRightBlue();
+    const head = bytes(plain.subarray(0, 2), [0xff, 0xff, 0xe1, 0, 2], plain.subarray(2));
+    const jpeg = bytes(head, new Uint8Array(6 + 0xe100 - 2 - head.length), exifSegment([entry(0x0112, 3, 1, 6)], 0));
+    const image = await decodeImage(jpeg);
+    assert.deepEqual([image.width, image.height], [32, 16]);
+    assert.deepEqual(image, await decodeImage(plain));
   });
 
   /** An EXIF segment: a big-endian TIFF structure whose first directory holds `entries` and links to `next`. */
@@ -152,6 +242,25 @@ describe('PNG', () => {
   const interlacedPng = (width: number, height: number, raw: Uint8Array) =>
     bytes([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], chunk('IHDR', bytes(be32(width), be32(height), [8, 2, 0, 0, 1])), chunk('IDAT', deflateSync(raw)), chunk('IEND', new Uint8Array(0)));
 
+  test('refuses a PNG with a second image header, whose size the decoder would use', async () => {
+    // The header check reads the first IHDR (8x8); pngjs took the second one's size (a 36-megapixel image passed a
+    // 25-megapixel limit that way).
+    const ihdr = (side: number) => chunk('IHDR', bytes(be32(side), be32(side), [8, 0, 0, 0, 0]));
+    const rows = deflateSync(new Uint8Array(64 * 65));
+    const png = bytes([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], ihdr(8), ihdr(64), chunk('IDAT', rows), chunk('IEND', new Uint8Array(0)));
+    await assert.rejects(decodeImage(png, { maxPixels: 100 }), (e) => assertCorrupt(e, /second image header \(IHDR\) at byte 33/));
+  });
+
+  test('refuses a PNG palette of more than 256 colours, or a second one (pngjs made an array of every colour)', async () => {
+    // 9.9 MB of palette for a 64x64 image took 1.3 s and 430 MB.
+    const png = (...palettes: number[]) =>
+      bytes([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], chunk('IHDR', bytes(be32(8), be32(8), [8, 3, 0, 0, 0])), ...palettes.map((colours) => chunk('PLTE', new Uint8Array(3 * colours))),
+        chunk('IDAT', deflateSync(new Uint8Array(8 * 9))), chunk('IEND', new Uint8Array(0)));
+    await assert.rejects(decodeImage(png(257)), (e) => assertCorrupt(e, /palette \(PLTE\) at byte 33 holds 771 bytes, more than 256 colours/));
+    await assert.rejects(decodeImage(png(2, 2)), (e) => assertCorrupt(e, /a second palette \(PLTE\) at byte 51/));
+    assert.deepEqual((await decodeImage(png(256))).width, 8);
+  });
+
   test('decodes an interlaced PNG, and refuses one whose data inflates to more than its passes hold', async () => {
     // 5x3 RGB: the seven passes' rows (filter 0), pixel (x, y) coloured (10x, 20y, 7).
     const passes = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]];
@@ -167,6 +276,76 @@ describe('PNG', () => {
     for (const [x, y] of [[0, 0], [4, 2], [3, 1]]) assert.deepEqual(Array.from(image.data.subarray((y * 5 + x) * 4, (y * 5 + x) * 4 + 4)), [10 * x, 20 * y, 7, 255]);
     // 64x64 whose data is 4 MB of zeros (4 KB deflated): pngjs inflated it whole (1 MB of file took 2.2 GB).
     await assert.rejects(decodeImage(interlacedPng(64, 64, new Uint8Array(4 * 2 ** 20))), (e) => assertCorrupt(e, /inflates to more than the 12408 bytes a 64x64 interlaced image holds/));
+  });
+});
+
+describe('TIFF', () => {
+  /**
+   * An 8-bit grey TIFF of `rowsPerStrip`-row strips, stored in the order given, compressed with `compression`;
+   * `claims` replaces each strip's byte count, and `offsets` its offset.
+   */
+  function stripTiff(width: number, height: number, rowsPerStrip: number, compression: number, strips: Uint8Array[], claims?: number[], offsets?: number[]): Uint8Array {
+    const entries = 9;
+    const ifdAt = 8;
+    const arraysAt = ifdAt + 2 + entries * 12 + 4;
+    const dataAt = arraysAt + 8 * strips.length;
+    const at = strips.map((_, i) => dataAt + strips.slice(0, i).reduce((sum, strip) => sum + strip.length, 0));
+    const entry = (tag: number, type: number, count: number, value: number) => [...le16(tag), ...le16(type), ...le32(count), ...(type === 3 ? [...le16(value), 0, 0] : le32(value))];
+    const list = (values: number[], where: number) => (values.length === 1 ? values[0] : where);
+    const ifd = [
+      ...le16(entries), ...entry(256, 4, 1, width), ...entry(257, 4, 1, height), ...entry(258, 3, 1, 8), ...entry(259, 3, 1, compression), ...entry(262, 3, 1, 1),
+      ...entry(273, 4, strips.length, list(offsets ?? at, arraysAt)), ...entry(277, 3, 1, 1), ...entry(278, 4, 1, rowsPerStrip),
+      ...entry(279, 4, strips.length, list(claims ?? strips.map((strip) => strip.length), arraysAt + 4 * strips.length)), ...le32(0),
+    ];
+    return bytes('II', [42, 0], le32(ifdAt), ifd, (offsets ?? at).flatMap(le32), (claims ?? strips.map((strip) => strip.length)).flatMap(le32), ...strips);
+  }
+  /** TIFF LZW codes, 9 bits each, most significant bit first. */
+  function lzw9(codes: number[]): Uint8Array {
+    const bits = codes.map((code) => code.toString(2).padStart(9, '0')).join('').padEnd(Math.ceil((codes.length * 9) / 8) * 8, '0');
+    return Uint8Array.from(bits.match(/.{8}/g) ?? [], (byte) => parseInt(byte, 2));
+  }
+
+  test('decodes LZW, Deflate and PackBits strips as jimp does', async () => {
+    // 4x2, both rows grey 9: LZW "clear, 9, 9 9 (the entry being made), 9, end"; PackBits "repeat 9 four times".
+    const row = lzw9([256, 9, 258, 9, 257]);
+    for (const [compression, strip] of [[5, row], [8, deflateSync(new Uint8Array(4).fill(9))], [32773, Uint8Array.from([0xfd, 9])]] as const) {
+      const tiff = stripTiff(4, 2, 1, compression, [strip, strip]);
+      const image = await decodeImage(tiff);
+      assert.deepEqual(image, { ...(await jimpPixels(tiff)), channels: 4 }, `compression ${compression}`);
+      assert.deepEqual(Array.from(image.data.subarray(0, 4)), [9, 9, 9, 255], `compression ${compression}`);
+    }
+  });
+
+  test('refuses strips that claim bytes beyond the file, or share them (utif2 reads every byte claimed)', async () => {
+    // Two strips claiming 4 GB each: 386 bytes held a decode thread past 100 s.
+    const strip = new Uint8Array(8).fill(9);
+    await assert.rejects(decodeImage(stripTiff(8, 2, 1, 1, [strip, strip], [0xffffffff, 0xffffffff])), (e) => assertCorrupt(e, /strip 0 claims 4294967295 bytes from byte \d+, beyond the end of the file/));
+    // Both strips the whole file: 100 strips sharing 1 MB of PackBits took 32 s.
+    const { length } = stripTiff(8, 2, 1, 1, [strip, strip]);
+    const shared = stripTiff(8, 2, 1, 1, [strip, strip], [length, length], [0, 0]);
+    await assert.rejects(decodeImage(shared), (e) => assertCorrupt(e, new RegExp(`strips claim ${2 * length} bytes in a file of ${length}: they share bytes`)));
+  });
+
+  test('refuses strips whose data decodes to more than they hold', async () => {
+    // Deflate: 4 MB of zeros in a 64x64 strip (1 MB took 8.5 s and 2.2 GB); PackBits: runs past the strip.
+    await assert.rejects(decodeImage(stripTiff(64, 64, 64, 8, [deflateSync(new Uint8Array(4 * 2 ** 20))])), (e) => assertCorrupt(e, /strip 0 decodes to more than the 4096 bytes it holds/));
+    await assert.rejects(decodeImage(stripTiff(8, 2, 1, 32773, [Uint8Array.from([0x81, 9, 0x81, 9]), Uint8Array.from([0xf9, 9])])), (e) => assertCorrupt(e, /strip 0 decodes to more than the 8 bytes it holds/));
+  });
+
+  test('refuses LZW codes that would send utif2 round a loop', { timeout: 20_000 }, async () => {
+    // 65, then 260 and 261 while the next entry is 259: utif2 made entry 260 its own prefix and walked it for ever.
+    await assert.rejects(decodeImage(stripTiff(4, 1, 1, 5, [lzw9([65, 260, 261, 257])])), (e) => assertCorrupt(e, /LZW code 260 at byte \d+ names a table entry not yet made \(the next is 259\)/));
+    // After a clear code, entry 261 (made before it, from 258): utif2 keeps old entries, made the new 258 from 261,
+    // and walked 258 -> 261 -> 258 for ever at the next code. An encoder writes a single byte after a clear.
+    await assert.rejects(decodeImage(stripTiff(64, 1, 1, 5, [lzw9([65, 66, 258, 67, 256, 261, 65, 258, 257])])), (e) => assertCorrupt(e, /LZW code 261 at byte \d+ follows a clear code/));
+  });
+
+  test('refuses TIFF compressions it does not check, JPEG among them, as unsupported', async () => {
+    // A 16000x16000 JPEG inside a 100x100 page took 1.6 GB: utif2 decodes JPEG strips with no limit.
+    await assert.rejects(decodeImage(stripTiff(8, 2, 2, 7, [new Uint8Array(16)])), (e) => {
+      assert.ok(e instanceof ImageDecodeError && e.reason === 'unsupported-format', String(e));
+      return /TIFF compression 7 is not supported \(only none, LZW, Deflate and PackBits are\): save the image as PNG or JPEG/.test(e.message);
+    });
   });
 });
 

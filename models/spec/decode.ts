@@ -1,13 +1,16 @@
 /**
- * Decoding in Node: image bytes to an RGBA pixel buffer (jimp), after the header sniff of `image-header.ts`
- * (re-exported here) has read the image's format and size without decoding it. Used by training and by the server; everything after decoding
- * (crop, greyscale, resize, scaling) is `preprocess.ts`, so nothing here converts or resizes.
+ * Decoding in Node: image bytes to an RGBA pixel buffer (jpeg-js for JPEGs, jimp for the rest), after the header
+ * sniff of `image-header.ts` (re-exported here) has read the image's format and size without decoding it, and
+ * `decoder-guards.ts` has checked the bytes. Used by training and by the server; everything after decoding (crop,
+ * greyscale, resize, scaling) is `preprocess.ts`, so nothing here converts or resizes.
  *
- * EXIF orientation: a JPEG's Orientation tag (2-8) is applied after decoding (`orient`), so a phone photo taken
- * sideways comes out upright and with width and height swapped. It is read in `decoder-guards.ts`, which hides
- * the EXIF from jimp (whose parser would apply it too, at a cost a crafted file makes quadratic).
+ * JPEGs are decoded by jpeg-js, the decoder jimp itself calls, with the same options: jimp would also run
+ * exif-parser over the whole file, whose cost a crafted file makes quadratic (a 66 KB JPEG took 27 s).
+ * EXIF orientation: a JPEG's Orientation tag (2-8) is read in `decoder-guards.ts` and applied after decoding
+ * (`orient`), as jimp would, so a phone photo taken sideways comes out upright and with width and height swapped.
  * `readImageHeader` reports the stored size (before that rotation), which is what decoding allocates.
  */
+import jpeg from 'jpeg-js';
 import { Jimp } from 'jimp';
 import { prepareForDecoder } from './decoder-guards.ts';
 import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, type ImageHeader } from './image-header.ts';
@@ -30,18 +33,22 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
       `Image is ${header.width}x${header.height} (${header.width * header.height} pixels); the limit is ${maxPixels} pixels`,
     );
   }
-  // Checked for what hangs jimp's decoders; a TIFF's first page alone, a JPEG without the EXIF jimp would parse.
+  // Checked for what hangs the decoders; a TIFF's first page alone.
   const { bytes: decoded, orientation } = prepareForDecoder(bytes, header);
-  // A Buffer view of the same memory: jimp's EXIF parser needs Buffer methods.
   const buffer = Buffer.isBuffer(decoded) ? decoded : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
-  let image: Awaited<ReturnType<typeof Jimp.fromBuffer>>;
+  let pixels: { width: number; height: number; data: Uint8Array };
   try {
-    image = await Jimp.fromBuffer(buffer, { 'image/jpeg': jpegLimits(maxPixels) });
+    if (header.format === 'jpeg') {
+      pixels = jpeg.decode(buffer, { useTArray: true, formatAsRGBA: true, ...jpegLimits(header.width * header.height) });
+    } else {
+      const { width, height, data } = (await Jimp.fromBuffer(buffer)).bitmap;
+      pixels = { width, height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+    }
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
-    // jpeg-js's own guards: an image that passed the pixel limit can still need more memory than it allows.
+    // jpeg-js's own guards (`jpegLimits`): a frame larger than the header's, or more memory than such an image needs.
     if (/maxMemoryUsageInMB|maxResolutionInMP/.test(detail)) {
-      throw new ImageDecodeError('too-large', `Image is ${header.width}x${header.height}: decoding it needs more memory than the JPEG decoder allows (${detail}); send a smaller image`, { cause: error });
+      throw new ImageDecodeError('corrupt', `The JPEG is corrupt: the decoder found more image than its ${header.width}x${header.height} header gives (${detail})`, { cause: error });
     }
     // A JPEG cut short (an interrupted upload or copy) lacks the end-of-image marker.
     const truncated = header.format === 'jpeg' && !(buffer[buffer.length - 2] === 0xff && buffer[buffer.length - 1] === 0xd9);
@@ -51,8 +58,8 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
       { cause: error },
     );
   }
-  const { width, height, data } = image.bitmap;
-  return orient({ width, height, channels: 4, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }, orientation);
+  const { width, height, data } = pixels;
+  return orient({ width, height, channels: 4, data }, orientation);
 }
 
 /**
@@ -95,24 +102,23 @@ export function readDecodableHeader(bytes: Uint8Array | Buffer): ImageHeader {
   return readImageHeader(bytes);
 }
 
-/** jpeg-js's defaults (100 megapixels, 512 MB). */
-const JPEG_DECODER_DEFAULTS = { maxResolutionInMP: 100, maxMemoryUsageInMB: 512 };
 /**
  * What jpeg-js allocates per pixel at most, with room to spare: measured, about 21 bytes for a 4:4:4 colour JPEG
  * (what jimp writes); by its own accounting a 4-component (CMYK) 4:4:4 JPEG, the worst case, needs about 28.
  */
 const JPEG_BYTES_PER_PIXEL = 32;
+/** Room for the tables beside the image, in MB. */
+const JPEG_TABLES_MB = 16;
 
 /**
- * jpeg-js's limits for images within `maxPixels`: its resolution limit is the same pixel limit (it reads the frame
- * size itself, so a frame the header check did not see is held to it too), and its memory limit is raised where
- * needed so that no image within the limit is refused (its 512 MB default refuses 4:4:4 colour JPEGs above about
- * 24 megapixels, CMYK ones above about 19).
+ * jpeg-js's limits for a JPEG whose header gives `pixels` (width x height, already within the caller's limit):
+ * its resolution limit is that size, so a frame the header check did not see (jpeg-js reads frames itself) can be
+ * no larger, and its memory limit what such an image needs. Its defaults (100 megapixels, 512 MB) let a crafted
+ * 1-megapixel file take 1.3 GB, and refuse 4:4:4 colour JPEGs above about 24 megapixels.
  */
-export function jpegLimits(maxPixels: number | undefined): typeof JPEG_DECODER_DEFAULTS {
-  if (maxPixels === undefined) return JPEG_DECODER_DEFAULTS;
+export function jpegLimits(pixels: number): { maxResolutionInMP: number; maxMemoryUsageInMB: number } {
   return {
-    maxResolutionInMP: maxPixels / 1e6,
-    maxMemoryUsageInMB: Math.max(JPEG_DECODER_DEFAULTS.maxMemoryUsageInMB, Math.ceil((maxPixels * JPEG_BYTES_PER_PIXEL) / 2 ** 20)),
+    maxResolutionInMP: (pixels + 0.5) / 1e6, // jpeg-js multiplies back by 1e6: half a pixel's room for rounding
+    maxMemoryUsageInMB: Math.ceil((pixels * JPEG_BYTES_PER_PIXEL) / 2 ** 20) + JPEG_TABLES_MB,
   };
 }

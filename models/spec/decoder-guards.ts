@@ -1,6 +1,7 @@
 /**
  * Checks on the bytes jimp's pure-JS decoders are about to read, for the ways a small file made one of them loop
- * for ever or spend seconds and gigabytes however small the image its header claims. Each was found with a crafted
+ * for ever or spend seconds and gigabytes however small the image its header claims, or read another image than
+ * the header check did (where a decoder walks the file differently from the format). Each was found with a crafted
  * file and measured; `test/decoder-guards.test.ts` holds small versions of those files. Node only: the browser
  * decodes with its own decoders.
  *
@@ -8,31 +9,36 @@
  * reads further into the file, where a decoder's own accounting fails.
  */
 import { inflateSync } from 'node:zlib';
-import { ImageDecodeError, tiffForDecoding, type ImageHeader } from './image-header.ts';
+import { GifReader } from 'omggif';
+import { inflateRawSync } from 'node:zlib';
+import { ImageDecodeError, tiffBitsPerPixel, tiffFirstIfdValues, tiffForDecoding, type ImageHeader } from './image-header.ts';
 
-/** What jimp should decode, and the EXIF orientation (1-8) to apply to its pixels afterwards. */
+/** What to decode, and the EXIF orientation (1-8) to apply to the pixels afterwards. */
 export interface DecoderInput {
   bytes: Uint8Array;
   orientation: number;
 }
 
 /**
- * The bytes for jimp: checked, and where needed a copy with the parts it must not read hidden (a TIFF's later
- * pages and maker notes, a JPEG's EXIF). Throws `ImageDecodeError` where decoding would hang or blow up a
+ * The bytes to decode: checked, and for a TIFF a copy with the parts the decoder must not read hidden (its later
+ * pages and maker notes). Throws `ImageDecodeError` where decoding would hang or blow up a
  * decoder ('corrupt'), or decode wrongly ('unsupported-format'). The caller's bytes are never changed.
  */
 export function prepareForDecoder(bytes: Uint8Array, header: ImageHeader): DecoderInput {
   switch (header.format) {
-    case 'tiff':
-      return { bytes: tiffForDecoding(bytes), orientation: 1 };
+    case 'tiff': {
+      const decoded = tiffForDecoding(bytes);
+      checkTiffData(decoded);
+      return { bytes: decoded, orientation: 1 };
+    }
     case 'gif':
-      checkGifCodes(bytes);
+      checkGif(bytes, header);
       return { bytes, orientation: 1 };
     case 'jpeg':
-      checkJpegSegments(bytes);
-      return jpegWithoutExif(bytes);
+      checkJpegSegments(bytes, header);
+      return { bytes, orientation: jpegOrientation(bytes) };
     case 'png':
-      checkInterlacedPng(bytes);
+      checkPng(bytes);
       return { bytes, orientation: 1 };
     case 'bmp':
       checkBmpCompression(bytes);
@@ -43,24 +49,21 @@ export function prepareForDecoder(bytes: Uint8Array, header: ImageHeader): Decod
 }
 
 /**
- * The JPEG with its EXIF segments renamed (so that jimp's EXIF parser skips them) and the orientation they give.
- * exif-parser reads every value that each field of each EXIF segment claims, one at a time, from anywhere in the
- * file: a 66 KB JPEG of 5,459 fields each claiming the whole file took 27 s. Only the orientation is needed,
- * and it is read here as exif-parser finds it: the first Orientation field of the first two directories of the
- * first EXIF segment that has one, before the image data.
+ * The orientation a JPEG's EXIF gives (1 where it gives none): the first Orientation field in the first two
+ * directories (the image's, then its thumbnail's) of the first EXIF segment that has one, before the image data.
+ * Read here because the JPEG is decoded by jpeg-js alone (`decode.ts`): jimp would run exif-parser, which reads
+ * every value each field of each EXIF segment claims, from anywhere in the file (a 66 KB JPEG of 5,459 fields
+ * each claiming the whole file took 27 s), and which reads segments the decoder does not (after the end of the
+ * image, or hidden in another segment).
  */
-function jpegWithoutExif(b: Uint8Array): DecoderInput {
-  const exif: JpegSegment[] = [];
-  for (const segment of jpegSegments(b)) {
-    if (segment.marker === 0xda) break; // exif-parser reads no further
-    const { marker, dataAt, end } = segment;
-    if (marker === 0xe1 && end - dataAt >= 6 && EXIF_ID.every((v, i) => b[dataAt + i] === v)) exif.push(segment);
+function jpegOrientation(b: Uint8Array): number {
+  for (const { marker, dataAt, end } of jpegSegments(b)) {
+    if (marker === 0xda) break; // the image data: EXIF comes before it
+    if (marker !== 0xe1 || end - dataAt < 6 || !EXIF_ID.every((v, i) => b[dataAt + i] === v)) continue;
+    const orientation = exifOrientation(b, dataAt + 6, Math.min(end, b.length));
+    if (orientation !== undefined) return orientation;
   }
-  if (exif.length === 0) return { bytes: b, orientation: 1 };
-  const orientation = exif.map(({ dataAt, end }) => exifOrientation(b, dataAt + 6, Math.min(end, b.length))).find((value) => value !== undefined) ?? 1;
-  const copy = new Uint8Array(b); // a copy (Buffer.slice would be a view of the caller's bytes)
-  for (const { dataAt } of exif) copy[dataAt + 3] = 0x78; // "Exif" -> "Exix"
-  return { bytes: copy, orientation };
+  return 1;
 }
 
 /** "Exif\0\0", which starts an EXIF segment's data. */
@@ -70,7 +73,7 @@ const ORIENTATION_TAG = 0x0112;
 
 /**
  * The Orientation value in the first two directories (the image's and its thumbnail's) of the TIFF structure at
- * `tiff` inside an EXIF segment ending at `end`, read as exif-parser reads it; undefined where there is none.
+ * `tiff` inside an EXIF segment ending at `end`; undefined where there is none.
  */
 function exifOrientation(b: Uint8Array, tiff: number, end: number): number | undefined {
   if (tiff + 8 > end) return undefined;
@@ -88,7 +91,7 @@ function exifOrientation(b: Uint8Array, tiff: number, end: number): number | und
     for (let e = 0; e < entries; e++) {
       const entry = at + 2 + e * 12;
       if (u16(entry) !== ORIENTATION_TAG) continue;
-      if (u32(entry + 4) !== 1) return undefined; // exif-parser gives an array, which jimp ignores
+      if (u32(entry + 4) !== 1) return undefined; // a list of values (exif-parser gives an array, which jimp ignored)
       const type = u16(entry + 2);
       if (type === 3 || type === 8) return u16(entry + 8);
       if (type === 4 || type === 9) return u32(entry + 8);
@@ -99,8 +102,12 @@ function exifOrientation(b: Uint8Array, tiff: number, end: number): number | und
   return undefined;
 }
 
-/** More scans than any encoder writes (libjpeg's progressive JPEGs have 10): each costs a pass over the image. */
-const MAX_JPEG_SCANS = 100;
+/**
+ * The most start-of-scan markers a JPEG may hold, and the most scans times megapixels: each scan costs jpeg-js a
+ * pass over the image (a refinement scan over 5000x5000, 0.2 s), and libjpeg's progressive JPEGs have 10 (a photo
+ * with a progressive preview and a thumbnail inside, about 21). 600 lets a 25-megapixel photo have 24.
+ */
+const [MAX_JPEG_SCANS, MAX_JPEG_SCAN_MEGAPIXELS] = [100, 600];
 
 /** A JPEG segment: its marker, where the marker is, and where its data (after the length) starts and ends. */
 interface JpegSegment {
@@ -111,27 +118,63 @@ interface JpegSegment {
 }
 
 /**
- * Checks that every segment holds what its length says, as jpeg-js reads it, and that there are at most
- * `MAX_JPEG_SCANS` scans. jpeg-js reads the tables of a DQT or DHT, and the fields of a SOF, SOS or DRI, by
- * their contents and not their length: a DQT that declared 1 byte and held 65 hid a SOF for 8700x8700 from the
- * header (which skips by length and found a 64x64 one), and jpeg-js decoded it, 1.2 GB for an 86-byte file. A
- * progressive JPEG of 2,200 near-empty scans, 97 KB at 5000x5000, took 15 s.
+ * Checks a JPEG's segments as jpeg-js reads them. Every segment must hold what its length says: jpeg-js reads
+ * the tables of a DQT or DHT, and the fields of a SOF, SOS or DRI, by their contents and not their length, and a
+ * DQT that declared 1 byte and held 65 hid a frame from the header check. One frame (jpeg-js decodes no more,
+ * but allocates each before it says so: a second frame hidden in 105 bytes took 815 MB). And at most
+ * `MAX_JPEG_SCANS` start-of-scan markers (FF DA), fewer for large images, anywhere in the file: counted in the
+ * bytes rather than along the segments, so that no walk the decoder takes can find more. A progressive JPEG of
+ * 2,200 near-empty scans, 97 KB at 5000x5000, took 15 s; one of 100 refinement scans, 4.5 KB, 20 s. (jpeg-js
+ * holds every frame it finds to the header's size: `jpegLimits` in `decode.ts`.)
  */
-function checkJpegSegments(b: Uint8Array): void {
+function checkJpegSegments(b: Uint8Array, { width, height }: ImageHeader): void {
   let scans = 0;
+  for (let i = b.indexOf(0xda, 1); i !== -1; i = b.indexOf(0xda, i + 1)) if (b[i - 1] === 0xff) scans++;
+  const allowed = Math.min(MAX_JPEG_SCANS, Math.floor(MAX_JPEG_SCAN_MEGAPIXELS / ((width * height) / 1e6)));
+  if (scans > allowed) {
+    throw new ImageDecodeError('corrupt', `The JPEG has ${scans} start-of-scan markers; a ${width}x${height} image may have ${allowed}: each scan costs a pass over the whole image, and no encoder writes that many`);
+  }
+  let components: number[] | undefined; // the frame's component ids, once its header is read
   for (const segment of jpegSegments(b)) {
-    const held = segment.end <= b.length ? jpegSegmentContents(b, segment) : undefined; // cut short: the decoder says so
-    const declared = segment.end - segment.dataAt;
-    if (held !== undefined && held !== declared) {
+    const { marker, at, dataAt, end } = segment;
+    if (end > b.length) return; // cut short: the decoder says so
+    const held = jpegSegmentContents(b, segment);
+    if (held !== undefined && held !== end - dataAt) {
       throw new ImageDecodeError(
         'corrupt',
-        `The JPEG is corrupt: its segment 0x${segment.marker.toString(16)} at byte ${segment.at} declares ${declared} bytes but holds ${held} (decoders would read the rest of the file differently)`,
+        `The JPEG is corrupt: its segment 0x${marker.toString(16)} at byte ${at} declares ${end - dataAt} bytes but holds ${held} (decoders would read the rest of the file differently)`,
       );
     }
-    if (segment.marker === 0xda && ++scans > MAX_JPEG_SCANS) {
-      throw new ImageDecodeError('corrupt', `The JPEG has more than ${MAX_JPEG_SCANS} scans; each costs a pass over the whole image, and no encoder writes that many`);
+    const corrupt = (fault: string) => new ImageDecodeError('corrupt', `The JPEG is corrupt: ${fault}`);
+    if (marker >= 0xc0 && marker <= 0xc2) {
+      if (components !== undefined) throw corrupt(`a second frame header (SOF) at byte ${at}; a JPEG image has one`);
+      components = Array.from({ length: b[dataAt + 5] }, (_, k) => b[dataAt + 6 + 3 * k]);
+      const sampling = Array.from(components, (_, k) => b[dataAt + 7 + 3 * k]);
+      checkJpegComponents(components, `its frame header at byte ${at}`, corrupt);
+      if (sampling.some((hv) => hv >> 4 < 1 || hv >> 4 > 4 || (hv & 15) < 1 || (hv & 15) > 4)) {
+        throw corrupt(`its frame header at byte ${at} has a sampling factor outside 1-4`);
+      }
+    } else if (marker === 0xda) {
+      if (components === undefined) throw corrupt(`a scan at byte ${at} comes before the frame header`);
+      const selected = Array.from({ length: b[dataAt] }, (_, k) => b[dataAt + 1 + 2 * k]);
+      checkJpegComponents(selected, `its scan at byte ${at}`, corrupt);
+      const missing = selected.find((id) => !components?.includes(id));
+      if (missing !== undefined) throw corrupt(`its scan at byte ${at} names component ${missing}, which the frame does not have`);
+      const [start, stop] = [b[dataAt + 1 + 2 * selected.length], b[dataAt + 2 + 2 * selected.length]];
+      if (start > stop || stop > 63) throw corrupt(`its scan at byte ${at} covers coefficients ${start} to ${stop}; a scan covers some of 0 to 63`);
     }
   }
+}
+
+/**
+ * Refuses a frame or scan of other than 1 to 4 components, or naming one twice. jpeg-js runs a pass over the whole
+ * image for each component a scan names, repeats and all: a 646-byte scan naming one component 255 times, in a
+ * 1000x1000 frame, took 42 s; a frame of 120 components, 1.3 GB.
+ */
+function checkJpegComponents(ids: readonly number[], where: string, corrupt: (fault: string) => ImageDecodeError): void {
+  if (ids.length < 1 || ids.length > 4) throw corrupt(`${where} has ${ids.length} components; a JPEG has 1 to 4`);
+  const repeated = ids.find((id, k) => ids.indexOf(id) !== k);
+  if (repeated !== undefined) throw corrupt(`${where} names component ${repeated} twice`);
 }
 
 /** How many bytes jpeg-js reads for the segments it reads field by field; undefined for the others. */
@@ -159,40 +202,103 @@ function jpegSegmentContents(b: Uint8Array, { marker, dataAt, end }: JpegSegment
 }
 
 /**
- * The segments of a JPEG after SOI, as lengths chain them; entropy-coded data after each SOS is skipped to the
- * next marker. Stops at EOI, at the end of the bytes, or where a marker is missing (the decoder reports that).
+ * Where a scan's last block is followed by a restart marker, jpeg-js ends the scan there and reads on as segments
+ * (FF 00 pairs skipped): refuses the one thing it could then do that this walk does not, its recovery from a
+ * malformed APP marker (00 E0 or 00 E1 and a length landing on 0xff), which would send it into bytes this walk
+ * skips (a comment's contents, say), where a frame or scan could hide from the checks.
+ */
+function checkAfterRestart(b: Uint8Array, restart: number): void {
+  let q = restart + 2;
+  while (b[q] === 0xff && b[q + 1] === 0) q += 2;
+  if (b[q] === 0 && (b[q + 1] === 0xe0 || b[q + 1] === 0xe1) && b[q + 2 + ((b[q + 2] << 8) | b[q + 3])] === 0xff) {
+    throw new ImageDecodeError('corrupt', `The JPEG is corrupt: the restart marker at byte ${restart} is followed by bytes the decoder could take for a malformed APP segment, and read the rest of the file differently`);
+  }
+}
+
+/** The markers jpeg-js reads a segment for (after 0xff): APP0-15, COM, DQT, SOF0-2, DHT, DRI, DNL and SOS. */
+const JPEG_SEGMENT_MARKERS = new Set([...Array.from({ length: 16 }, (_, n) => 0xe0 + n), 0xfe, 0xdb, 0xc0, 0xc1, 0xc2, 0xc4, 0xdd, 0xdc, 0xda]);
+/** Frame markers of the JPEG processes jpeg-js does not decode: lossless, hierarchical, arithmetic-coded. */
+const UNSUPPORTED_JPEG_FRAMES = new Set([0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd, 0xce, 0xcf]);
+
+/**
+ * The segments of a JPEG after SOI, read as jpeg-js's parse loop reads them, two bytes at a time: it skips
+ * FF 00, treats FF FF as fill, backs up a byte where a segment's length ran one past the next marker's FF, and
+ * once takes 00 E0 or 00 E1 for an APP marker (for some phones' malformed EXIF). Entropy-coded data after each
+ * SOS is skipped to the next marker that is not a restart marker, where jpeg-js's scan decoding ends (except where
+ * a scan's last block is followed by a restart marker: jpeg-js ends the scan there and may read on differently,
+ * which is why scans are counted in the bytes). Stops at EOI or the end of the bytes; throws `ImageDecodeError`
+ * where jpeg-js would stop at an unknown marker.
  */
 function* jpegSegments(b: Uint8Array): Generator<JpegSegment> {
   let i = 2;
-  while (i + 1 < b.length && b[i] === 0xff) {
+  let recovered = false;
+  while (i + 2 <= b.length) {
     const at = i;
-    while (i < b.length && b[i] === 0xff) i++; // fill bytes
-    const marker = b[i++];
-    if (marker === 0xd9 || marker === undefined) return;
-    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd8)) continue; // no length
-    if (i + 2 > b.length) return;
-    const length = (b[i] << 8) | b[i + 1];
-    if (length < 2) throw new ImageDecodeError('corrupt', `The JPEG is corrupt: its segment 0x${marker.toString(16)} at byte ${at} has length ${length}`);
-    const end = i + length;
-    yield { marker, at, dataAt: i + 2, end };
-    i = end;
-    if (marker === 0xda) {
-      // Entropy-coded data: 0xff is followed by 0 (a stuffed byte), a restart marker, or the next marker.
-      while (i + 1 < b.length && !(b[i] === 0xff && b[i + 1] !== 0 && !(b[i + 1] >= 0xd0 && b[i + 1] <= 0xd7))) i++;
+    const marker = (b[i] << 8) | b[i + 1];
+    i += 2;
+    if (marker === 0xffd9) return; // EOI
+    if (marker === 0xff00) continue;
+    if (marker === 0xffff) {
+      if (b[i] !== 0xff) i--;
+      continue;
+    }
+    if (marker >> 8 === 0xff && JPEG_SEGMENT_MARKERS.has(marker & 0xff)) {
+      if (i + 2 > b.length) return;
+      const length = (b[i] << 8) | b[i + 1];
+      if (length < 2) throw new ImageDecodeError('corrupt', `The JPEG is corrupt: its segment 0x${(marker & 0xff).toString(16)} at byte ${at} has length ${length}`);
+      const end = i + length;
+      yield { marker: marker & 0xff, at, dataAt: i + 2, end };
+      i = end;
+      if (marker === 0xffda) {
+        // Entropy-coded data: 0xff is followed by 0 (a stuffed byte), a restart marker, or the next marker.
+        for (; i + 1 < b.length && !(b[i] === 0xff && b[i + 1] !== 0 && !(b[i + 1] >= 0xd0 && b[i + 1] <= 0xd7)); i++) {
+          if (!recovered && b[i] === 0xff && b[i + 1] >= 0xd0 && b[i + 1] <= 0xd7) checkAfterRestart(b, i);
+        }
+      }
+    } else if (b[at - 1] === 0xff && b[at] >= 0xc0 && b[at] <= 0xfe) {
+      i = at - 1; // the previous segment's length took the next marker's 0xff
+    } else if ((marker === 0xe0 || marker === 0xe1) && !recovered && i + 2 <= b.length && b[i + ((b[i] << 8) | b[i + 1])] === 0xff) {
+      recovered = true;
+      const end = i + ((b[i] << 8) | b[i + 1]);
+      yield { marker, at, dataAt: i + 2, end };
+      i = end;
+    } else if (marker >> 8 === 0xff && UNSUPPORTED_JPEG_FRAMES.has(marker & 0xff)) {
+      throw new ImageDecodeError('unsupported-format', `The JPEG is lossless, hierarchical or arithmetic-coded (frame marker 0x${(marker & 0xff).toString(16)} at byte ${at}), which the decoder does not support; save it as an ordinary (baseline or progressive) JPEG or a PNG`);
+    } else {
+      throw new ImageDecodeError('corrupt', `The JPEG is corrupt: 0x${marker.toString(16).padStart(4, '0')} at byte ${at} is not a marker the decoder knows`);
     }
   }
 }
 
 /**
- * Walks the LZW codes of a GIF's first frame (the one jimp decodes) as omggif does, and refuses a code that
- * names a table entry not yet made. omggif takes such a code as the one entry that may be (the next), and
- * records the previous code as its own prefix: its next chase through that entry never ends. A 37-byte GIF held
- * a decode thread until it was killed, and two of them stopped the server's decoding.
+ * Checks a GIF's first frame (the one jimp decodes), found by omggif's own reader: it must lie within the size the
+ * header check read, and its LZW codes must name table entries already made.
+ *
+ * The frame's place: omggif skips some blocks differently from the GIF format (an application extension whose
+ * block size is not 11 is taken for a fixed-size NETSCAPE one), so a frame can hide from the header check, and
+ * a 30000x30000 frame in a small GIF took 16 s. The codes: omggif takes a code past the table as the one entry
+ * that may be (the next), and records the previous code as its own prefix: its next chase through that entry
+ * never ends. A 37-byte GIF held a decode thread until it was killed, and two of them stopped the server's decoding.
  */
-function checkGifCodes(b: Uint8Array): void {
-  const frame = gifFirstFrame(b);
-  if (frame === undefined) return; // no image data: the decoder says so
-  let p = frame.dataAt;
+function checkGif(b: Uint8Array, header: ImageHeader): void {
+  let frame: ReturnType<GifReader['frameInfo']>;
+  try {
+    frame = new GifReader(b).frameInfo(0);
+  } catch {
+    return; // no frame, or blocks omggif cannot read: the decoder says so
+  }
+  if (frame.x + frame.width > header.width || frame.y + frame.height > header.height) {
+    throw new ImageDecodeError(
+      'corrupt',
+      `The GIF is corrupt: its first frame as the decoder reads it (${frame.width}x${frame.height} at ${frame.x},${frame.y}) lies outside its ${header.width}x${header.height} image; its blocks are not what they claim`,
+    );
+  }
+  checkGifCodes(b, frame.data_offset, frame.width * frame.height);
+}
+
+/** Walks the LZW codes of a frame whose data starts at `dataAt` as omggif does, for `outLength` pixels. */
+function checkGifCodes(b: Uint8Array, dataAt: number, outLength: number): void {
+  let p = dataAt;
   const minCodeSize = b[p++];
   const clearCode = 1 << minCodeSize;
   const eoiCode = clearCode + 1;
@@ -207,7 +313,6 @@ function checkGifCodes(b: Uint8Array): void {
   const lengthOf = (code: number) => (code < clearCode ? 1 : lengths[code]);
   let prevCode: number | null = null;
   let out = 0;
-  const outLength = frame.width * frame.height;
   // The bit reading and table growth are omggif's (GifReaderLZWOutputIndexStream), without the pixels.
   for (;;) {
     while (bitCount < 16) {
@@ -249,21 +354,131 @@ function checkGifCodes(b: Uint8Array): void {
   }
 }
 
-/** Where the first frame's LZW data starts (its minimum code size byte), and the frame's size. */
-function gifFirstFrame(b: Uint8Array): { dataAt: number; width: number; height: number } | undefined {
-  const colorTable = (flags: number): number => (flags & 0x80 ? 3 * 2 ** ((flags & 0x07) + 1) : 0);
-  let i = 13 + colorTable(b[10]);
-  while (i + 10 <= b.length) {
-    if (b[i] === 0x2c) {
-      const u16 = (at: number) => b[at] | (b[at + 1] << 8);
-      return { dataAt: i + 10 + colorTable(b[i + 9]), width: u16(i + 5), height: u16(i + 7) };
-    }
-    if (b[i] !== 0x21) return undefined; // the trailer, or a block the header check refused
-    i += 2; // extension: introducer, label, then data sub-blocks
-    while (i < b.length && b[i] !== 0) i += b[i] + 1;
-    i++;
+/** The TIFF compressions decoded here, whose data is checked: the others' decoders in utif2 run unbounded. */
+const TIFF_COMPRESSIONS: Readonly<Record<number, string>> = { 1: 'none', 5: 'LZW', 8: 'Deflate', 32946: 'Deflate', 32773: 'PackBits' };
+
+/**
+ * Checks a TIFF's first page's strips (or tiles) as utif2 decodes them: a compression it decodes within bounds,
+ * no more strips than the image has rows for, each strip inside the file and none sharing bytes, and each strip's
+ * data decoding to no more than the strip holds. utif2 copies or decodes each strip for as many bytes as it claims,
+ * and decodes every strip listed: two strips claiming 4 GB held a decode thread for minutes (386 bytes); 100 strips
+ * sharing 1 MB of PackBits runs took 32 s; 1 MB of Deflate, 8.5 s and 2.2 GB; JPEG-compressed strips decode with no
+ * limit at all (a 16000x16000 JPEG in a 100x100 page, 1.6 GB).
+ */
+function checkTiffData(b: Uint8Array): void {
+  const fields = tiffFirstIfdValues(b);
+  const first = new Map([...fields].map(([tag, values]) => [tag, values[0]]));
+  const compression = first.get(259) ?? 1;
+  if (!(compression in TIFF_COMPRESSIONS) || fields.has(45)) {
+    throw new ImageDecodeError(
+      'unsupported-format',
+      `TIFF compression ${fields.has(45) ? 'Panasonic raw' : compression} is not supported (only none, LZW, Deflate and PackBits are): save the image as PNG or JPEG`,
+    );
   }
-  return undefined;
+  const corrupt = (fault: string) => new ImageDecodeError('corrupt', `The TIFF is corrupt: ${fault}`);
+  const [width, height] = [first.get(256) ?? 0, first.get(257) ?? 0];
+  const bitsPerPixel = tiffBitsPerPixel(first, width);
+  const tiled = fields.has(322);
+  let offsets = fields.get(tiled ? 324 : 273);
+  if (offsets === undefined) return; // no image data: the decoder says so
+  let counts = fields.get(tiled ? 325 : 279) ?? [];
+  let unitBytes: number; // what each strip or tile decodes to
+  if (tiled) {
+    const [tileWidth, tileLength] = [first.get(322) ?? 0, first.get(323) ?? 0];
+    offsets = offsets.slice(0, Math.ceil(width / tileWidth) * Math.ceil(height / tileLength)); // the tiles it decodes
+    unitBytes = Math.ceil((tileWidth * tileLength * bitsPerPixel) / 8);
+  } else {
+    const rowsPerStrip = Math.min(first.get(278) ?? height, height);
+    const strips = Math.ceil(height / rowsPerStrip) * ((first.get(284) ?? 1) === 2 ? (first.get(277) ?? 1) : 1);
+    if (offsets.length > strips) throw corrupt(`it lists ${offsets.length} strips for a ${width}x${height} image of ${rowsPerStrip} rows a strip (${strips} at most)`);
+    unitBytes = rowsPerStrip * Math.ceil((width * bitsPerPixel) / 8);
+    if (compression === 1 && offsets.length === 1) counts = [height * Math.ceil((width * bitsPerPixel) / 8)]; // utif2 reads the whole image
+  }
+  let claimed = 0;
+  offsets.forEach((offset, i) => {
+    const count = counts[i] ?? 0;
+    if (offset + count > b.length) throw corrupt(`its ${tiled ? 'tile' : 'strip'} ${i} claims ${count} bytes from byte ${offset}, beyond the end of the file (${b.length} bytes)`);
+    claimed += count;
+    const decoded = tiffDecodedLength(b, offset, count, compression, unitBytes);
+    if (decoded > unitBytes) throw corrupt(`its ${tiled ? 'tile' : 'strip'} ${i} decodes to more than the ${unitBytes} bytes it holds`);
+  });
+  if (claimed > b.length) throw corrupt(`its ${tiled ? 'tiles' : 'strips'} claim ${claimed} bytes in a file of ${b.length}: they share bytes`);
+}
+
+/**
+ * How many bytes a strip's data decodes to, read as utif2 decodes it (at most `limit` + 1 are decoded). Throws
+ * `ImageDecodeError` for LZW codes that would send utif2's decoder round a loop.
+ */
+function tiffDecodedLength(b: Uint8Array, offset: number, count: number, compression: number, limit: number): number {
+  const data = b.subarray(offset, offset + count);
+  switch (compression) {
+    case 8:
+    case 32946: // zlib: utif2 inflates what lies between the 2-byte header and the 4-byte checksum
+      try {
+        return inflateRawSync(data.subarray(2, data.length - 4), { maxOutputLength: Math.max(limit, 1) }).length;
+      } catch (error) {
+        return (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? limit + 1 : 0; // broken data: the decoder says so
+      }
+    case 32773: {
+      let out = 0;
+      for (let p = 0; p < data.length; ) {
+        const n = (data[p++] << 24) >> 24; // a signed byte: n + 1 literal bytes, or a byte repeated 1 - n times
+        if (n >= 0) [out, p] = [out + n + 1, p + n + 1];
+        else if (n > -128) [out, p] = [out + 1 - n, p + 1];
+      }
+      return out;
+    }
+    case 5:
+      return tiffLzwLength(b, offset, count, limit);
+    default:
+      return 0; // uncompressed: copied, as many bytes as the strip has
+  }
+}
+
+/**
+ * The length of a TIFF LZW strip's output, walked as utif2's `_decodeLZW` reads it (codes most significant bit
+ * first, widening a code early), stopping past `limit`. Refuses a code beyond the next table entry, or other than
+ * a literal after a clear code: utif2 would record an entry whose prefix is itself or a later one, and its next
+ * walk down that chain would never end (as omggif's does for GIFs).
+ */
+function tiffLzwLength(b: Uint8Array, offset: number, count: number, limit: number): number {
+  const [clear, end] = [256, 257];
+  const lengths = new Uint32Array(4096).fill(1, 0, 258); // bytes each entry stands for; utif2 keeps them across clears
+  let [next, width, bit, out, previous] = [258, 9, offset * 8, 0, 0];
+  const code = (): number => {
+    const at = bit >>> 3; // the last code may take bits past the strip, from the file, as utif2 reads it
+    const bits = (b[at] << 16) | (b[at + 1] << 8) | b[at + 2];
+    bit += width;
+    return (bits >>> (24 - ((bit - width) & 7) - width)) & ((1 << width) - 1);
+  };
+  const add = (prefix: number): void => {
+    if (next < 4096) lengths[next] = lengths[prefix] + 1;
+    next++;
+    if (next + 1 === 1 << width && width !== 12) width++;
+  };
+  const refuse = (value: number, why: string) =>
+    new ImageDecodeError('corrupt', `The TIFF is corrupt: LZW code ${value} at byte ${(bit - width) >>> 3} ${why}`);
+  while (bit < (offset + count) * 8 && out <= limit) {
+    let value = code();
+    if (value === end) break;
+    if (value === clear) {
+      [next, width] = [258, 9];
+      value = code();
+      if (value === end) break;
+      if (value >= 258) throw refuse(value, 'follows a clear code; the first code after one is a single byte');
+      out += lengths[value];
+    } else if (value < next) {
+      out += lengths[value];
+      add(previous);
+    } else if (value === next) {
+      add(previous);
+      out += lengths[next - 1];
+    } else {
+      throw refuse(value, `names a table entry not yet made (the next is ${next})`);
+    }
+    previous = value;
+  }
+  return out;
 }
 
 /** Samples a pixel for each PNG colour type: grey, RGB, palette index, grey and alpha, RGBA. */
@@ -272,13 +487,32 @@ const PNG_CHANNELS: Readonly<Record<number, number>> = { 0: 1, 2: 3, 3: 1, 4: 2,
 const ADAM7 = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]] as const;
 
 /**
- * Refuses an interlaced PNG whose image data inflates to more than its passes hold. pngjs inflates a plain PNG's
- * data to its size at most, but an interlaced one's whole: a 1 MB file inflated to 2.2 GB (the server answered,
- * and kept the memory). The data is inflated here once, stopping at the size the image holds.
+ * Checks a PNG's chunks, up to IEND, as pngjs reads them. One IHDR: pngjs takes a second one's size for the
+ * image, which the header check (reading the first) never saw; a 36-megapixel image passed a 25-megapixel limit
+ * that way. One palette of at most 256 colours: pngjs makes an array of each colour of each PLTE (9.9 MB of
+ * them took 1.3 s and 430 MB for a 64x64 image). And an interlaced image's data must inflate to no more than its passes hold: pngjs inflates a plain
+ * PNG's data to its size at most, but an interlaced one's whole, and a 1 MB file inflated to 2.2 GB (the server
+ * answered, and kept the memory). That data is inflated here once, stopping at the size the image holds.
  */
-function checkInterlacedPng(b: Uint8Array): void {
-  if (b.length < 29 || b[28] !== 1) return; // IHDR's interlace method: 1 is Adam7
+function checkPng(b: Uint8Array): void {
   const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const data: Uint8Array[] = [];
+  let palettes = 0;
+  for (let at = 8; at + 8 <= b.length; ) {
+    const length = view.getUint32(at);
+    const type = String.fromCharCode(b[at + 4], b[at + 5], b[at + 6], b[at + 7]);
+    if (type === 'IEND') break;
+    if (type === 'IHDR' && at !== 8) {
+      throw new ImageDecodeError('corrupt', `The PNG is corrupt: a second image header (IHDR) at byte ${at}, which decoders would read a different size from`);
+    }
+    if (type === 'PLTE' && ++palettes > 1) throw new ImageDecodeError('corrupt', `The PNG is corrupt: a second palette (PLTE) at byte ${at}`);
+    if (type === 'PLTE' && length > 3 * 256) {
+      throw new ImageDecodeError('corrupt', `The PNG is corrupt: its palette (PLTE) at byte ${at} holds ${length} bytes, more than 256 colours`);
+    }
+    if (type === 'IDAT') data.push(b.subarray(at + 8, at + 8 + length));
+    at += 12 + length;
+  }
+  if (b.length < 29 || b[28] !== 1) return; // IHDR's interlace method: 1 is Adam7
   const [width, height, depth, colorType] = [view.getUint32(16), view.getUint32(20), b[24], b[25]];
   const bitsPerPixel = depth * (PNG_CHANNELS[colorType] ?? 4);
   let holds = 0; // each row of each pass: a filter byte, then its pixels
@@ -286,12 +520,6 @@ function checkInterlacedPng(b: Uint8Array): void {
     const passWidth = Math.ceil((width - x0) / dx);
     const passHeight = Math.ceil((height - y0) / dy);
     if (passWidth > 0 && passHeight > 0) holds += passHeight * (1 + Math.ceil((passWidth * bitsPerPixel) / 8));
-  }
-  const data: Uint8Array[] = [];
-  for (let at = 8; at + 8 <= b.length; ) {
-    const length = view.getUint32(at);
-    if (String.fromCharCode(b[at + 4], b[at + 5], b[at + 6], b[at + 7]) === 'IDAT') data.push(b.subarray(at + 8, at + 8 + length));
-    at += 12 + length;
   }
   try {
     inflateSync(Buffer.concat(data), { maxOutputLength: Math.max(holds, 1) });
