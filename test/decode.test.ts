@@ -256,6 +256,19 @@ describe('decodeImage', () => {
     // 2^30 bits a pixel (BitsPerSample and SamplesPerPixel 32768): 1x1 tiles of it took 12 minutes of zero-filling.
     const wide = multiPageTiff([{ width: 40, height: 30, grey: 9, extra: [[258, 3, 1, 32768], [277, 3, 1, 32768]] }]);
     assert.throws(() => readImageHeader(wide), (e) => assertDecodeError(e, 'corrupt', /pixels would take 1073741824 bits each \(BitsPerSample 32768, SamplesPerPixel 32768\); a page takes 1 to 128/));
+    // Canon sRAW's bits a pixel (BitsPerSample x 3) passed, but utif2 works on each strip's rows at BitsPerSample
+    // (up to 32) x SamplesPerPixel: 65535 samples kept a 512x512 page decoding past a minute.
+    const samples = multiPageTiff([{ width: 40, height: 30, grey: 9, extra: [[258, 3, 1, 16], [277, 3, 1, 65_535], [50885, 3, 1, 4]] }]);
+    assert.throws(() => readImageHeader(samples), (e) => assertDecodeError(e, 'corrupt', /pixels would take 1048560 bits each \(BitsPerSample 16, SamplesPerPixel 65535\); a page takes 1 to 128/));
+    // Tiles of 1024x1024 down a narrow image, each cleared, decoded and copied whole: 16x262144 took 13 s.
+    const narrow = multiPageTiff([{ width: 16, height: 65_536, grey: 9, bytes: 64, extra: [[322, 4, 1, 1024], [323, 4, 1, 1024], [324, 4, 1, 8], [325, 4, 1, 64]] }]);
+    assert.throws(() => readImageHeader(narrow), (e) => assertDecodeError(e, 'corrupt', /its 64 tiles of 1024x1024 cover 67108864 pixels for a 16x65536 image; its tiles may cover 16777216 \(4 times the image's pixels, and at least 16777216\)/));
+    // libtiff's 256x256 tiles down a 50x5000 image cover 26 times its pixels, and cost nothing.
+    const thin = multiPageTiff([{ width: 50, height: 5000, grey: 9, bytes: 64, extra: [[322, 4, 1, 256], [323, 4, 1, 256], [324, 4, 1, 8], [325, 4, 1, 64]] }]);
+    assert.deepEqual(readImageHeader(thin), { format: 'tiff', width: 50, height: 5000 });
+    // RowsPerStrip 0: a YCbCr page's colour conversion stepped through the rows 0 at a time, for ever.
+    const rows = multiPageTiff([{ width: 40, height: 30, grey: 9, extra: [[278, 4, 1, 0]] }]);
+    assert.throws(() => readImageHeader(rows), (e) => assertDecodeError(e, 'corrupt', /its RowsPerStrip is 0; a strip holds at least one row/));
     // One 64x64 tile, as an encoder writes it, decodes.
     const image = await decodeImage(tiled(64));
     assert.deepEqual([image.width, image.height], [64, 64]);

@@ -1,5 +1,5 @@
 /**
- * decodeImage on files crafted to hang or blow up jimp's decoders (omggif, jpeg-js, exif-parser, pngjs, bmp-ts),
+ * decodeImage on files crafted to hang or blow up jimp's decoders (omggif, jpeg-js, exif-parser, pngjs, utif2, bmp-ts),
  * or to show them a different image from the one the header check read,
  * next to well-formed files of the same kinds, which must decode as before. Each crafted file is the small
  * version of one measured against the server; the figures are in `models/spec/decoder-guards.ts`.
@@ -149,6 +149,25 @@ describe('JPEG', () => {
     assert.throws(() => jpegJs.decode(jpeg, { useTArray: true, ...jpegLimits(8 * 8) }), /maxResolutionInMP limit exceeded/);
   });
 
+  test('refuses a stuffed FF 00 after which jpeg-js could read on into a comment, where a restart interval ends', async () => {
+    // The same hidden frame, behind FF 00 where the first of two 8x8 blocks ends its restart interval (DRI 1):
+    // jpeg-js ends a scan at anything but a restart marker there, skips the FF 00 and takes 00 E1 for a malformed
+    // APP1. A scan naming a component 255 times, hidden so, went past every scan check (679 bytes, 4000x4000:
+    // 11.4 s).
+    const table = (tableClass: number) => segment(0xc4, [tableClass << 4, 1, ...new Array(15).fill(0), 0]);
+    const jpeg = bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), greySof(0xc0, 8, 16), table(0), table(1), segment(0xdd, [0, 1]),
+      segment(0xda, [1, 1, 0x00, 0, 63, 0]), [0x3f, 0xff, 0x00, 0x00, 0xe1, 0, 6], segment(0xfe, greySof(0xc0, 4000, 4000)), [0xff, 0xd9]);
+    await assert.rejects(decodeImage(jpeg, { maxPixels: 25_000_000 }), (e) => assertCorrupt(e, /stuffed byte \(FF 00\) at byte 145 is followed by bytes the decoder could take for a malformed APP segment/));
+    assert.throws(() => jpegJs.decode(jpeg, { useTArray: true, ...jpegLimits(8 * 16) }), /maxResolutionInMP limit exceeded/);
+    // Without restart intervals the scan is one interval, whose end jpeg-js skips FF 00 pairs from, as the walk
+    // does: the same bytes, both blocks in the first byte, decode (a check at every FF 00 refused 1 MB of
+    // cjpeg's output of noise).
+    const whole = bytes([0xff, 0xd8], segment(0xdb, [0, ...new Array(64).fill(1)]), greySof(0xc0, 8, 16), table(0), table(1),
+      segment(0xda, [1, 1, 0x00, 0, 63, 0]), [0x0f, 0xff, 0x00, 0x00, 0xe1, 0, 6], segment(0xfe, greySof(0xc0, 4000, 4000)), [0xff, 0xd9]);
+    const image = await decodeImage(whole);
+    assert.deepEqual([image.width, image.height], [8, 16]);
+  });
+
   test('refuses a frame or scan of more than 4 components, or naming one twice (jpeg-js makes a pass for each)', async () => {
     // A scan naming the one component 255 times: 646 bytes at 1000x1000 took 42 s.
     const dc = segment(0xc4, [0, 1, ...new Array(15).fill(0), 0]);
@@ -280,24 +299,34 @@ describe('PNG', () => {
 });
 
 describe('TIFF', () => {
+  /** A field the strip TIFFs add: tag, type (1 BYTE, 2 ASCII, 3 SHORT, 4 LONG), and its values, which fit in the entry. */
+  type Field = [tag: number, type: number, values: number[]];
   /**
-   * An 8-bit grey TIFF of `rowsPerStrip`-row strips, stored in the order given, compressed with `compression`;
-   * `claims` replaces each strip's byte count, and `offsets` its offset.
+   * An 8-bit grey TIFF of `rowsPerStrip`-row strips, stored in the order given, compressed with `compression`.
+   * `claims` replaces each strip's byte count and `offsets` its offset; `tags` stores them under other tags (the
+   * tiles' 324 and 325, or 0 for none); `fields` adds to the directory or replaces its fields.
    */
-  function stripTiff(width: number, height: number, rowsPerStrip: number, compression: number, strips: Uint8Array[], claims?: number[], offsets?: number[]): Uint8Array {
-    const entries = 9;
+  function stripTiff(
+    width: number, height: number, rowsPerStrip: number, compression: number, strips: Uint8Array[],
+    { claims, offsets, tags = [273, 279], fields = [] }: { claims?: number[]; offsets?: number[]; tags?: [number, number]; fields?: Field[] } = {},
+  ): Uint8Array {
+    const base: Field[] = [[256, 4, [width]], [257, 4, [height]], [258, 3, [8]], [259, 3, [compression]], [262, 3, [1]], [277, 3, [1]], [278, 4, [rowsPerStrip]]];
+    const replaced = new Set(fields.map(([tag]) => tag));
+    const inline = [...base.filter(([tag]) => !replaced.has(tag)), ...fields];
+    const entries = inline.length + tags.filter((tag) => tag !== 0).length;
     const ifdAt = 8;
     const arraysAt = ifdAt + 2 + entries * 12 + 4;
-    const dataAt = arraysAt + 8 * strips.length;
-    const at = strips.map((_, i) => dataAt + strips.slice(0, i).reduce((sum, strip) => sum + strip.length, 0));
-    const entry = (tag: number, type: number, count: number, value: number) => [...le16(tag), ...le16(type), ...le32(count), ...(type === 3 ? [...le16(value), 0, 0] : le32(value))];
+    const counts = claims ?? strips.map((strip) => strip.length);
+    const dataAt = arraysAt + 4 * ((offsets ?? strips).length + counts.length);
+    const at = offsets ?? strips.map((_, i) => dataAt + strips.slice(0, i).reduce((sum, strip) => sum + strip.length, 0));
+    const entry = ([tag, type, values]: Field) => [...le16(tag), ...le16(type), ...le32(values.length), ...bytes(...values.map((v) => (type === 4 ? le32(v) : type === 3 ? le16(v) : [v])), [0, 0, 0, 0]).subarray(0, 4)];
     const list = (values: number[], where: number) => (values.length === 1 ? values[0] : where);
+    const arrays: [number, number, number[]][] = [[tags[0], list(at, arraysAt), at], [tags[1], list(counts, arraysAt + 4 * at.length), counts]];
     const ifd = [
-      ...le16(entries), ...entry(256, 4, 1, width), ...entry(257, 4, 1, height), ...entry(258, 3, 1, 8), ...entry(259, 3, 1, compression), ...entry(262, 3, 1, 1),
-      ...entry(273, 4, strips.length, list(offsets ?? at, arraysAt)), ...entry(277, 3, 1, 1), ...entry(278, 4, 1, rowsPerStrip),
-      ...entry(279, 4, strips.length, list(claims ?? strips.map((strip) => strip.length), arraysAt + 4 * strips.length)), ...le32(0),
+      ...le16(entries), ...inline.flatMap(entry),
+      ...arrays.filter(([tag]) => tag !== 0).flatMap(([tag, value, values]) => [...le16(tag), ...le16(4), ...le32(values.length), ...le32(value)]), ...le32(0),
     ];
-    return bytes('II', [42, 0], le32(ifdAt), ifd, (offsets ?? at).flatMap(le32), (claims ?? strips.map((strip) => strip.length)).flatMap(le32), ...strips);
+    return bytes('II', [42, 0], le32(ifdAt), ifd, at.flatMap(le32), counts.flatMap(le32), ...strips);
   }
   /** TIFF LZW codes, 9 bits each, most significant bit first. */
   function lzw9(codes: number[]): Uint8Array {
@@ -319,10 +348,10 @@ describe('TIFF', () => {
   test('refuses strips that claim bytes beyond the file, or share them (utif2 reads every byte claimed)', async () => {
     // Two strips claiming 4 GB each: 386 bytes held a decode thread past 100 s.
     const strip = new Uint8Array(8).fill(9);
-    await assert.rejects(decodeImage(stripTiff(8, 2, 1, 1, [strip, strip], [0xffffffff, 0xffffffff])), (e) => assertCorrupt(e, /strip 0 claims 4294967295 bytes from byte \d+, beyond the end of the file/));
+    await assert.rejects(decodeImage(stripTiff(8, 2, 1, 1, [strip, strip], { claims: [0xffffffff, 0xffffffff] })), (e) => assertCorrupt(e, /strip 0 claims 4294967295 bytes from byte \d+, beyond the end of the file/));
     // Both strips the whole file: 100 strips sharing 1 MB of PackBits took 32 s.
     const { length } = stripTiff(8, 2, 1, 1, [strip, strip]);
-    const shared = stripTiff(8, 2, 1, 1, [strip, strip], [length, length], [0, 0]);
+    const shared = stripTiff(8, 2, 1, 1, [strip, strip], { claims: [length, length], offsets: [0, 0] });
     await assert.rejects(decodeImage(shared), (e) => assertCorrupt(e, new RegExp(`strips claim ${2 * length} bytes in a file of ${length}: they share bytes`)));
   });
 
@@ -338,6 +367,48 @@ describe('TIFF', () => {
     // After a clear code, entry 261 (made before it, from 258): utif2 keeps old entries, made the new 258 from 261,
     // and walked 258 -> 261 -> 258 for ever at the next code. An encoder writes a single byte after a clear.
     await assert.rejects(decodeImage(stripTiff(64, 1, 1, 5, [lzw9([65, 66, 258, 67, 256, 261, 65, 258, 257])])), (e) => assertCorrupt(e, /LZW code 261 at byte \d+ follows a clear code/));
+  });
+
+  test('finds the strips, and their byte counts, under the tiles\' tags where the strips\' are missing, as utif2 does', async () => {
+    // 2,000 strips listed under TileOffsets went unchecked, and utif2 decoded each; byte counts under
+    // TileByteCounts, 1 MB of Deflate inflating to 1 GB (11.8 s, 2.2 GB).
+    const strip = new Uint8Array(4).fill(9);
+    await assert.rejects(decodeImage(stripTiff(4, 2, 1, 1, new Array(50).fill(strip), { tags: [324, 279] })), (e) => assertCorrupt(e, /lists 50 strips for a 4x2 image of 1 rows a strip \(2 at most\)/));
+    await assert.rejects(decodeImage(stripTiff(64, 64, 64, 8, [deflateSync(new Uint8Array(4 * 2 ** 20))], { tags: [273, 325] })), (e) => assertCorrupt(e, /strip 0 decodes to more than the 4096 bytes it holds/));
+    // Where a page has both, the strips' tags are read, as before.
+    const image = await decodeImage(stripTiff(4, 2, 1, 8, [deflateSync(strip), deflateSync(strip)], { fields: [[325, 4, [1]]] }));
+    assert.deepEqual(Array.from(image.data.subarray(0, 4)), [9, 9, 9, 255]);
+  });
+
+  test('refuses a tiled page listing fewer tiles than it has (utif2 copied what a missing one\'s byte count claimed)', async () => {
+    // Two 16x16 tiles, one offset, the second tile's count 2^32 - 1: 398 bytes held a decode thread for 117 s.
+    const tile = new Uint8Array(16 * 16).fill(9);
+    const tiles = [[322, 3, [16]], [323, 3, [16]]] satisfies Field[];
+    const short = stripTiff(32, 16, 16, 1, [tile], { tags: [324, 325], claims: [tile.length, 0xffffffff], fields: tiles });
+    await assert.rejects(decodeImage(short), (e) => assertCorrupt(e, /it lists 1 tiles for a 32x16 image of 16x16 tiles \(2\)/));
+    const image = await decodeImage(stripTiff(32, 16, 16, 1, [tile, tile], { tags: [324, 325], fields: tiles }));
+    assert.deepEqual([image.width, image.height, ...image.data.subarray(0, 4)], [32, 16, 9, 9, 9, 255]);
+  });
+
+  test('refuses Panasonic raw data, YCbCr pages and separate colour planes, which utif2 decodes without bound or wrongly', async () => {
+    const unsupported = (pattern: RegExp) => (e: unknown) => {
+      assert.ok(e instanceof ImageDecodeError && e.reason === 'unsupported-format', String(e));
+      return pattern.test(e.message);
+    };
+    const strip = new Uint8Array(8 * 2).fill(9);
+    // Tag 45 sends utif2 to its Panasonic decoder whatever its type: as a BYTE it passed a check of SHORT and LONG
+    // fields (a reviewer's file: 20.9 s). YCbCr: utif2 converts it for one camera's layout, and a RowsPerStrip of 0
+    // kept that loop going for ever (refused with the header, in decode.test.ts).
+    await assert.rejects(decodeImage(stripTiff(8, 2, 2, 1, [strip], { fields: [[45, 1, [6]]] })), unsupported(/TIFF compression Panasonic raw is not supported/));
+    await assert.rejects(decodeImage(stripTiff(8, 2, 2, 1, [strip], { fields: [[262, 3, [6]]] })), unsupported(/A YCbCr TIFF \(PhotometricInterpretation 6\) is not supported: save the image as PNG or JPEG/));
+    // Separate planes: utif2 reads them as interleaved pixels (20 libtiff-written faces came out 79 to 97 levels
+    // off their interleaved copies on average), and was let decode a strip for each sample of each row (128
+    // samples a pixel, 1000x1000: 7.5 s).
+    const planes = stripTiff(8, 2, 2, 1, [strip, strip, strip], { fields: [[277, 3, [3]], [284, 3, [2]]] });
+    await assert.rejects(decodeImage(planes), unsupported(/A TIFF of separate colour planes \(PlanarConfiguration 2\) is not supported/));
+    // PlanarConfiguration 2 of one sample a pixel is the ordinary layout.
+    const image = await decodeImage(stripTiff(8, 2, 2, 1, [strip], { fields: [[284, 3, [2]]] }));
+    assert.deepEqual(Array.from(image.data.subarray(0, 4)), [9, 9, 9, 255]);
   });
 
   test('refuses TIFF compressions it does not check, JPEG among them, as unsupported', async () => {

@@ -202,16 +202,19 @@ function jpegSegmentContents(b: Uint8Array, { marker, dataAt, end }: JpegSegment
 }
 
 /**
- * Where a scan's last block is followed by a restart marker, jpeg-js ends the scan there and reads on as segments
- * (FF 00 pairs skipped): refuses the one thing it could then do that this walk does not, its recovery from a
- * malformed APP marker (00 E0 or 00 E1 and a length landing on 0xff), which would send it into bytes this walk
- * skips (a comment's contents, say), where a frame or scan could hide from the checks.
+ * jpeg-js ends a scan early at `at`, a stuffed FF 00 or a restart marker in its entropy-coded data, where a restart
+ * interval (DRI) ends there (it ends the scan at anything but a restart marker), or where the scan's last block is
+ * followed by a restart marker; it then reads on as segments, FF 00 pairs skipped. Refuses the one thing it could
+ * then do that this walk does not, its recovery from a malformed APP marker (00 E0 or 00 E1 and a length landing on
+ * 0xff), which would send it into bytes this walk skips (a comment's contents, say), where a frame or scan could
+ * hide from the checks. Anything else there stops jpeg-js, or brings it to the marker where this walk goes on.
  */
-function checkAfterRestart(b: Uint8Array, restart: number): void {
-  let q = restart + 2;
+function checkScanEnd(b: Uint8Array, at: number): void {
+  let q = at + 2;
   while (b[q] === 0xff && b[q + 1] === 0) q += 2;
   if (b[q] === 0 && (b[q + 1] === 0xe0 || b[q + 1] === 0xe1) && b[q + 2 + ((b[q + 2] << 8) | b[q + 3])] === 0xff) {
-    throw new ImageDecodeError('corrupt', `The JPEG is corrupt: the restart marker at byte ${restart} is followed by bytes the decoder could take for a malformed APP segment, and read the rest of the file differently`);
+    const what = b[at + 1] === 0 ? 'stuffed byte (FF 00)' : 'restart marker';
+    throw new ImageDecodeError('corrupt', `The JPEG is corrupt: the ${what} at byte ${at} is followed by bytes the decoder could take for a malformed APP segment, and read the rest of the file differently`);
   }
 }
 
@@ -224,14 +227,16 @@ const UNSUPPORTED_JPEG_FRAMES = new Set([0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xc
  * The segments of a JPEG after SOI, read as jpeg-js's parse loop reads them, two bytes at a time: it skips
  * FF 00, treats FF FF as fill, backs up a byte where a segment's length ran one past the next marker's FF, and
  * once takes 00 E0 or 00 E1 for an APP marker (for some phones' malformed EXIF). Entropy-coded data after each
- * SOS is skipped to the next marker that is not a restart marker, where jpeg-js's scan decoding ends (except where
- * a scan's last block is followed by a restart marker: jpeg-js ends the scan there and may read on differently,
- * which is why scans are counted in the bytes). Stops at EOI or the end of the bytes; throws `ImageDecodeError`
+ * SOS is skipped to the next marker that is not a restart marker, where jpeg-js's scan decoding ends (except
+ * where a restart interval ends at FF 00 or a restart marker, or the scan's last block is followed by one: jpeg-js
+ * ends the scan there and may read on differently, which is why scans are counted in the bytes, and why
+ * `checkScanEnd` runs at each). Stops at EOI or the end of the bytes; throws `ImageDecodeError`
  * where jpeg-js would stop at an unknown marker.
  */
 function* jpegSegments(b: Uint8Array): Generator<JpegSegment> {
   let i = 2;
   let recovered = false;
+  let restartInterval = 0; // the last DRI's, in force for the scans after it, as in jpeg-js
   while (i + 2 <= b.length) {
     const at = i;
     const marker = (b[i] << 8) | b[i + 1];
@@ -248,11 +253,14 @@ function* jpegSegments(b: Uint8Array): Generator<JpegSegment> {
       if (length < 2) throw new ImageDecodeError('corrupt', `The JPEG is corrupt: its segment 0x${(marker & 0xff).toString(16)} at byte ${at} has length ${length}`);
       const end = i + length;
       yield { marker: marker & 0xff, at, dataAt: i + 2, end };
+      if (marker === 0xffdd) restartInterval = (b[i + 2] << 8) | b[i + 3];
       i = end;
       if (marker === 0xffda) {
         // Entropy-coded data: 0xff is followed by 0 (a stuffed byte), a restart marker, or the next marker.
+        // At a restart marker, or a stuffed byte where restart intervals are in force, jpeg-js may end the scan:
+        // `checkScanEnd`. (Without them a scan is one interval, and only a restart marker can follow its end.)
         for (; i + 1 < b.length && !(b[i] === 0xff && b[i + 1] !== 0 && !(b[i + 1] >= 0xd0 && b[i + 1] <= 0xd7)); i++) {
-          if (!recovered && b[i] === 0xff && b[i + 1] >= 0xd0 && b[i + 1] <= 0xd7) checkAfterRestart(b, i);
+          if (!recovered && b[i] === 0xff && (b[i + 1] !== 0 || restartInterval !== 0)) checkScanEnd(b, i);
         }
       }
     } else if (b[at - 1] === 0xff && b[at] >= 0xc0 && b[at] <= 0xfe) {
@@ -358,41 +366,52 @@ function checkGifCodes(b: Uint8Array, dataAt: number, outLength: number): void {
 const TIFF_COMPRESSIONS: Readonly<Record<number, string>> = { 1: 'none', 5: 'LZW', 8: 'Deflate', 32946: 'Deflate', 32773: 'PackBits' };
 
 /**
- * Checks a TIFF's first page's strips (or tiles) as utif2 decodes them: a compression it decodes within bounds,
- * no more strips than the image has rows for, each strip inside the file and none sharing bytes, and each strip's
- * data decoding to no more than the strip holds. utif2 copies or decodes each strip for as many bytes as it claims,
- * and decodes every strip listed: two strips claiming 4 GB held a decode thread for minutes (386 bytes); 100 strips
- * sharing 1 MB of PackBits runs took 32 s; 1 MB of Deflate, 8.5 s and 2.2 GB; JPEG-compressed strips decode with no
- * limit at all (a 16000x16000 JPEG in a 100x100 page, 1.6 GB).
+ * Checks a TIFF's first page's strips (or tiles) as utif2 decodes them: a compression and layout it decodes within
+ * bounds, no more strips than the image has rows for, each strip inside the file and none sharing bytes, and each
+ * strip's data decoding to no more than the strip holds. utif2 copies or decodes each strip for as many bytes as it
+ * claims, and decodes every strip listed: two strips claiming 4 GB held a decode thread for minutes (386 bytes);
+ * 100 strips sharing 1 MB of PackBits runs took 32 s; 1 MB of Deflate, 8.5 s and 2.2 GB; JPEG-compressed strips
+ * decode with no limit at all (a 16000x16000 JPEG in a 100x100 page, 1.6 GB).
  */
 function checkTiffData(b: Uint8Array): void {
   const fields = tiffFirstIfdValues(b);
   const first = new Map([...fields].map(([tag, values]) => [tag, values[0]]));
   const compression = first.get(259) ?? 1;
+  const samples = first.get(277) ?? 1;
+  const unsupported = (what: string, note = '') => new ImageDecodeError('unsupported-format', `${what} is not supported${note}: save the image as PNG or JPEG`);
+  // Panasonic's raw data (tag 45, read in any type) is decoded whatever the compression says, without bound (a
+  // reviewer's small file: 20.9 s); YCbCr pages are converted by a loop stepping RowsPerStrip rows, for one camera's
+  // layout only; and separate colour planes are decoded as if interleaved (garbage), a strip for each sample of each
+  // row (128 one-bit samples at 1000x1000: 7.5 s).
   if (!(compression in TIFF_COMPRESSIONS) || fields.has(45)) {
-    throw new ImageDecodeError(
-      'unsupported-format',
-      `TIFF compression ${fields.has(45) ? 'Panasonic raw' : compression} is not supported (only none, LZW, Deflate and PackBits are): save the image as PNG or JPEG`,
-    );
+    throw unsupported(`TIFF compression ${fields.has(45) ? 'Panasonic raw' : compression}`, ' (only none, LZW, Deflate and PackBits are)');
   }
+  if (first.get(262) === 6) throw unsupported('A YCbCr TIFF (PhotometricInterpretation 6)');
+  if (first.get(284) === 2 && samples > 1) throw unsupported('A TIFF of separate colour planes (PlanarConfiguration 2)');
   const corrupt = (fault: string) => new ImageDecodeError('corrupt', `The TIFF is corrupt: ${fault}`);
   const [width, height] = [first.get(256) ?? 0, first.get(257) ?? 0];
   const bitsPerPixel = tiffBitsPerPixel(first, width);
   const tiled = fields.has(322);
-  let offsets = fields.get(tiled ? 324 : 273);
+  // Where utif2 finds the strips (or tiles) and their byte counts: strips under the tiles' tags where the strips'
+  // are missing, a whole uncompressed image for one strip, whatever its count says.
+  let offsets = (tiled ? undefined : fields.get(273)) ?? fields.get(324);
   if (offsets === undefined) return; // no image data: the decoder says so
-  let counts = fields.get(tiled ? 325 : 279) ?? [];
+  let counts = tiled ? undefined : fields.get(279);
+  if (compression === 1 && offsets.length === 1) counts = [height * Math.ceil((width * bitsPerPixel) / 8)];
+  counts = (tiled ? undefined : counts) ?? fields.get(325) ?? [];
   let unitBytes: number; // what each strip or tile decodes to
   if (tiled) {
     const [tileWidth, tileLength] = [first.get(322) ?? 0, first.get(323) ?? 0];
-    offsets = offsets.slice(0, Math.ceil(width / tileWidth) * Math.ceil(height / tileLength)); // the tiles it decodes
+    // utif2 decodes every tile of the image, copying as many bytes as a tile without an offset claims.
+    const tiles = Math.ceil(width / tileWidth) * Math.ceil(height / tileLength);
+    if (offsets.length < tiles) throw corrupt(`it lists ${offsets.length} tiles for a ${width}x${height} image of ${tileWidth}x${tileLength} tiles (${tiles})`);
+    offsets = offsets.slice(0, tiles);
     unitBytes = Math.ceil((tileWidth * tileLength * bitsPerPixel) / 8);
   } else {
     const rowsPerStrip = Math.min(first.get(278) ?? height, height);
-    const strips = Math.ceil(height / rowsPerStrip) * ((first.get(284) ?? 1) === 2 ? (first.get(277) ?? 1) : 1);
+    const strips = Math.ceil(height / rowsPerStrip);
     if (offsets.length > strips) throw corrupt(`it lists ${offsets.length} strips for a ${width}x${height} image of ${rowsPerStrip} rows a strip (${strips} at most)`);
     unitBytes = rowsPerStrip * Math.ceil((width * bitsPerPixel) / 8);
-    if (compression === 1 && offsets.length === 1) counts = [height * Math.ceil((width * bitsPerPixel) / 8)]; // utif2 reads the whole image
   }
   let claimed = 0;
   offsets.forEach((offset, i) => {

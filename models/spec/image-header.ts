@@ -189,20 +189,31 @@ export function tiffForDecoding(bytes: Uint8Array): Uint8Array {
 }
 
 /**
- * The values of the first IFD's SHORT and LONG fields, by tag, for a TIFF `readImageHeader` has accepted (its
- * fields lie inside the file). Fields of other types are left out.
+ * The values of the first IFD's fields, by tag, read as the decoder (utif2) reads them, for a TIFF `readImageHeader`
+ * has accepted (its fields lie inside the file). Every field is listed, a later one with the same tag replacing an
+ * earlier one, as in the decoder; the values of the integer types (BYTE, SHORT, LONG, their signed forms, IFD) are
+ * given, of others (text, fractions, floats) none.
  */
 export function tiffFirstIfdValues(bytes: Uint8Array): Map<number, number[]> {
   const b = plainBytes(bytes);
-  const { ifd, entries, u16, u32 } = firstTiffIfd(b);
+  const { ifd, entries, little, u16, u32 } = firstTiffIfd(b);
+  const view = dataView(b);
+  const readers: Readonly<Record<number, (at: number) => number>> = {
+    1: (at) => b[at], 7: (at) => b[at], 3: u16, 4: u32, 13: u32, 8: (at) => view.getInt16(at, little), 9: (at) => view.getInt32(at, little),
+  };
   const values = new Map<number, number[]>();
   for (let e = 0; e < entries; e++) {
     const at = ifd + 2 + e * 12;
     const type = u16(at + 2);
-    if (type !== 3 && type !== 4) continue;
+    const read = readers[type];
+    if (read === undefined) {
+      values.set(u16(at), []);
+      continue;
+    }
     const count = u32(at + 4);
-    const valuesAt = count * TIFF_TYPE_BYTES[type] <= 4 ? at + 8 : u32(at + 8);
-    values.set(u16(at), Array.from({ length: count }, (_, i) => (type === 3 ? u16(valuesAt + 2 * i) : u32(valuesAt + 4 * i))));
+    const size = TIFF_TYPE_BYTES[type];
+    const valuesAt = count * size <= 4 ? at + 8 : u32(at + 8);
+    values.set(u16(at), Array.from({ length: count }, (_, i) => read(valuesAt + size * i)));
   }
   return values;
 }
@@ -266,6 +277,12 @@ const MAX_TIFF_BITS_PER_PIXEL = 128;
  * let allocate beyond the image's own.
  */
 const [MIN_TIFF_TILE_SIDE, MAX_TIFF_TILE_SIDE] = [16, 1024];
+/**
+ * How many times the image's pixels its tiles may cover (a tile side up to twice the image's, where tiles are
+ * large), and how many pixels they may cover whatever the image's shape: libtiff's 256x256 tiles cover 26 times the
+ * pixels of a 50x5000 image, and decode in a blink.
+ */
+const [MAX_TIFF_TILE_COVER, MIN_TIFF_TILE_ALLOWANCE] = [4, 4096 * 4096];
 
 /**
  * The first page's size, after checks on what the decoder allocates from the first IFD: the image buffer holds
@@ -293,16 +310,28 @@ function tiffSize(b: Uint8Array): [number, number] {
   const width = fields.get(256);
   const height = fields.get(257);
   if (width === undefined || height === undefined) throw corrupt('tiff', 'the first IFD has no ImageWidth/ImageLength');
-  const bitsPerPixel = tiffBitsPerPixel(fields, width);
+  if (fields.get(278) === 0) throw corrupt('tiff', 'its RowsPerStrip is 0; a strip holds at least one row');
+  // The decoder sizes the image by the bits of `tiffBitsPerPixel`, but works on each strip's or tile's rows at
+  // BitsPerSample (up to 32) times SamplesPerPixel: both must fit (SamplesPerPixel 65535 in a Canon sRAW page
+  // passed the first and kept a 512x512 page decoding past a minute).
+  const bitsPerPixel = Math.max(tiffBitsPerPixel(fields, width), Math.min(32, fields.get(258) ?? 1) * (fields.get(277) ?? 1));
   if (!(bitsPerPixel >= 1 && bitsPerPixel <= MAX_TIFF_BITS_PER_PIXEL)) {
     throw corrupt('tiff', `its pixels would take ${bitsPerPixel} bits each (BitsPerSample ${fields.get(258) ?? 1}, SamplesPerPixel ${fields.get(277) ?? 1}); a page takes 1 to ${MAX_TIFF_BITS_PER_PIXEL}`);
   }
   const tileWidth = fields.get(322);
   const tileLength = fields.get(323);
   if (tileWidth !== undefined || tileLength !== undefined) {
-    const fits = (tile: number | undefined, side: number) => tile !== undefined && tile >= MIN_TIFF_TILE_SIDE && tile <= Math.max(side + 15, MAX_TIFF_TILE_SIDE);
+    const fits = (tile: number | undefined, side: number): tile is number => tile !== undefined && tile >= MIN_TIFF_TILE_SIDE && tile <= Math.max(side + 15, MAX_TIFF_TILE_SIDE);
     if (!fits(tileWidth, width) || !fits(tileLength, height)) {
       throw corrupt('tiff', `its tiles are ${tileWidth ?? 'missing'}x${tileLength ?? 'missing'} for a ${width}x${height} image; a tile side is at least ${MIN_TIFF_TILE_SIDE} and at most the image's rounded up to 16 pixels, or ${MAX_TIFF_TILE_SIDE}`);
+    }
+    // Each tile is cleared, decoded and copied whole, however little of it the image covers: 1024x1024 tiles down
+    // a 16-pixel-wide image cover 64 times its pixels (16x262144, Deflate tiles of 4 MB in all: 13 s).
+    const tiles = Math.ceil(width / tileWidth) * Math.ceil(height / tileLength);
+    const covered = tiles * tileWidth * tileLength;
+    const allowed = Math.max(MAX_TIFF_TILE_COVER * width * height, MIN_TIFF_TILE_ALLOWANCE);
+    if (covered > allowed) {
+      throw corrupt('tiff', `its ${tiles} tiles of ${tileWidth}x${tileLength} cover ${covered} pixels for a ${width}x${height} image; its tiles may cover ${allowed} (${MAX_TIFF_TILE_COVER} times the image's pixels, and at least ${MIN_TIFF_TILE_ALLOWANCE})`);
     }
   }
   return [width, height];
