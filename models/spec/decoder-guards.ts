@@ -11,7 +11,7 @@
 import { inflateSync } from 'node:zlib';
 import { GifReader } from 'omggif';
 import { inflateRawSync } from 'node:zlib';
-import { ImageDecodeError, tiffBitsPerPixel, tiffFirstIfdValues, tiffForDecoding, type ImageHeader } from './image-header.ts';
+import { ImageDecodeError, tiffBitsPerPixel, tiffFirstIfdValues, tiffForDecoding, tiffTileCount, type ImageHeader } from './image-header.ts';
 
 /** What to decode, and the EXIF orientation (1-8) to apply to the pixels afterwards. */
 export interface DecoderInput {
@@ -396,14 +396,13 @@ function checkTiffData(b: Uint8Array): void {
   // are missing, a whole uncompressed image for one strip, whatever its count says.
   let offsets = (tiled ? undefined : fields.get(273)) ?? fields.get(324);
   if (offsets === undefined) return; // no image data: the decoder says so
-  let counts = tiled ? undefined : fields.get(279);
-  if (compression === 1 && offsets.length === 1) counts = [height * Math.ceil((width * bitsPerPixel) / 8)];
-  counts = (tiled ? undefined : counts) ?? fields.get(325) ?? [];
+  const wholeImage = compression === 1 && offsets.length === 1 ? [height * Math.ceil((width * bitsPerPixel) / 8)] : undefined;
+  const counts = (tiled ? undefined : wholeImage ?? fields.get(279)) ?? fields.get(325) ?? [];
   let unitBytes: number; // what each strip or tile decodes to
   if (tiled) {
     const [tileWidth, tileLength] = [first.get(322) ?? 0, first.get(323) ?? 0];
     // utif2 decodes every tile of the image, copying as many bytes as a tile without an offset claims.
-    const tiles = Math.ceil(width / tileWidth) * Math.ceil(height / tileLength);
+    const tiles = tiffTileCount(width, height, tileWidth, tileLength);
     if (offsets.length < tiles) throw corrupt(`it lists ${offsets.length} tiles for a ${width}x${height} image of ${tileWidth}x${tileLength} tiles (${tiles})`);
     offsets = offsets.slice(0, tiles);
     unitBytes = Math.ceil((tileWidth * tileLength * bitsPerPixel) / 8);

@@ -191,8 +191,9 @@ export function tiffForDecoding(bytes: Uint8Array): Uint8Array {
 /**
  * The values of the first IFD's fields, by tag, read as the decoder (utif2) reads them, for a TIFF `readImageHeader`
  * has accepted (its fields lie inside the file). Every field is listed, a later one with the same tag replacing an
- * earlier one, as in the decoder; the values of the integer types (BYTE, SHORT, LONG, their signed forms, IFD) are
- * given, of others (text, fractions, floats) none.
+ * earlier one, as in the decoder; the values of the integer types (SHORT, LONG, their signed forms, IFD) are given,
+ * of BYTE and UNDEFINED fields the first alone (they hold blobs such as ICC profiles: listing 8 MB of one took
+ * 0.5 s), of others (text, fractions, floats) none.
  */
 export function tiffFirstIfdValues(bytes: Uint8Array): Map<number, number[]> {
   const b = plainBytes(bytes);
@@ -213,7 +214,8 @@ export function tiffFirstIfdValues(bytes: Uint8Array): Map<number, number[]> {
     const count = u32(at + 4);
     const size = TIFF_TYPE_BYTES[type];
     const valuesAt = count * size <= 4 ? at + 8 : u32(at + 8);
-    values.set(u16(at), Array.from({ length: count }, (_, i) => read(valuesAt + size * i)));
+    const listed = type === 1 || type === 7 ? Math.min(count, 1) : count;
+    values.set(u16(at), Array.from({ length: listed }, (_, i) => read(valuesAt + size * i)));
   }
   return values;
 }
@@ -327,7 +329,7 @@ function tiffSize(b: Uint8Array): [number, number] {
     }
     // Each tile is cleared, decoded and copied whole, however little of it the image covers: 1024x1024 tiles down
     // a 16-pixel-wide image cover 64 times its pixels (16x262144, Deflate tiles of 4 MB in all: 13 s).
-    const tiles = Math.ceil(width / tileWidth) * Math.ceil(height / tileLength);
+    const tiles = tiffTileCount(width, height, tileWidth, tileLength);
     const covered = tiles * tileWidth * tileLength;
     const allowed = Math.max(MAX_TIFF_TILE_COVER * width * height, MIN_TIFF_TILE_ALLOWANCE);
     if (covered > allowed) {
@@ -335,6 +337,11 @@ function tiffSize(b: Uint8Array): [number, number] {
     }
   }
   return [width, height];
+}
+
+/** How many tiles utif2 decodes for a page: every one the image's width and length reach into. */
+export function tiffTileCount(width: number, height: number, tileWidth: number, tileLength: number): number {
+  return Math.ceil(width / tileWidth) * Math.ceil(height / tileLength);
 }
 
 /** Bits per pixel as the decoder works them out (utif2's decodeImage, including its two camera-raw exceptions). */
