@@ -2,8 +2,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Jimp } from 'jimp';
-import { decodeImage, ImageDecodeError, jpegLimits, readImageHeader, type ImageFormat } from '../models/spec/decode.ts';
+import { decodeImage, jpegLimits, readImageHeader, type ImageFormat } from '../models/spec/decode.ts';
 import { concatBytes as concat } from '../models/spec/onnx-wire.ts';
+import { assertDecodeError } from './helpers/decode-errors.ts';
 
 const RED = [255, 0, 0];
 const BLUE = [0, 0, 255];
@@ -41,13 +42,6 @@ function withExifOrientation(jpeg: Uint8Array, orientation: number): Uint8Array 
   const tiff = [0x4d, 0x4d, 0x00, 0x2a, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation, 0, 0, 0, 0, 0, 0];
   const length = exif.length + tiff.length + 2;
   return concatBytes(jpeg.subarray(0, 2), [0xff, 0xe1, length >> 8, length & 0xff], exif, tiff, jpeg.subarray(2));
-}
-
-function assertDecodeError(error: unknown, reason: ImageDecodeError['reason'], pattern: RegExp): true {
-  assert.ok(error instanceof ImageDecodeError, `expected an ImageDecodeError, got ${String(error)}`);
-  assert.equal(error.reason, reason);
-  assert.match(error.message, pattern);
-  return true;
 }
 
 describe('readImageHeader', () => {
