@@ -1,12 +1,12 @@
 /** Flag parsing shared by the export programs: validated values, errors that name the flag, one way to fail. */
 import { resolve } from 'node:path';
-import { validateInputSpec, validateOutputSpec, type OutputSpec } from '../models/spec/metadata.ts';
-import type { InputSpec } from '../models/spec/preprocess.ts';
-import { UsageError } from '../training/cli/args.ts';
-import { DEFAULT_UTKFACE, REPO_ROOT } from '../training/paths.ts';
+import { validateInputSpec, validateOutputSpec, type OutputSpec } from '../contract/metadata.ts';
+import type { InputSpec } from '../contract/preprocess.ts';
+import { UsageError } from '../node-shared/cli-args.ts';
+import { DEFAULT_UTKFACE, REPO_ROOT } from '../node-shared/paths.ts';
 
 // One way to fail and to validate for every CLI in the project: the training CLIs' helpers.
-export { isMain, parseChoice, parsePositiveInt as parseWholeNumber, runCli, UsageError } from '../training/cli/args.ts';
+export { isMain, parseChoice, parsePositiveInt as parseWholeNumber, runCli, UsageError } from '../node-shared/cli-args.ts';
 export { DEFAULT_UTKFACE, REPO_ROOT };
 
 /** Where the training CLI points `latest` at the newest run. */

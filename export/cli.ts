@@ -6,10 +6,10 @@ import { access, constants, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../training/backend/select.ts';
-import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../models/spec/labels.ts';
-import type { OutputSpec } from '../models/spec/metadata.ts';
-import type { InputSpec } from '../models/spec/preprocess.ts';
+import { selectBackend } from '../node-shared/tfjs/select.ts';
+import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../contract/labels.ts';
+import type { OutputSpec } from '../contract/metadata.ts';
+import type { InputSpec } from '../contract/preprocess.ts';
 import { DEFAULT_MODELS, DEFAULT_RUNS, isMain, parseChoice, parseInputSpec, parseLabels, parseOutputs, runCli, UsageError } from './args.ts';
 import { DEFAULT_OPSET, exportModelFolderInMemory, ExportError, SUPPORTED_OPSETS, writeExportedModel, type FolderExport, type FolderExportOptions } from './export-model.ts';
 import { describeSupportedLayers } from './layers.ts';
@@ -31,7 +31,7 @@ Options:
   --out-dir DIR        where --all writes                                          (default: models)
   --task T             ${TASKS.join(', ')}
   --labels A,B,...     class labels in index order, one per class the model gives (two for one sigmoid unit)
-                                                      (default: the task's labels, see models/spec/labels.ts)
+                                                      (default: the task's labels, see contract/labels.ts)
   --age-scheme S       ${AGE_SCHEMES.join(', ')}                          (default: coursework, age only)
   --input HxWxC        input height x width x channels               (default: from the model's input shape)
   --scaling S          unit                                                                (default: unit)

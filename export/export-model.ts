@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
-import { taskLabels, type AgeScheme, type Task } from '../models/spec/labels.ts';
+import { taskLabels, type AgeScheme, type Task } from '../contract/labels.ts';
 import {
   METADATA_KEY,
   METADATA_SCHEMA_VERSION,
@@ -20,14 +20,14 @@ import {
   type ModelMetadata,
   type OutputSpec,
   type TrainingInfo,
-} from '../models/spec/metadata.ts';
-import { PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
+} from '../contract/metadata.ts';
+import { PREPROCESSING_VERSION, type InputSpec } from '../contract/preprocess.ts';
 import { convertLayersModel } from './convert.ts';
 import { ExportError } from './errors.ts';
 import type { LayerTable, Shape } from './layers.ts';
 import { encodeModel, IR_VERSION_FOR_OPSET } from './onnx-proto.ts';
 import { loadTfjsModelFolder } from './tfjs-model.ts';
-import { NoMirrorError, withoutMirror } from '../training/models/flip.ts';
+import { NoMirrorError, withoutMirror } from '../node-shared/tfjs/flip-layer.ts';
 
 export const EXPORTER_NAME = 'face-attributes-export';
 /** Bumped when the ONNX this exporter writes changes for the same tfjs model. */

@@ -7,7 +7,7 @@
  * Reshape, Dense on images) first transposes back to NHWC, because Keras flattens in NHWC order.
  */
 import type { serialization } from '@tensorflow/tfjs';
-import { TEMPERATURE_FLOOR } from '../models/spec/temperature.ts';
+import { TEMPERATURE_FLOOR } from '../contract/temperature.ts';
 import { ExportError } from './errors.ts';
 import type { GraphBuilder } from './graph-builder.ts';
 
@@ -335,7 +335,7 @@ function horizontalFlip(ctx: LayerContext): GraphValue {
 }
 
 /**
- * Probabilities rescaled by a temperature T (training/models/temperature.ts): Softmax(Log(Max(p, floor)) / T)
+ * Probabilities rescaled by a temperature T (node-shared/tfjs/temperature-layer.ts): Softmax(Log(Max(p, floor)) / T)
  * over the classes, or for one sigmoid unit Sigmoid((Log(Max(p, floor)) - Log(Max(1 - p, floor))) / T).
  */
 function temperature(ctx: LayerContext): GraphValue {

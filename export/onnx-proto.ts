@@ -3,7 +3,7 @@
  * encoder for it: a few hundred bytes of wire format are simpler to own than a protobuf dependency.
  * Field numbers are the schema's; the encoder writes fields in field-number order, as protoc does.
  */
-import { MessageWriter } from '../models/spec/onnx-wire.ts';
+import { MessageWriter } from '../contract/onnx-wire.ts';
 
 /** TensorProto.DataType values used here. */
 export const DataType = { FLOAT: 1, INT64: 7 } as const;

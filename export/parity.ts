@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { seededRandom } from '../training/data/split.ts';
 import * as ort from 'onnxruntime-node';
-import type { OutputSpec } from '../models/spec/metadata.ts';
+import type { OutputSpec } from '../contract/metadata.ts';
 
 /** One ONNX runtime's session, reduced to what a parity check needs. */
 export interface OnnxRunner {

@@ -8,8 +8,8 @@ import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 // register HorizontalFlip (test-time flip) and Temperature (calibrated probabilities), which the multitask
 // preset's shipped models hold
-import '../training/models/flip.ts';
-import '../training/models/temperature.ts';
+import '../node-shared/tfjs/flip-layer.ts';
+import '../node-shared/tfjs/temperature-layer.ts';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 

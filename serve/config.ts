@@ -5,7 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../models/spec/limits.ts';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../contract/limits.ts';
 
 export type Device = 'auto' | 'cpu' | 'cuda';
 export type MergeMode = 'auto' | 'off';

@@ -4,10 +4,10 @@
  * wait here in order. A thread stuck past the time limit (a pathological image) is replaced.
  */
 import { Worker } from 'node:worker_threads';
-import type { InputSpec } from '../models/spec/preprocess.ts';
+import type { InputSpec } from '../contract/preprocess.ts';
 import { errorFromCode, RequestTimeoutError, ShuttingDownError } from './errors.ts';
 import type { DecodeReply, DecodeRequest, DecodeWorkerData } from './decode-worker.ts';
-import { prepareWorker, type WorkerEntry } from './worker-bundle.ts';
+import { prepareWorker, type WorkerEntry } from '../node-shared/worker-bundle.ts';
 
 export interface DecodedImage {
   /** One model input per spec, in the order of the pool's specs (HWC float32). */

@@ -4,9 +4,9 @@
  * preprocesses once per input spec.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { decodeImage, ImageDecodeError, readDecodableHeader, type ImageDecodeFailure, type ImageHeader } from '../models/spec/decode.ts';
-import { imageSizeProblem } from '../models/spec/limits.ts';
-import { preprocess, type InputSpec } from '../models/spec/preprocess.ts';
+import { decodeImage, ImageDecodeError, readDecodableHeader, type ImageDecodeFailure, type ImageHeader } from '../imaging/decode.ts';
+import { imageSizeProblem } from '../contract/limits.ts';
+import { preprocess, type InputSpec } from '../contract/preprocess.ts';
 
 export interface DecodeWorkerData {
   specs: InputSpec[];

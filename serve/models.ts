@@ -2,20 +2,20 @@
  * Loading the shipped models: the manifest's files, checked against their sha256, with the metadata each
  * carries (task, labels, input spec, what each output means), on the execution provider the config asks for.
  * Input and output shapes are read from the session and checked against the metadata. Models that read the same
- * input are merged into one graph (models/spec/merge-models.ts) unless the config says not to, so that layers
+ * input are merged into one graph (contract/merge-models.ts) unless the config says not to, so that layers
  * they share, such as the multitask preset's trunk, are computed once per image.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { TASKS } from '../models/spec/labels.ts';
-import { outputMismatch, readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../models/spec/metadata.ts';
-import { groupByInputSpec, PREPROCESSING_VERSION, type InputSpec } from '../models/spec/preprocess.ts';
+import { TASKS } from '../contract/labels.ts';
+import { outputMismatch, readModelMetadata, validateModelManifest, type ModelManifest, type ModelMetadata, type OutputSpec } from '../contract/metadata.ts';
+import { groupByInputSpec, PREPROCESSING_VERSION, type InputSpec } from '../contract/preprocess.ts';
 import type { Device, MergeMode } from './config.ts';
 import type { Logger } from './log.ts';
-import { mergeModels, ModelMergeError } from '../models/spec/merge-models.ts';
-import { taskPrediction, type TaskPrediction } from '../models/spec/prediction.ts';
+import { mergeModels, ModelMergeError } from '../contract/merge-models.ts';
+import { taskPrediction, type TaskPrediction } from '../contract/prediction.ts';
 import { createSession, missingCudaBinaries, releaseSession, RUNTIME_NAME, type FloatTensor, type Provider, type Session, type TensorInfo } from './runtime.ts';
 
 export const MANIFEST_FILE = 'manifest.json';

@@ -9,10 +9,10 @@ import { OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { ServedGraph } from './models.ts';
 import { run } from './runtime.ts';
-import { TASKS, type Task } from '../models/spec/labels.ts';
-import type { Prediction, TaskPrediction, Timings } from '../models/spec/prediction.ts';
+import { TASKS, type Task } from '../contract/labels.ts';
+import type { Prediction, TaskPrediction, Timings } from '../contract/prediction.ts';
 
-export type { Prediction, TaskPrediction, Timings } from '../models/spec/prediction.ts';
+export type { Prediction, TaskPrediction, Timings } from '../contract/prediction.ts';
 
 interface InferenceResult {
   tasks: Record<string, TaskPrediction>;

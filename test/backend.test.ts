@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { BACKEND_NAMES, isBackendInstalled, parseBackendName, selectBackend, type BackendName } from '../training/backend/select.ts';
+import { BACKEND_NAMES, isBackendInstalled, parseBackendName, selectBackend, type BackendName } from '../node-shared/tfjs/select.ts';
 
 const nodeInstalled = isBackendInstalled('node');
 const nodeGpuInstalled = isBackendInstalled('node-gpu');

@@ -8,12 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Jimp } from 'jimp';
-import { SEED_INPUT, type InputSpec } from '../models/spec/preprocess.ts';
+import { SEED_INPUT, type InputSpec } from '../contract/preprocess.ts';
 import { convertUtkFaceToCsv } from '../training/cli/convert-csv.ts';
 import type { LoadOptions } from '../training/data/dataset.ts';
 import { CSV_HEADER, CsvFormatError, formatCsvRow, loadKaggleCsv } from '../training/data/kaggle-csv.ts';
 import { loadDataset } from '../training/data/load.ts';
-import { REPO_ROOT } from '../training/paths.ts';
+import { REPO_ROOT } from '../node-shared/paths.ts';
 
 const PIXELS = 48 * 48;
 const QUIET: LoadOptions = { progress: false, workers: 1, cacheDir: false, log: () => {} };

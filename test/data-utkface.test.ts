@@ -9,14 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Jimp } from 'jimp';
-import { decodeImage } from '../models/spec/decode.ts';
-import { MAX_AGE, MIN_AGE } from '../models/spec/labels.ts';
-import { preprocessToBytes, SEED_INPUT, type InputSpec } from '../models/spec/preprocess.ts';
+import { decodeImage } from '../imaging/decode.ts';
+import { MAX_AGE, MIN_AGE } from '../contract/labels.ts';
+import { preprocessToBytes, SEED_INPUT, type InputSpec } from '../contract/preprocess.ts';
 import type { Dataset, LoadOptions } from '../training/data/dataset.ts';
 import { createProgress } from '../training/data/ingest.ts';
 import { loadDataset } from '../training/data/load.ts';
 import { loadUtkFace, MIN_FILES_FOR_WORKERS, parseUtkFaceName } from '../training/data/utkface.ts';
-import { DEFAULT_UTKFACE } from '../training/paths.ts';
+import { DEFAULT_UTKFACE } from '../node-shared/paths.ts';
 
 /** A generated face-sized JPEG whose pixels depend on `seed`, so that every file differs. */
 async function generatedJpeg(seed: number, width = 64, height = 56): Promise<Uint8Array> {

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Jimp } from 'jimp';
-import { decodeImage, jpegLimits, readImageHeader, type ImageFormat } from '../models/spec/decode.ts';
-import { concatBytes as concat } from '../models/spec/onnx-wire.ts';
+import { decodeImage, jpegLimits, readImageHeader, type ImageFormat } from '../imaging/decode.ts';
+import { concatBytes as concat } from '../contract/onnx-wire.ts';
 import { assertDecodeError } from './helpers/decode-errors.ts';
 
 const RED = [255, 0, 0];

@@ -2,15 +2,15 @@
  * decodeImage on files crafted to hang or blow up jimp's decoders (omggif, jpeg-js, exif-parser, pngjs, utif2, bmp-ts),
  * or to show them a different image from the one the header check read,
  * next to well-formed files of the same kinds, which must decode as before. Each crafted file is the small
- * version of one measured against the server; the figures are in `models/spec/decoder-guards.ts`.
+ * version of one measured against the server; the figures are in `imaging/decoder-guards.ts`.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { Jimp } from 'jimp';
 import jpegJs from 'jpeg-js';
-import { decodeImage, jpegLimits } from '../models/spec/decode.ts';
-import { concatBytes as concat } from '../models/spec/onnx-wire.ts';
+import { decodeImage, jpegLimits } from '../imaging/decode.ts';
+import { concatBytes as concat } from '../contract/onnx-wire.ts';
 import { assertDecodeError } from './helpers/decode-errors.ts';
 
 function bytes(...parts: (Uint8Array | number[] | string)[]): Uint8Array {

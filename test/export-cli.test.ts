@@ -16,9 +16,9 @@ import { parseCheckArgs, runCheck } from '../export/check.ts';
 import { parseExportArgs, runExport, type ExportCliConfig } from '../export/cli.ts';
 import { loadTfjsModelFolder, modelSha256, saveTfjsModelFolder } from '../export/tfjs-model.ts';
 import { ONNX_RUNTIMES } from '../export/parity.ts';
-import { TASKS, type Task } from '../models/spec/labels.ts';
-import { readModelMetadata, validateModelManifest } from '../models/spec/metadata.ts';
-import { SEED_INPUT } from '../models/spec/preprocess.ts';
+import { TASKS, type Task } from '../contract/labels.ts';
+import { readModelMetadata, validateModelManifest } from '../contract/metadata.ts';
+import { SEED_INPUT } from '../contract/preprocess.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 import { seedTrainingInfo, writeSeedRun } from './helpers/seed-run.ts';
 

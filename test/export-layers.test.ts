@@ -10,9 +10,9 @@ import { ACTIVATIONS, LAYER_TABLE, UnsupportedLayerError, type LayerRule } from 
 import { encodeLayersModel } from '../export/export-model.ts';
 import { ONNX_RUNTIMES, maxAbsDiff, randomValues, runBoth, type OnnxRuntimeName } from '../export/parity.ts';
 import { modelSha256, SpatialDropout2D } from '../export/tfjs-model.ts';
-import { taskLabels, TASKS } from '../models/spec/labels.ts';
-import { HorizontalFlip } from '../training/models/flip.ts';
-import { Temperature } from '../training/models/temperature.ts';
+import { taskLabels, TASKS } from '../contract/labels.ts';
+import { HorizontalFlip } from '../node-shared/tfjs/flip-layer.ts';
+import { Temperature } from '../node-shared/tfjs/temperature-layer.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 
 /** Same arithmetic in another runtime: the STYLE guide's tolerance. */

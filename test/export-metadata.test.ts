@@ -1,5 +1,5 @@
 /**
- * The metadata inside an exported model: written by the exporter, read back by `models/spec/metadata.ts`
+ * The metadata inside an exported model: written by the exporter, read back by `contract/metadata.ts`
  * (the reader the server and the browser use), and clear errors for files that are not what they claim.
  */
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { encodeLayersModel, exportModel, ExportError, type ExportedModel } from 
 import { encodeModel } from '../export/onnx-proto.ts';
 import { createOnnxSession, ONNX_RUNTIMES } from '../export/parity.ts';
 import { modelSha256 } from '../export/tfjs-model.ts';
-import { taskLabels } from '../models/spec/labels.ts';
+import { taskLabels } from '../contract/labels.ts';
 import {
   classProbabilities,
   METADATA_KEY,
@@ -23,8 +23,8 @@ import {
   validateModelManifest,
   validateTrainingInfo,
   type ModelMetadata,
-} from '../models/spec/metadata.ts';
-import { PREPROCESSING_VERSION, SEED_INPUT } from '../models/spec/preprocess.ts';
+} from '../contract/metadata.ts';
+import { PREPROCESSING_VERSION, SEED_INPUT } from '../contract/preprocess.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 
 const METRICS = { task: 'gender', testAccuracy: 0.875, testLoss: 0.31, report: { male: { precision: 0.9, recall: 0.86 } }, confusionMatrix: [[43, 7], [5, 45]] };
@@ -49,7 +49,7 @@ function withMetadataJson(value: string, opset = 13): Uint8Array {
   });
 }
 
-describe('model metadata: written by the exporter, read by models/spec/metadata.ts', () => {
+describe('model metadata: written by the exporter, read by contract/metadata.ts', () => {
   before(async () => {
     await tf.setBackend('cpu');
     genderModel = buildSeedModel('gender', 2, 11);
@@ -240,10 +240,10 @@ describe('training-info.json and manifest.json formats', () => {
   });
 });
 
-describe('models/spec/metadata.ts in the browser', () => {
+describe('contract/metadata.ts in the browser', () => {
   for (const file of ['metadata.ts', 'onnx-wire.ts', 'merge-models.ts']) {
-    it(`${file}: imports only its neighbours in models/spec (no Node modules) and bundles for the browser with esbuild`, async () => {
-      const url = new URL(`../models/spec/${file}`, import.meta.url);
+    it(`${file}: imports only its neighbours in contract (no Node modules) and bundles for the browser with esbuild`, async () => {
+      const url = new URL(`../contract/${file}`, import.meta.url);
       const imports = [...(await readFile(url, 'utf8')).matchAll(/from '([^']+)'/g)].map((m) => m[1]);
       for (const name of imports) assert.match(name, /^\.\/[\w-]+\.ts$/, `${file} imports ${name}`);
       const result = await build({ entryPoints: [url.pathname], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });

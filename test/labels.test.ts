@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ageGroupIndex, ageGroupLabels, classIndex, taskLabels } from '../models/spec/labels.ts';
+import { ageGroupIndex, ageGroupLabels, classIndex, taskLabels } from '../contract/labels.ts';
 
 describe('age groups', () => {
   it('uses the coursework final scheme 1-10, 11-20, 21-40, 41-60, 61-90, 91+', () => {

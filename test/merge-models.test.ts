@@ -1,5 +1,5 @@
 /**
- * Merging models that read the same input into one graph (models/spec/merge-models.ts): what it keeps once, what
+ * Merging models that read the same input into one graph (contract/merge-models.ts): what it keeps once, what
  * it never merges, what it refuses, and that the merged graph answers exactly as the separate models do, on small
  * hand-made graphs and on the shipped models.
  */
@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { DataType, encodeModel, float32Bytes, type NodeProto, type TensorProto } from '../export/onnx-proto.ts';
-import { TASKS } from '../models/spec/labels.ts';
-import { mergeModels, ModelMergeError } from '../models/spec/merge-models.ts';
-import { readModelMetadata } from '../models/spec/metadata.ts';
+import { TASKS } from '../contract/labels.ts';
+import { mergeModels, ModelMergeError } from '../contract/merge-models.ts';
+import { readModelMetadata } from '../contract/metadata.ts';
 import { REPO_ROOT } from '../serve/config.ts';
 
 const FEATURES = 4;

@@ -5,8 +5,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { readModelMetadata } from '../models/spec/metadata.ts';
-import { DEFAULT_UTKFACE, REPO_ROOT } from '../training/paths.ts';
+import { readModelMetadata } from '../contract/metadata.ts';
+import { DEFAULT_UTKFACE, REPO_ROOT } from '../node-shared/paths.ts';
 
 describe('model card', () => {
   it('measures the shipped ONNX models on their recorded test split and agrees with their training metrics', { timeout: 300_000 }, async (t) => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { preprocess, preprocessToBytes, type PixelBuffer } from '../models/spec/preprocess.ts';
+import { preprocess, preprocessToBytes, type PixelBuffer } from '../contract/preprocess.ts';
 
 function gray(width: number, height: number, value: (x: number, y: number) => number): PixelBuffer {
   const data = new Uint8Array(width * height);

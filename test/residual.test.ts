@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { ageGroupIndex, MIN_AGE, taskLabels } from '../models/spec/labels.ts';
-import { scaleBytes, SEED_INPUT } from '../models/spec/preprocess.ts';
-import { selectBackend } from '../training/backend/select.ts';
+import { ageGroupIndex, MIN_AGE, taskLabels } from '../contract/labels.ts';
+import { scaleBytes, SEED_INPUT } from '../contract/preprocess.ts';
+import { selectBackend } from '../node-shared/tfjs/select.ts';
 import { augmentFace, drawTransform, NO_AUGMENTATION } from '../training/data/augment.ts';
 import type { Dataset } from '../training/data/dataset.ts';
 import { seededRandom } from '../training/data/split.ts';

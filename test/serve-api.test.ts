@@ -7,9 +7,9 @@ import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { decodeImage } from '../models/spec/decode.ts';
-import { readModelMetadata } from '../models/spec/metadata.ts';
-import { preprocess } from '../models/spec/preprocess.ts';
+import { decodeImage } from '../imaging/decode.ts';
+import { readModelMetadata } from '../contract/metadata.ts';
+import { preprocess } from '../contract/preprocess.ts';
 import { makeImage, startTestServer, type TestServer } from '../serve/bench/harness.ts';
 import { createSession, run } from '../serve/runtime.ts';
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { blackPng, makeImage, rawRequest, startTestServer, type TestServer } from '../serve/bench/harness.ts';
-import { concatBytes } from '../models/spec/onnx-wire.ts';
+import { concatBytes } from '../contract/onnx-wire.ts';
 
 interface ErrorBody {
   error: { code: string; message: string };

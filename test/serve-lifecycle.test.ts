@@ -11,7 +11,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readModelMetadata } from '../models/spec/metadata.ts';
+import { readModelMetadata } from '../contract/metadata.ts';
 import { writeFixtureModels } from '../serve/bench/fixture-models.ts';
 import { makeImage, memoryLogger, rawRequest } from '../serve/bench/harness.ts';
 import { REPO_ROOT } from '../serve/config.ts';

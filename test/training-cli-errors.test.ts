@@ -13,10 +13,10 @@ import { after, before, describe, it } from 'node:test';
 import { Jimp } from 'jimp';
 import { exportModelFolderInMemory } from '../export/export-model.ts';
 import { saveTfjsModelFolder } from '../export/tfjs-model.ts';
-import { taskLabels, type Task } from '../models/spec/labels.ts';
-import { selectBackend } from '../training/backend/select.ts';
+import { taskLabels, type Task } from '../contract/labels.ts';
+import { selectBackend } from '../node-shared/tfjs/select.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
-import { REPO_ROOT } from '../training/paths.ts';
+import { REPO_ROOT } from '../node-shared/paths.ts';
 import { seedTrainingInfo } from './helpers/seed-run.ts';
 
 const TSX = import.meta.resolve('tsx');

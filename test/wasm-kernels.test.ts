@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../training/backend/select.ts';
+import { selectBackend } from '../node-shared/tfjs/select.ts';
 import { seededRandom } from '../training/data/split.ts';
 import { buildResidualModels } from '../training/models/residual.ts';
-import { registerWasmTrainingKernels, type WasmKernelSet } from '../training/backend/wasm-kernels.ts';
+import { registerWasmTrainingKernels, type WasmKernelSet } from '../node-shared/tfjs/wasm-kernels.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 
 type Shape4 = [number, number, number, number];

@@ -20,9 +20,9 @@ describe('web demo build (web-demo/dist)', () => {
     assert.ok(app.length < 100 * 1024, `app.js is ${app.length} bytes`);
   });
 
-  it('bundles the shared preprocessing, metadata reader and labels from models/spec', async () => {
+  it('bundles the shared preprocessing, metadata reader and labels from contract', async () => {
     const info = JSON.parse(await readFile(join(DIST_DIR, '.build-info.json'), 'utf8')) as { inputs: Record<string, string> };
-    for (const file of ['models/spec/preprocess.ts', 'models/spec/metadata.ts', 'models/spec/labels.ts']) assert.ok(file in info.inputs, `${file} is an input of the bundle`);
+    for (const file of ['contract/preprocess.ts', 'contract/metadata.ts', 'contract/labels.ts']) assert.ok(file in info.inputs, `${file} is an input of the bundle`);
     assert.ok(!Object.keys(info.inputs).some((file) => file.startsWith('serve/') || file.startsWith('training/')), 'nothing from serve/ or training/');
   });
 

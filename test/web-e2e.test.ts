@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Jimp } from 'jimp';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../models/spec/limits.ts';
+import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../contract/limits.ts';
 import { blackPng } from '../serve/bench/harness.ts';
 import type { DemoInfo } from '../web-demo/src/browser/main.ts';
 import type { Prediction, TaskPrediction } from '../web-demo/src/browser/models.ts';

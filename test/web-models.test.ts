@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { ModelMetadata, OutputSpec } from '../models/spec/metadata.ts';
+import type { ModelMetadata, OutputSpec } from '../contract/metadata.ts';
 import { interpret } from '../web-demo/src/browser/models.ts';
 
 function metadata(task: ModelMetadata['task'], labels: string[], outputs: OutputSpec[]): ModelMetadata {

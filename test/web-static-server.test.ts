@@ -109,7 +109,7 @@ describe('web demo static server', () => {
     const model = await get(server.url, '/models/age.onnx');
     assert.equal(model.headers['content-type'], 'application/octet-stream');
     assert.deepEqual([...model.body], [8, 7]);
-    assert.equal((await get(server.url, '/models/spec/labels.ts')).status, 404);
+    assert.equal((await get(server.url, '/contract/labels.ts')).status, 404);
   });
 
   it('refuses paths that climb out of its folders, dotfiles, and types it does not serve', async () => {

@@ -6,11 +6,11 @@
  * distribution over years, which its `years` answer shares, and they are already calibrated (1.2 points).
  */
 import type * as tf from '@tensorflow/tfjs';
-import type { Task } from '../models/spec/labels.ts';
+import type { Task } from '../contract/labels.ts';
 import type { Dataset } from './data/dataset.ts';
 import { predictFaces, type Predictor } from './evaluate.ts';
-import { TEMPERATURE_FLOOR } from '../models/spec/temperature.ts';
-import { withTemperature } from './models/temperature.ts';
+import { TEMPERATURE_FLOOR } from '../contract/temperature.ts';
+import { withTemperature } from '../node-shared/tfjs/temperature-layer.ts';
 import { calibration } from './report/metrics.ts';
 
 /** The tasks whose probabilities are rescaled. */

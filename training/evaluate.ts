@@ -1,9 +1,9 @@
 /** Scoring a model on labelled faces: the numbers training reports and `npm run evaluate` prints. */
 import * as tf from '@tensorflow/tfjs';
-import { ageGroupIndex, ageGroupLabels, classIndex, type AgeScheme, type Task } from '../models/spec/labels.ts';
-import { readModelMetadata, type ModelMetadata } from '../models/spec/metadata.ts';
-import { taskPrediction, type TaskPrediction } from '../models/spec/prediction.ts';
-import { scaleBytes, type InputSpec } from '../models/spec/preprocess.ts';
+import { ageGroupIndex, ageGroupLabels, classIndex, type AgeScheme, type Task } from '../contract/labels.ts';
+import { readModelMetadata, type ModelMetadata } from '../contract/metadata.ts';
+import { taskPrediction, type TaskPrediction } from '../contract/prediction.ts';
+import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
 import { createSession, releaseSession, run } from '../serve/runtime.ts';
 import type { Dataset } from './data/dataset.ts';
 import {

@@ -13,9 +13,9 @@
 import { createHash } from 'node:crypto';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
-import { ageGroupIndex, MIN_AGE, TASKS, type AgeScheme, type Task } from '../models/spec/labels.ts';
-import { scaleBytes, type InputSpec } from '../models/spec/preprocess.ts';
-import { selectBackend, type BackendName } from './backend/select.ts';
+import { ageGroupIndex, MIN_AGE, TASKS, type AgeScheme, type Task } from '../contract/labels.ts';
+import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
+import { selectBackend, type BackendName } from '../node-shared/tfjs/select.ts';
 import { augmentFace, drawTransform } from './data/augment.ts';
 import { seededRandom, shuffledIndices } from './data/split.ts';
 import { ageTargetTable, classWeights, learningRateAt } from './fit-residual.ts';

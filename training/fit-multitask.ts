@@ -11,12 +11,12 @@
  */
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import { startTsWorker } from './ts-worker.ts';
+import { startTsWorker } from '../node-shared/ts-worker.ts';
 import * as tf from '@tensorflow/tfjs';
-import { TASKS, type AgeScheme, type Task } from '../models/spec/labels.ts';
-import type { OutputSpec } from '../models/spec/metadata.ts';
-import type { InputSpec } from '../models/spec/preprocess.ts';
-import type { BackendName } from './backend/select.ts';
+import { TASKS, type AgeScheme, type Task } from '../contract/labels.ts';
+import type { OutputSpec } from '../contract/metadata.ts';
+import type { InputSpec } from '../contract/preprocess.ts';
+import type { BackendName } from '../node-shared/tfjs/select.ts';
 import type { Dataset } from './data/dataset.ts';
 import { carveValidation, RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
 import { batchStatisticsSize, STAT_COUNT, SYNC_SLOTS, validationScore, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';

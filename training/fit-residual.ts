@@ -6,10 +6,10 @@
  * is never seen here.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ageGroupIndex, MIN_AGE, type Task } from '../models/spec/labels.ts';
-import { SEED_INPUT } from '../models/spec/preprocess.ts';
+import { ageGroupIndex, MIN_AGE, type Task } from '../contract/labels.ts';
+import { SEED_INPUT } from '../contract/preprocess.ts';
 import { augmentFace, drawTransform, type AugmentOptions } from './data/augment.ts';
-import { scaleBytes } from '../models/spec/preprocess.ts';
+import { scaleBytes } from '../contract/preprocess.ts';
 import { seededRandom, shuffledIndices } from './data/split.ts';
 import { AGE_BINS, buildResidualModels, type ResidualArchitecture } from './models/residual.ts';
 import { formatEpochLine } from './report/progress.ts';

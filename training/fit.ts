@@ -1,7 +1,7 @@
 /** What every preset's training takes and gives back, so the run around it is the same for all. */
 import type * as tf from '@tensorflow/tfjs';
-import type { AgeScheme, Task } from '../models/spec/labels.ts';
-import type { OutputSpec } from '../models/spec/metadata.ts';
+import type { AgeScheme, Task } from '../contract/labels.ts';
+import type { OutputSpec } from '../contract/metadata.ts';
 import type { TemperatureFit } from './calibrate.ts';
 import type { Dataset } from './data/dataset.ts';
 

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { exportModel, writeExportedModel } from '../../export/export-model.ts';
 import { modelSha256 } from '../../export/tfjs-model.ts';
-import { ageGroupLabels, ETHNICITY_LABELS, GENDER_LABELS, type Task } from '../../models/spec/labels.ts';
-import { validateModelManifest, type ModelManifest, type OutputSpec } from '../../models/spec/metadata.ts';
-import { SEED_INPUT, type InputSpec } from '../../models/spec/preprocess.ts';
+import { ageGroupLabels, ETHNICITY_LABELS, GENDER_LABELS, type Task } from '../../contract/labels.ts';
+import { validateModelManifest, type ModelManifest, type OutputSpec } from '../../contract/metadata.ts';
+import { SEED_INPUT, type InputSpec } from '../../contract/preprocess.ts';
 
 export interface FixtureOptions {
   /** Class labels per task (default: the project's label schemes). */

@@ -199,7 +199,7 @@ async function compareInference(modelsDir: string, latest: string, fixture: bool
     await tf.setBackend(backend);
     await tf.ready();
     // registers HorizontalFlip, the layer of the multitask preset's test-time flip
-    await import('../../training/models/flip.ts');
+    await import('../../node-shared/tfjs/flip-layer.ts');
   } else {
     console.log(`  (tfjs comparison skipped: no tfjs models in ${latest}/<task>/model; train first with npm run train)`);
   }

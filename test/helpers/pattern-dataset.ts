@@ -1,5 +1,5 @@
 /** A small synthetic dataset for the multitask tests: gender and ethnicity are visible in the pixels. */
-import type { InputSpec } from '../../models/spec/preprocess.ts';
+import type { InputSpec } from '../../contract/preprocess.ts';
 import type { Dataset } from '../../training/data/dataset.ts';
 
 export const SPEC: InputSpec = { height: 16, width: 16, channels: 3, scaling: 'unit' };

@@ -2,9 +2,9 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { saveTfjsModelFolder } from '../../export/tfjs-model.ts';
-import { taskLabels, TASKS, type Task } from '../../models/spec/labels.ts';
-import type { TrainingInfo } from '../../models/spec/metadata.ts';
-import { SEED_INPUT } from '../../models/spec/preprocess.ts';
+import { taskLabels, TASKS, type Task } from '../../contract/labels.ts';
+import type { TrainingInfo } from '../../contract/metadata.ts';
+import { SEED_INPUT } from '../../contract/preprocess.ts';
 import { buildSeedModel } from '../../training/models/seed.ts';
 
 /** The training-info.json a `seed` run writes for `task` (the coursework's 30% test split, seed 42). */

@@ -11,10 +11,10 @@ import { readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import type { Task } from '../../models/spec/labels.ts';
-import type { InputSpec } from '../../models/spec/preprocess.ts';
+import type { Task } from '../../contract/labels.ts';
+import type { InputSpec } from '../../contract/preprocess.ts';
 import { readTrainingInfo, writeFileAtomic } from '../../export/export-model.ts';
-import { selectBackend } from '../backend/select.ts';
+import { selectBackend } from '../../node-shared/tfjs/select.ts';
 import { CALIBRATED_TASKS, formatTemperatureFit } from '../calibrate.ts';
 import type { Dataset } from '../data/dataset.ts';
 import { loadDataset } from '../data/load.ts';
@@ -22,10 +22,10 @@ import { trainTestSplit } from '../data/split.ts';
 import { evaluate, taskTargets } from '../evaluate.ts';
 import { multitaskValidation } from '../fit-multitask.ts';
 import { loadModel, saveModel } from '../models/io.ts';
-import { Temperature } from '../models/temperature.ts';
-import { defaultDataSource } from '../paths.ts';
+import { Temperature } from '../../node-shared/tfjs/temperature-layer.ts';
+import { defaultDataSource } from '../../node-shared/paths.ts';
 import { calibrateOnValidation, testPredictor, type TaskMetrics } from '../train-task.ts';
-import { isMain, runCli, UsageError } from './args.ts';
+import { isMain, runCli, UsageError } from '../../node-shared/cli-args.ts';
 
 const USAGE = `Usage: npm run calibrate -- --run DIR [--data PATH]
 

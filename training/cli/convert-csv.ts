@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import type { LoadOptions } from '../data/dataset.ts';
 import { CSV_HEADER, CSV_SPEC, formatCsvRow } from '../data/kaggle-csv.ts';
 import { loadDataset } from '../data/load.ts';
-import { isMain, parsePositiveInt, prepareOutputFile, runCli, UsageError } from './args.ts';
+import { isMain, parsePositiveInt, prepareOutputFile, runCli, UsageError } from '../../node-shared/cli-args.ts';
 
 const USAGE = `Usage: npm run convert:csv -- --data <utkface folder> --out <file.csv> [options]
 

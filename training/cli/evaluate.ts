@@ -7,17 +7,17 @@ import { readdir, readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { TASKS, type AgeScheme } from '../../models/spec/labels.ts';
-import type { InputSpec } from '../../models/spec/preprocess.ts';
-import { BACKEND_NAMES, selectBackend } from '../backend/select.ts';
+import { TASKS, type AgeScheme } from '../../contract/labels.ts';
+import type { InputSpec } from '../../contract/preprocess.ts';
+import { BACKEND_NAMES, selectBackend } from '../../node-shared/tfjs/select.ts';
 import type { Dataset } from '../data/dataset.ts';
 import { loadDataset } from '../data/load.ts';
 import { trainTestSplit } from '../data/split.ts';
 import { evaluate, formatEvaluation, onnxPredictor, tfjsPredictor, type OutputsInfo, type Predictor } from '../evaluate.ts';
 import { loadModel } from '../models/io.ts';
-import { defaultDataSource } from '../paths.ts';
+import { defaultDataSource } from '../../node-shared/paths.ts';
 import type { TestSplitInfo } from '../train-task.ts';
-import { isMain, parseChoice, parsePositiveInt, runCli, UsageError } from './args.ts';
+import { isMain, parseChoice, parsePositiveInt, runCli, UsageError } from '../../node-shared/cli-args.ts';
 
 const USAGE = `Usage: npm run evaluate -- --model PATH [options]
 

@@ -7,16 +7,16 @@
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ETHNICITY_LABELS, GENDER_LABELS, type Task } from '../../models/spec/labels.ts';
-import { readModelMetadata, type ModelMetadata } from '../../models/spec/metadata.ts';
+import { ETHNICITY_LABELS, GENDER_LABELS, type Task } from '../../contract/labels.ts';
+import { readModelMetadata, type ModelMetadata } from '../../contract/metadata.ts';
 import { loadDataset } from '../data/load.ts';
 import { trainTestSplit } from '../data/split.ts';
 import { evaluate, onnxPredictor, type Evaluation } from '../evaluate.ts';
-import { defaultDataSource, REPO_ROOT } from '../paths.ts';
+import { defaultDataSource, REPO_ROOT } from '../../node-shared/paths.ts';
 import type { TemperatureFit } from '../calibrate.ts';
 import type { Calibration } from '../report/metrics.ts';
 import type { TestSplitInfo } from '../train-task.ts';
-import { isMain, prepareOutputFile, runCli, UsageError } from './args.ts';
+import { isMain, prepareOutputFile, runCli, UsageError } from '../../node-shared/cli-args.ts';
 
 const USAGE = `Usage: npm run model-card -- [--models DIR] [--data PATH] [--out FILE]
 

@@ -9,12 +9,12 @@ import { rm, symlink, writeFile } from 'node:fs/promises';
 import { extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../../models/spec/labels.ts';
-import { BACKEND_NAMES, selectBackend, type BackendName } from '../backend/select.ts';
+import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../../contract/labels.ts';
+import { BACKEND_NAMES, selectBackend, type BackendName } from '../../node-shared/tfjs/select.ts';
 import { loadDataset } from '../data/load.ts';
-import { defaultDataSource, RUNS_DIR } from '../paths.ts';
+import { defaultDataSource, RUNS_DIR } from '../../node-shared/paths.ts';
 import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, trainTogether, type Preset, type TaskMetrics } from '../train-task.ts';
-import { isMain, parseChoice, parsePositiveInt, prepareRunFolder, runCli, UsageError } from './args.ts';
+import { isMain, parseChoice, parsePositiveInt, prepareRunFolder, runCli, UsageError } from '../../node-shared/cli-args.ts';
 
 const USAGE = `Usage: npm run train -- --task age|ethnicity|gender|all [options]
 

@@ -3,7 +3,7 @@
  * rotation, shift; bilinear, borders replicated) and brightness/contrast jitter. It writes the model input
  * (scaled to [0, 1]) directly, so an augmented batch costs one pass over the pixels.
  */
-import type { InputSpec } from '../../models/spec/preprocess.ts';
+import type { InputSpec } from '../../contract/preprocess.ts';
 
 export interface AugmentOptions {
   /** probability of a horizontal flip */

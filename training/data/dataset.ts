@@ -1,5 +1,5 @@
 /** The in-memory form of a labelled face set, whatever it was read from. */
-import type { InputSpec } from '../../models/spec/preprocess.ts';
+import type { InputSpec } from '../../contract/preprocess.ts';
 
 export interface Dataset {
   /** what the pixels are: size, channels, scaling */

@@ -5,8 +5,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { decodeImage } from '../../models/spec/decode.ts';
-import { preprocessToBytes, type InputSpec } from '../../models/spec/preprocess.ts';
+import { decodeImage } from '../../imaging/decode.ts';
+import { preprocessToBytes, type InputSpec } from '../../contract/preprocess.ts';
 
 export interface DecodeBatch {
   batch: number;

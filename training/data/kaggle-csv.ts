@@ -6,8 +6,8 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { createInterface } from 'node:readline';
-import { MAX_AGE, MIN_AGE, type FaceLabels } from '../../models/spec/labels.ts';
-import { SEED_INPUT, type InputSpec } from '../../models/spec/preprocess.ts';
+import { MAX_AGE, MIN_AGE, type FaceLabels } from '../../contract/labels.ts';
+import { SEED_INPUT, type InputSpec } from '../../contract/preprocess.ts';
 import type { Dataset, LoadOptions } from './dataset.ts';
 import { createProgress, DEFAULT_SUBSET_SEED, SkipCollector, subsetOrder, validateLimit } from './ingest.ts';
 

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { PREPROCESSING_VERSION, type InputSpec } from '../../models/spec/preprocess.ts';
+import { PREPROCESSING_VERSION, type InputSpec } from '../../contract/preprocess.ts';
 import type { Dataset, LoadOptions, SkipReport } from './dataset.ts';
 import { DEFAULT_SUBSET_SEED, formatDuration, validateLimit } from './ingest.ts';
 import { assertCsvServes, loadKaggleCsv } from './kaggle-csv.ts';

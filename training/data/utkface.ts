@@ -7,11 +7,11 @@ import { readdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
-import { MAX_AGE, MIN_AGE, type FaceLabels } from '../../models/spec/labels.ts';
-import type { InputSpec } from '../../models/spec/preprocess.ts';
+import { MAX_AGE, MIN_AGE, type FaceLabels } from '../../contract/labels.ts';
+import type { InputSpec } from '../../contract/preprocess.ts';
 import type { Dataset, LoadOptions } from './dataset.ts';
 import { decodeFaceFile, type DecodeBatch, type DecodedBatch, type DecodeWorkerData } from './decode-worker.ts';
-import { startTsWorker } from '../ts-worker.ts';
+import { startTsWorker } from '../../node-shared/ts-worker.ts';
 import { compareNames, createProgress, DEFAULT_SUBSET_SEED, SkipCollector, subsetOrder, validateLimit } from './ingest.ts';
 
 /** File extensions taken for images; anything else in the folder is skipped as "not an image file". */

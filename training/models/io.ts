@@ -6,8 +6,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 // register HorizontalFlip and Temperature, which the multitask preset's saved models hold, so that they load
-import './flip.ts';
-import './temperature.ts';
+import '../../node-shared/tfjs/flip-layer.ts';
+import '../../node-shared/tfjs/temperature-layer.ts';
 
 const MODEL_JSON = 'model.json';
 const WEIGHTS_BIN = 'weights.bin';

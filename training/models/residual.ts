@@ -9,10 +9,10 @@
  * six group probabilities, so the two answers can never disagree. Both sums are fixed Dense layers.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ageGroupIndex, MAX_AGE, MIN_AGE, TASKS, type AgeScheme, type Task } from '../../models/spec/labels.ts';
-import type { OutputSpec } from '../../models/spec/metadata.ts';
-import type { InputSpec } from '../../models/spec/preprocess.ts';
-import { HorizontalFlip } from './flip.ts';
+import { ageGroupIndex, MAX_AGE, MIN_AGE, TASKS, type AgeScheme, type Task } from '../../contract/labels.ts';
+import type { OutputSpec } from '../../contract/metadata.ts';
+import type { InputSpec } from '../../contract/preprocess.ts';
+import { HorizontalFlip } from '../../node-shared/tfjs/flip-layer.ts';
 
 /** Age bins of the age model's distribution: one per whole year, MIN_AGE..MAX_AGE. */
 export const AGE_BINS = MAX_AGE - MIN_AGE + 1;

@@ -8,8 +8,8 @@
  * added to the age model only; we reproduce what ran, not what was meant.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Task } from '../../models/spec/labels.ts';
-import { SEED_INPUT } from '../../models/spec/preprocess.ts';
+import type { Task } from '../../contract/labels.ts';
+import { SEED_INPUT } from '../../contract/preprocess.ts';
 
 export interface SeedTrainingConfig {
   batchSize: number;

@@ -2,7 +2,7 @@
  * Evaluation numbers and their text tables: confusion matrix, sklearn-style classification report,
  * accuracy per demographic subgroup, mean absolute error. Pure: no I/O, no tensors.
  */
-import { ageGroupLabels, ETHNICITY_LABELS, GENDER_LABELS, type AgeScheme } from '../../models/spec/labels.ts';
+import { ageGroupLabels, ETHNICITY_LABELS, GENDER_LABELS, type AgeScheme } from '../../contract/labels.ts';
 
 /** counts[true][predicted] */
 export type ConfusionMatrix = number[][];
@@ -184,7 +184,7 @@ export interface SubgroupRow {
   correct: boolean;
 }
 
-/** Names of the classes of each attribute, in index order (e.g. from models/spec/labels.ts). */
+/** Names of the classes of each attribute, in index order (e.g. from contract/labels.ts). */
 export interface SubgroupLabels {
   gender: readonly string[];
   ethnicity: readonly string[];

@@ -1,11 +1,11 @@
 /**
  * Decoding in the browser: an image file (or a webcam frame) to an RGBA pixel buffer, upright per its EXIF
- * orientation. Everything after decoding (crop, greyscale, resize, scaling) is models/spec/preprocess.ts,
+ * orientation. Everything after decoding (crop, greyscale, resize, scaling) is contract/preprocess.ts,
  * the same module the server and training use.
  */
-import { ImageDecodeError, readImageHeader } from '../../../models/spec/image-header.ts';
-import { imageSizeProblem } from '../../../models/spec/limits.ts';
-import type { PixelBuffer } from '../../../models/spec/preprocess.ts';
+import { ImageDecodeError, readImageHeader } from '../../../contract/image-header.ts';
+import { imageSizeProblem } from '../../../contract/limits.ts';
+import type { PixelBuffer } from '../../../contract/preprocess.ts';
 
 /** The file is not an image this browser can decode; the message is meant for the page. */
 export class NotAnImageError extends Error {

@@ -2,8 +2,8 @@
  * The page: loads the models, takes an image (file picker, drag and drop, paste, webcam), and shows the model
  * input and every task's probabilities. `window.demo` exposes the same prediction to automation.
  */
-import type { Task } from '../../../models/spec/labels.ts';
-import type { InputSpec } from '../../../models/spec/preprocess.ts';
+import type { Task } from '../../../contract/labels.ts';
+import type { InputSpec } from '../../../contract/preprocess.ts';
 import { PageConfigError, readPageConfig, DEFAULT_PAGE_CONFIG, type PageConfig } from './config.ts';
 import { decodeImageBlob, ImageSizeError, NotAnImageError, readPixels } from './decode.ts';
 import { Classifier, type ModelInput, type Prediction, type TaskPrediction } from './models.ts';

@@ -4,16 +4,16 @@
  * image in exactly the shape of the server's POST /v1/predict answer. Nothing here knows a label or a size.
  * As in the server, models that read the same input run as one merged graph, so a shared trunk runs once.
  */
-import { TASKS } from '../../../models/spec/labels.ts';
-import { mergeModels, ModelMergeError, type MergedModel } from '../../../models/spec/merge-models.ts';
-import { outputMismatch, readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../models/spec/metadata.ts';
-import { groupByInputSpec, PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../models/spec/preprocess.ts';
-import { taskPrediction, type Prediction, type TaskPrediction } from '../../../models/spec/prediction.ts';
+import { TASKS } from '../../../contract/labels.ts';
+import { mergeModels, ModelMergeError, type MergedModel } from '../../../contract/merge-models.ts';
+import { outputMismatch, readModelMetadata, validateModelManifest, type ModelMetadata } from '../../../contract/metadata.ts';
+import { groupByInputSpec, PREPROCESSING_VERSION, preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../contract/preprocess.ts';
+import { taskPrediction, type Prediction, type TaskPrediction } from '../../../contract/prediction.ts';
 import { createSession, releaseSession, run, type FloatTensor, type Session } from './runtime.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
-export type { Prediction, TaskPrediction, Timings } from '../../../models/spec/prediction.ts';
+export type { Prediction, TaskPrediction, Timings } from '../../../contract/prediction.ts';
 
 export interface LoadedModel {
   task: string;

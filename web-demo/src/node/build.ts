@@ -1,7 +1,7 @@
 /**
  * `npm run build:web`: the web demo as a static folder, web-demo/dist.
  *
- *   app.js, app.css       the page, bundled by esbuild (with models/spec, the shared preprocessing and metadata reader)
+ *   app.js, app.css       the page, bundled by esbuild (with contract, the shared preprocessing and metadata reader)
  *   index.html, favicon.svg
  *   ort/                  onnxruntime-web: only the ort module and WebAssembly binary of each backend (runtime.ts ORT_FILES)
  *   *.br, *.gz            precompressed copies, for servers that negotiate Content-Encoding
@@ -87,7 +87,7 @@ async function listFiles(dir: string): Promise<string[]> {
   return files;
 }
 
-/** What --with-models copies: the models and their manifest, not models/spec. */
+/** What --with-models copies: the models and their manifest, not contract. */
 async function modelFiles(): Promise<string[]> {
   return (await listFiles(MODELS_DIR)).filter((file) => /\.(onnx|json)$/.test(file) && !relative(MODELS_DIR, file).startsWith('spec'));
 }

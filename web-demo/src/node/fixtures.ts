@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { Jimp } from 'jimp';
 import { exportModel, writeExportedModel } from '../../../export/export-model.ts';
 import { modelSha256 } from '../../../export/tfjs-model.ts';
-import { taskLabels, TASKS } from '../../../models/spec/labels.ts';
-import { SEED_INPUT } from '../../../models/spec/preprocess.ts';
-import { selectBackend } from '../../../training/backend/select.ts';
+import { taskLabels, TASKS } from '../../../contract/labels.ts';
+import { SEED_INPUT } from '../../../contract/preprocess.ts';
+import { selectBackend } from '../../../node-shared/tfjs/select.ts';
 import { buildSeedModel } from '../../../training/models/seed.ts';
 import { MODELS_DIR, REPO_ROOT } from './build.ts';
 

@@ -13,10 +13,10 @@
 import jpeg from 'jpeg-js';
 import { Jimp } from 'jimp';
 import { prepareForDecoder } from './decoder-guards.ts';
-import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, type ImageHeader } from './image-header.ts';
-import type { PixelBuffer } from './preprocess.ts';
+import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, type ImageHeader } from '../contract/image-header.ts';
+import type { PixelBuffer } from '../contract/preprocess.ts';
 
-export { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from './image-header.ts';
+export { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from '../contract/image-header.ts';
 
 export interface DecodeOptions {
   /** refuse images whose header claims more pixels than this, before allocating anything (decompression bombs) */

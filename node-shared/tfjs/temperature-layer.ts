@@ -12,7 +12,7 @@
  * it into Max, Log, Mul and Softmax (or Sigmoid).
  */
 import * as tf from '@tensorflow/tfjs';
-import { TEMPERATURE_FLOOR } from '../../models/spec/temperature.ts';
+import { TEMPERATURE_FLOOR } from '../../contract/temperature.ts';
 
 export interface TemperatureArgs {
   /** above 0: under 1 sharpens the probabilities, over 1 softens them, 1 leaves them as they are */

@@ -3,7 +3,7 @@
 ;; is a byte address in that heap, every tensor float32.
 ;;
 ;; After editing, regenerate ./wasm-simd-binary.ts:
-;;   npm install --no-save wabt@1.0.39 && npx tsx training/backend/build-wasm-simd.ts
+;;   npm install --no-save wabt@1.0.39 && npx tsx node-shared/tfjs/build-wasm-simd.ts
 (module
   (import "env" "memory" (memory 1))
 

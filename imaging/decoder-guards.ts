@@ -11,7 +11,7 @@
 import { inflateSync } from 'node:zlib';
 import { GifReader } from 'omggif';
 import { inflateRawSync } from 'node:zlib';
-import { ImageDecodeError, tiffBitsPerPixel, tiffFirstIfdValues, tiffForDecoding, tiffTileCount, type ImageHeader } from './image-header.ts';
+import { ImageDecodeError, tiffBitsPerPixel, tiffFirstIfdValues, tiffForDecoding, tiffTileCount, type ImageHeader } from '../contract/image-header.ts';
 
 /** What to decode, and the EXIF orientation (1-8) to apply to the pixels afterwards. */
 export interface DecoderInput {

@@ -2,7 +2,7 @@
  * Assembles ./wasm-simd-kernels.wat into ./wasm-simd-binary.ts (the bytes, base64), which the training
  * kernels load. wabt is not a dependency of the project; install it for this once:
  *
- *   npm install --no-save wabt@1.0.39 && npx tsx training/backend/build-wasm-simd.ts
+ *   npm install --no-save wabt@1.0.39 && npx tsx node-shared/tfjs/build-wasm-simd.ts
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -53,7 +53,7 @@ function isMirrored(tensor: tf.SymbolicTensor, seen = new Map<tf.SymbolicTensor,
  */
 export function withoutMirror(model: tf.LayersModel): tf.LayersModel {
   const outputs = model.outputs.map((output) => {
-    // A temperature after the mean (training/models/temperature.ts) stays, applied to the direct value.
+    // A temperature after the mean (node-shared/tfjs/temperature-layer.ts) stays, applied to the direct value.
     const rescale = output.sourceLayer.getClassName() === 'Temperature' ? output.sourceLayer : undefined;
     const mean = rescale === undefined ? output : rescale.inboundNodes[output.nodeIndex]?.inputTensors[0];
     const layer = mean?.sourceLayer;
