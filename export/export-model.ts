@@ -2,7 +2,7 @@
  * tfjs layers model -> ONNX file with the model's metadata inside, and the manifest of the models that ship.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { taskLabels, type AgeScheme, type Task } from '../contract/labels.ts';
@@ -27,6 +27,7 @@ import { ExportError } from './errors.ts';
 import type { LayerTable, Shape } from './layers.ts';
 import { encodeModel, IR_VERSION_FOR_OPSET } from './onnx-proto.ts';
 import { loadTfjsModelFolder } from './tfjs-model.ts';
+import { writeFileAtomic } from '../node-shared/files.ts';
 import { NoMirrorError, withoutMirror } from '../node-shared/tfjs/flip-layer.ts';
 
 export const EXPORTER_NAME = 'face-attributes-export';
@@ -357,21 +358,6 @@ async function readJsonObject(file: string): Promise<JsonObject> {
   const value = await readJson(file);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ExportError(`"${file}" should hold a JSON object`);
   return value as JsonObject;
-}
-
-/** Writes `file` through a temporary file renamed over it, so that no reader ever sees half of it. */
-export async function writeFileAtomic(file: string, bytes: Uint8Array | string): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
-  // Write then rename, so that a server watching the folder never reads half a file.
-  const temp = `${file}.tmp-${process.pid}`;
-  try {
-    await writeFile(temp, bytes);
-    await rename(temp, file);
-  } catch (error) {
-    // A failed write or rename must not leave the temp file (as large as the model) behind.
-    await rm(temp, { force: true }).catch(() => {});
-    throw error;
-  }
 }
 
 /** Adds or replaces the entry for `entry.file` in the manifest (created when missing). */

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { REPO_ROOT } from '../serve/config.ts';
+import { REPO_ROOT } from './paths.ts';
 
 export interface WorkerEntry {
   /** What to pass to `new Worker`: a file URL, or code to evaluate. */

@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { extname, isAbsolute, join, relative } from 'node:path';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { IMAGE_FIELD, readMultipartImages, readRawBody } from './body.ts';
-import { REPO_ROOT, type ServeConfig } from './config.ts';
+import { REPO_ROOT } from '../node-shared/paths.ts';
+import type { ServeConfig } from './config.ts';
 import {
   EmptyBodyError,
   HttpError,

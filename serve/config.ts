@@ -3,9 +3,9 @@
  * and is validated at start-up. Unknown flags, unknown SERVE_* variables and wrong types are errors that name the key.
  */
 import { availableParallelism } from 'node:os';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../contract/limits.ts';
+import { REPO_ROOT } from '../node-shared/paths.ts';
 
 export type Device = 'auto' | 'cpu' | 'cuda';
 export type MergeMode = 'auto' | 'off';
@@ -42,9 +42,6 @@ export interface ServeConfig {
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
-
-/** The repository root, so that defaults work from any working directory. */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 type Kind =
   | { type: 'int'; min: number; max: number }

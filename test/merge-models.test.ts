@@ -12,7 +12,7 @@ import { DataType, encodeModel, float32Bytes, type NodeProto, type TensorProto }
 import { TASKS } from '../contract/labels.ts';
 import { mergeModels, ModelMergeError } from '../contract/merge-models.ts';
 import { readModelMetadata } from '../contract/metadata.ts';
-import { REPO_ROOT } from '../serve/config.ts';
+import { REPO_ROOT } from '../node-shared/paths.ts';
 
 const FEATURES = 4;
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { formatDuration, formatEpochLine, ProgressBar } from '../training/report/progress.ts';
+import { formatDuration } from '../node-shared/format.ts';
+import { formatEpochLine, ProgressBar } from '../training/report/progress.ts';
 
 describe('formatEpochLine', () => {
   test('keeps every column at the same position from epoch 1 to the last', () => {

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { readModelMetadata } from '../contract/metadata.ts';
 import { writeFixtureModels } from '../serve/bench/fixture-models.ts';
 import { makeImage, memoryLogger, rawRequest } from '../serve/bench/harness.ts';
-import { REPO_ROOT } from '../serve/config.ts';
+import { REPO_ROOT } from '../node-shared/paths.ts';
 import { loadModels } from '../serve/models.ts';
 import { missingCudaBinaries } from '../serve/runtime.ts';
 

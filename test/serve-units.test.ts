@@ -6,7 +6,8 @@ import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { MicroBatcher } from '../serve/batcher.ts';
-import { ConfigError, helpText, loadConfig, OPTIONS, REPO_ROOT } from '../serve/config.ts';
+import { ConfigError, helpText, loadConfig, OPTIONS } from '../serve/config.ts';
+import { REPO_ROOT } from '../node-shared/paths.ts';
 import { formatPrometheus, mergeSnapshots, ServeMetrics } from '../serve/metrics.ts';
 
 describe('serve config', () => {

@@ -14,7 +14,7 @@ import { blackPng } from '../serve/bench/harness.ts';
 import type { DemoInfo } from '../web-demo/src/browser/main.ts';
 import type { Prediction, TaskPrediction } from '../web-demo/src/browser/models.ts';
 import { ORT_FILES } from '../web-demo/src/browser/runtime.ts';
-import { REPO_ROOT } from '../web-demo/src/node/build.ts';
+import { REPO_ROOT } from '../node-shared/paths.ts';
 import { chromiumMissing, launchChromium, recordRequests, type RecordedRequest } from '../web-demo/src/node/chromium.ts';
 import { faceImages, type FaceImage } from '../web-demo/src/node/fixtures.ts';
 import { startHarness, type Harness } from '../web-demo/src/node/harness.ts';

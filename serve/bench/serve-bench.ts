@@ -14,11 +14,10 @@ import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { REPO_ROOT } from '../config.ts';
+import { DEFAULT_UTKFACE, REPO_ROOT } from '../../node-shared/paths.ts';
 import { createSession, run } from '../runtime.ts';
 import { runLoad, type LoadResult } from './load.ts';
 
-const UTKFACE = resolve(REPO_ROOT, '..', 'shared', 'data', 'utkface');
 const TASKS = ['age', 'ethnicity', 'gender'] as const;
 
 interface BenchArgs {
@@ -69,12 +68,12 @@ function parseArgs(argv: string[]): BenchArgs {
 
 /** Real 200x200 face JPEGs where the data set is present; generated ones otherwise. */
 async function loadImages(count: number): Promise<{ images: Uint8Array[]; source: string }> {
-  if (existsSync(UTKFACE)) {
-    const names = readdirSync(UTKFACE).filter((n) => n.endsWith('.jpg')).sort();
+  if (existsSync(DEFAULT_UTKFACE)) {
+    const names = readdirSync(DEFAULT_UTKFACE).filter((n) => n.endsWith('.jpg')).sort();
     // An even spread over the set, the same every run.
     const step = Math.max(1, Math.floor(names.length / count));
     const picked = names.filter((_, i) => i % step === 0).slice(0, count);
-    const images = await Promise.all(picked.map(async (n) => new Uint8Array(await readFile(join(UTKFACE, n)))));
+    const images = await Promise.all(picked.map(async (n) => new Uint8Array(await readFile(join(DEFAULT_UTKFACE, n)))));
     return { images, source: `${images.length} UTKFace JPEGs from ../shared/data/utkface` };
   }
   const { Jimp } = await import('jimp');

@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../../contract/labels.ts';
 import { BACKEND_NAMES, selectBackend, type BackendName } from '../../node-shared/tfjs/select.ts';
 import { loadDataset } from '../data/load.ts';
+import { formatDuration } from '../../node-shared/format.ts';
 import { defaultDataSource, RUNS_DIR } from '../../node-shared/paths.ts';
 import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, trainTogether, type Preset, type TaskMetrics } from '../train-task.ts';
 import { isMain, parseChoice, parsePositiveInt, prepareRunFolder, runCli, UsageError } from '../../node-shared/cli-args.ts';
@@ -188,11 +189,6 @@ function stripFlag(argv: string[], flag: string): string[] {
     else if (!argv[i].startsWith(`${flag}=`)) out.push(argv[i]);
   }
   return out;
-}
-
-function formatDuration(seconds: number): string {
-  const m = Math.floor(seconds / 60);
-  return m > 0 ? `${m} min ${Math.round(seconds - m * 60)} s` : `${seconds.toFixed(1)} s`;
 }
 
 /** Points runs/latest at the newest run, which `npm run export -- --all` picks up. */

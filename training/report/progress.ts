@@ -1,4 +1,5 @@
 /** Terminal output while training: one aligned line per epoch and a small progress bar. */
+import { formatDuration } from '../../node-shared/format.ts';
 
 export interface EpochStats {
   /** 1-based */
@@ -37,15 +38,7 @@ export function formatEpochLine(stats: EpochStats): string {
   return parts.join('  ');
 }
 
-/** "0:07", "12:34", "1:02:03". */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
-  const whole = Math.round(seconds);
-  const h = Math.floor(whole / 3600);
-  const m = Math.floor((whole % 3600) / 60);
-  const s = String(whole % 60).padStart(2, '0');
-  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`;
-}
+export { formatDuration };
 
 /** Where the bar writes: process.stderr, or anything with `write` (tests). */
 export interface ProgressStream {

@@ -19,11 +19,11 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { constants as zlib, createBrotliCompress, createGzip } from 'node:zlib';
 import * as esbuild from 'esbuild';
+import { REPO_ROOT } from '../../../node-shared/paths.ts';
 import { BACKENDS, ORT_FILES } from '../browser/runtime.ts';
 import { CROSS_ORIGIN_ISOLATION_HEADERS } from './static-server.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-export const REPO_ROOT = resolve(HERE, '../../..');
 export const WEB_DEMO_DIR = join(REPO_ROOT, 'web-demo');
 export const DIST_DIR = join(WEB_DEMO_DIR, 'dist');
 export const MODELS_DIR = join(REPO_ROOT, 'models');

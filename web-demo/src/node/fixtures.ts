@@ -13,9 +13,8 @@ import { taskLabels, TASKS } from '../../../contract/labels.ts';
 import { SEED_INPUT } from '../../../contract/preprocess.ts';
 import { selectBackend } from '../../../node-shared/tfjs/select.ts';
 import { buildSeedModel } from '../../../training/models/seed.ts';
-import { MODELS_DIR, REPO_ROOT } from './build.ts';
-
-export const UTKFACE_DIR = join(REPO_ROOT, '..', 'shared', 'data', 'utkface');
+import { DEFAULT_UTKFACE as UTKFACE_DIR } from '../../../node-shared/paths.ts';
+import { MODELS_DIR } from './build.ts';
 
 /** Whether a folder holds a manifest and every model it lists. */
 export async function hasShippedModels(dir = MODELS_DIR): Promise<boolean> {
