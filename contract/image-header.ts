@@ -1,6 +1,7 @@
 /**
  * An image's format and stored size from its first bytes, without decoding any pixels: no dependency, so the
- * browser bundle takes it as well as the server (`decode.ts`, which decodes with jimp, re-exports it).
+ * browser bundle takes it as well as the server (`imaging/decode.ts` re-exports it). A TIFF's size is read after a
+ * walk of the directories its first page uses, exported for the Node decoder's TIFF checks (`imaging/tiff.ts`).
  */
 
 export type ImageFormat = 'jpeg' | 'png' | 'bmp' | 'gif' | 'tiff' | 'webp';
@@ -72,7 +73,7 @@ function sniffFormat(b: Uint8Array): ImageFormat {
 const SIZE_READERS: Record<ImageFormat, (b: Uint8Array) => [number, number]> = {
   jpeg: jpegSize,
   png: (b) => {
-    need(b, 24, 'png');
+    requireHeaderBytes(b, 24, 'png');
     if (ascii(b, 12, 4) !== 'IHDR') throw corrupt('png', 'the first chunk is not IHDR');
     return [u32be(b, 16), u32be(b, 20)];
   },
@@ -87,7 +88,7 @@ const SIZE_READERS: Record<ImageFormat, (b: Uint8Array) => [number, number]> = {
  * allocate what the frame claims, so a bomb can hide there.
  */
 function gifSize(b: Uint8Array): [number, number] {
-  need(b, 13, 'gif');
+  requireHeaderBytes(b, 13, 'gif');
   let width = u16le(b, 6);
   let height = u16le(b, 8);
   const colorTable = (flags: number): number => (flags & 0x80 ? 3 * 2 ** ((flags & 0x07) + 1) : 0);
@@ -116,19 +117,19 @@ function gifSize(b: Uint8Array): [number, number] {
 function jpegSize(b: Uint8Array): [number, number] {
   let i = 2;
   for (;;) {
-    need(b, i + 2, 'jpeg');
+    requireHeaderBytes(b, i + 2, 'jpeg');
     if (b[i] !== 0xff) throw corrupt('jpeg', `expected a marker at byte ${i}, found 0x${b[i].toString(16)}`);
     while (i < b.length && b[i] === 0xff) i++; // fill bytes
-    need(b, i + 1, 'jpeg');
+    requireHeaderBytes(b, i + 1, 'jpeg');
     const marker = b[i++];
     if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd8)) continue; // markers without a length
     if (marker === 0xda || marker === 0xd9) throw corrupt('jpeg', 'no frame header (SOF) before the image data');
-    need(b, i + 2, 'jpeg');
+    requireHeaderBytes(b, i + 2, 'jpeg');
     const length = u16be(b, i);
     if (length < 2) throw corrupt('jpeg', `segment 0x${marker.toString(16)} has length ${length}`);
     // SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC): precision, height, width.
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      need(b, i + 7, 'jpeg');
+      requireHeaderBytes(b, i + 7, 'jpeg');
       return [u16be(b, i + 5), u16be(b, i + 3)];
     }
     i += length;
@@ -136,98 +137,45 @@ function jpegSize(b: Uint8Array): [number, number] {
 }
 
 function bmpSize(b: Uint8Array): [number, number] {
-  need(b, 18, 'bmp');
+  requireHeaderBytes(b, 18, 'bmp');
   const infoSize = u32le(b, 14);
   if (infoSize === 12) {
-    need(b, 22, 'bmp');
+    requireHeaderBytes(b, 22, 'bmp');
     return [u16le(b, 18), u16le(b, 20)];
   }
   if (infoSize < 40) throw corrupt('bmp', `unknown info header size ${infoSize}`);
-  need(b, 26, 'bmp');
+  requireHeaderBytes(b, 26, 'bmp');
   const view = dataView(b);
   // A negative height means the rows are stored top-down.
   return [view.getInt32(18, true), Math.abs(view.getInt32(22, true))];
 }
 
-/** Where the first IFD (image file directory) of a TIFF starts, and how many 12-byte entries it has. */
-function firstTiffIfd(b: Uint8Array): { ifd: number; entries: number; little: boolean; u16: (at: number) => number; u32: (at: number) => number } {
+/** A TIFF's first IFD (image file directory), and readers of the file's integers in its byte order. */
+export interface TiffIfd {
+  /** where the IFD starts */
+  ifd: number;
+  /** how many 12-byte entries it has */
+  entries: number;
+  little: boolean;
+  u16: (at: number) => number;
+  u32: (at: number) => number;
+}
+
+/** Where the first IFD of a TIFF starts, and how many entries it has. */
+export function firstTiffIfd(b: Uint8Array): TiffIfd {
   const little = b[0] === 0x49;
   const u16 = (at: number) => (little ? u16le(b, at) : u16be(b, at));
   const u32 = (at: number) => (little ? u32le(b, at) : u32be(b, at));
-  need(b, 8, 'tiff');
+  requireHeaderBytes(b, 8, 'tiff');
   const ifd = u32(4);
-  need(b, ifd + 2, 'tiff');
+  requireHeaderBytes(b, ifd + 2, 'tiff');
   return { ifd, entries: u16(ifd), little, u16, u32 };
 }
 
-/**
- * The TIFF as the decoder should read it: a copy (the same bytes where nothing needs changing) whose first IFD
- * no longer links to a next page and whose maker notes and DNG private data are renamed to a tag no decoder reads.
- * Only the first page's size is checked against the pixel limit, but jimp decodes every page of the chain: a small
- * first page could carry a huge second one past the limit. And the decoder parses a maker note, and the IFD that
- * DNG private data points to, as further directories with neither the checks of `tiffIfds` nor any bound: a 3 KB
- * file whose Nikon maker note holds a TIFF whose directory links to itself held a decode thread forever, one whose
- * maker-note field claimed 2^31 values for 19 s. Neither is needed for the pixels.
- */
-export function tiffForDecoding(bytes: Uint8Array): Uint8Array {
-  const b = plainBytes(bytes);
-  const { ifd, entries, little, u16, u32 } = firstTiffIfd(b);
-  const next = ifd + 2 + entries * 12;
-  need(b, next + 4, 'tiff');
-  const unread: number[] = []; // where the tags of the fields to hide from the decoder are
-  for (const at of new Set(tiffIfds(b, u16, u32))) {
-    for (let e = 0; e < u16(at); e++) {
-      if (UNPARSED_TAGS.has(u16(at + 2 + e * 12))) unread.push(at + 2 + e * 12);
-    }
-  }
-  if (u32(next) === 0 && unread.length === 0) return bytes;
-  const copy = new Uint8Array(b);
-  const view = new DataView(copy.buffer);
-  view.setUint32(next, 0, little);
-  for (const at of unread) view.setUint16(at, RENAMED_TAG, little);
-  return copy;
-}
-
-/**
- * The values of the first IFD's fields, by tag, read as the decoder (utif2) reads them, for a TIFF `readImageHeader`
- * has accepted (its fields lie inside the file). Every field is listed, a later one with the same tag replacing an
- * earlier one, as in the decoder; the values of the integer types (SHORT, LONG, their signed forms, IFD) are given,
- * of BYTE and UNDEFINED fields the first alone (they hold blobs such as ICC profiles: listing 8 MB of one took
- * 0.5 s), of others (text, fractions, floats) none.
- */
-export function tiffFirstIfdValues(bytes: Uint8Array): Map<number, number[]> {
-  const b = plainBytes(bytes);
-  const { ifd, entries, little, u16, u32 } = firstTiffIfd(b);
-  const view = dataView(b);
-  const readers: Readonly<Record<number, (at: number) => number>> = {
-    1: (at) => b[at], 7: (at) => b[at], 3: u16, 4: u32, 13: u32, 8: (at) => view.getInt16(at, little), 9: (at) => view.getInt32(at, little),
-  };
-  const values = new Map<number, number[]>();
-  for (let e = 0; e < entries; e++) {
-    const at = ifd + 2 + e * 12;
-    const type = u16(at + 2);
-    const read = readers[type];
-    if (read === undefined) {
-      values.set(u16(at), []);
-      continue;
-    }
-    const count = u32(at + 4);
-    const size = TIFF_TYPE_BYTES[type];
-    const valuesAt = count * size <= 4 ? at + 8 : u32(at + 8);
-    const listed = type === 1 || type === 7 ? Math.min(count, 1) : count;
-    values.set(u16(at), Array.from({ length: listed }, (_, i) => read(valuesAt + size * i)));
-  }
-  return values;
-}
-
 /** Bytes of one value of each TIFF field type (the decoder skips others). */
-const TIFF_TYPE_BYTES: Readonly<Record<number, number>> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4 };
+export const TIFF_TYPE_BYTES: Readonly<Record<number, number>> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4 };
 /** Tags whose values point at further IFDs, which the decoder reads as well: SubIFDs, EXIF, GPS, Fuji's. */
 const TIFF_IFD_POINTERS: ReadonlySet<number> = new Set([330, 34665, 34853, 61440]);
-/** MakerNote and DNGPrivateData: the decoder parses their contents as IFDs, unchecked; `tiffForDecoding` hides them. */
-const UNPARSED_TAGS: ReadonlySet<number> = new Set([37500, 50740]);
-/** The tag they get instead: one no decoder knows, so the field stays in place, unread. */
-const RENAMED_TAG = 0xffff;
 /** More IFD reads than a camera's file needs for one page: a file with more is refused. */
 const MAX_TIFF_IFDS = 64;
 
@@ -238,14 +186,14 @@ const MAX_TIFF_IFDS = 64;
  * field claims, one by one, before it reads a pixel, and a 1 KB file whose field claims 2^32 values would hold a
  * decode thread for seconds and gigabytes however small its image.
  */
-function tiffIfds(b: Uint8Array, u16: (at: number) => number, u32: (at: number) => number): number[] {
+export function tiffIfds(b: Uint8Array, u16: (at: number) => number, u32: (at: number) => number): number[] {
   const reads: number[] = [];
   const read = (at: number): void => {
     reads.push(at);
     if (reads.length > MAX_TIFF_IFDS) throw corrupt('tiff', `its image file directories point to more than ${MAX_TIFF_IFDS} others (or to each other in a loop)`);
-    need(b, at + 2, 'tiff');
+    requireHeaderBytes(b, at + 2, 'tiff');
     const entries = u16(at);
-    need(b, at + 2 + entries * 12, 'tiff');
+    requireHeaderBytes(b, at + 2 + entries * 12, 'tiff');
     for (let e = 0; e < entries; e++) {
       const entry = at + 2 + e * 12;
       const tag = u16(entry);
@@ -358,7 +306,7 @@ export function tiffBitsPerPixel(fields: ReadonlyMap<number, number>, width: num
 }
 
 function webpSize(b: Uint8Array): [number, number] {
-  need(b, 30, 'webp');
+  requireHeaderBytes(b, 30, 'webp');
   const chunk = ascii(b, 12, 4);
   if (chunk === 'VP8 ') {
     if (b[23] !== 0x9d || b[24] !== 0x01 || b[25] !== 0x2a) throw corrupt('webp', 'bad VP8 start code');
@@ -375,7 +323,8 @@ function webpSize(b: Uint8Array): [number, number] {
   throw corrupt('webp', `unknown first chunk "${chunk}"`);
 }
 
-function need(b: Uint8Array, length: number, format: ImageFormat): void {
+/** Throws a 'truncated' `ImageDecodeError` where the header needs more bytes than the file has. */
+export function requireHeaderBytes(b: Uint8Array, length: number, format: ImageFormat): void {
   if (b.length < length) {
     throw new ImageDecodeError('truncated', `The ${format.toUpperCase()} header is truncated: ${b.length} bytes, the header needs at least ${length}`);
   }

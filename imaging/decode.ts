@@ -1,19 +1,24 @@
 /**
  * Decoding in Node: image bytes to an RGBA pixel buffer (jpeg-js for JPEGs, jimp for the rest), after the header
- * sniff of `image-header.ts` (re-exported here) has read the image's format and size without decoding it, and
- * `decoder-guards.ts` has checked the bytes. Used by training and by the server; everything after decoding (crop,
- * greyscale, resize, scaling) is `preprocess.ts`, so nothing here converts or resizes.
+ * sniff of `contract/image-header.ts` (re-exported here) has read the image's format and size without decoding it,
+ * and the module for its format (`jpeg.ts`, `png.ts`, `gif.ts`, `bmp.ts`, `tiff.ts`) has checked the bytes for what
+ * would hang or blow up its decoder (docs/hardening.md lists each such file). Used by training and by the server;
+ * everything after decoding (crop, greyscale, resize, scaling) is `preprocess.ts`, so nothing here converts or resizes.
  *
  * JPEGs are decoded by jpeg-js, the decoder jimp itself calls, with the same options: jimp would also run
- * exif-parser over the whole file, whose cost a crafted file makes quadratic (a 66 KB JPEG took 27 s).
- * EXIF orientation: a JPEG's Orientation tag (2-8) is read in `decoder-guards.ts` and applied after decoding
+ * exif-parser over the whole file, whose cost a crafted file can make quadratic.
+ * EXIF orientation: a JPEG's Orientation tag (2-8) is read in `jpeg.ts` and applied after decoding
  * (`orient`), as jimp would, so a phone photo taken sideways comes out upright and with width and height swapped.
  * `readImageHeader` reports the stored size (before that rotation), which is what decoding allocates.
  */
 import jpeg from 'jpeg-js';
 import { Jimp } from 'jimp';
-import { prepareForDecoder } from './decoder-guards.ts';
-import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, type ImageHeader } from '../contract/image-header.ts';
+import { checkBmpCompression } from './bmp.ts';
+import { checkGif } from './gif.ts';
+import { checkJpegSegments, jpegLimits, jpegOrientation } from './jpeg.ts';
+import { checkPng } from './png.ts';
+import { checkTiffData, tiffForDecoding } from './tiff.ts';
+import { DECODABLE_FORMATS, ImageDecodeError, readImageFormat, readImageHeader, type ImageFormat, type ImageHeader } from '../contract/image-header.ts';
 import type { PixelBuffer } from '../contract/preprocess.ts';
 
 export { DECODABLE_FORMATS, ImageDecodeError, readImageHeader, type ImageDecodeFailure, type ImageFormat, type ImageHeader } from '../contract/image-header.ts';
@@ -34,7 +39,7 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
     );
   }
   // Checked for what hangs the decoders; a TIFF's first page alone.
-  const { bytes: decoded, orientation } = prepareForDecoder(bytes, header);
+  const { bytes: decoded, orientation } = PREPARE_FOR_DECODER[header.format](bytes, header);
   const buffer = Buffer.isBuffer(decoded) ? decoded : Buffer.from(decoded.buffer, decoded.byteOffset, decoded.byteLength);
   let pixels: { width: number; height: number; data: Uint8Array };
   try {
@@ -61,6 +66,43 @@ export async function decodeImage(bytes: Uint8Array | Buffer, options: DecodeOpt
   const { width, height, data } = pixels;
   return orient({ width, height, channels: 4, data }, orientation);
 }
+
+/** What to decode, and the EXIF orientation (1-8) to apply to the pixels afterwards. */
+interface DecoderInput {
+  bytes: Uint8Array;
+  orientation: number;
+}
+
+/**
+ * Per format, the bytes to decode: checked (`jpeg.ts`, `png.ts`, `gif.ts`, `bmp.ts`, `tiff.ts`), and for a TIFF a
+ * copy with the parts the decoder must not read hidden (its later pages and maker notes). Each throws
+ * `ImageDecodeError` where decoding would hang or blow up a decoder ('corrupt'), or decode wrongly
+ * ('unsupported-format'). The caller's bytes are never changed.
+ */
+const PREPARE_FOR_DECODER: Readonly<Record<ImageFormat, (bytes: Uint8Array, header: ImageHeader) => DecoderInput>> = {
+  jpeg: (bytes, header) => {
+    checkJpegSegments(bytes, header);
+    return { bytes, orientation: jpegOrientation(bytes) };
+  },
+  png: (bytes) => {
+    checkPng(bytes);
+    return { bytes, orientation: 1 };
+  },
+  gif: (bytes, header) => {
+    checkGif(bytes, header);
+    return { bytes, orientation: 1 };
+  },
+  bmp: (bytes) => {
+    checkBmpCompression(bytes);
+    return { bytes, orientation: 1 };
+  },
+  tiff: (bytes) => {
+    const decoded = tiffForDecoding(bytes);
+    checkTiffData(decoded);
+    return { bytes: decoded, orientation: 1 };
+  },
+  webp: (bytes) => ({ bytes, orientation: 1 }), // never reached: `readDecodableHeader` refuses WebP
+};
 
 /**
  * The RGBA pixels turned upright for an EXIF orientation (2-8; others leave them as they are), as jimp would
@@ -100,25 +142,4 @@ export function readDecodableHeader(bytes: Uint8Array | Buffer): ImageHeader {
     throw new ImageDecodeError('unsupported-format', `Unsupported image format "${format}"; expected one of: ${DECODABLE_FORMATS.join(', ')}`);
   }
   return readImageHeader(bytes);
-}
-
-/**
- * What jpeg-js allocates per pixel at most, with room to spare: measured, about 21 bytes for a 4:4:4 colour JPEG
- * (what jimp writes); by its own accounting a 4-component (CMYK) 4:4:4 JPEG, the worst case, needs about 28.
- */
-const JPEG_BYTES_PER_PIXEL = 32;
-/** Room for the tables beside the image, in MB. */
-const JPEG_TABLES_MB = 16;
-
-/**
- * jpeg-js's limits for a JPEG whose header gives `pixels` (width x height, already within the caller's limit):
- * its resolution limit is that size, so a frame the header check did not see (jpeg-js reads frames itself) can be
- * no larger, and its memory limit what such an image needs. Its defaults (100 megapixels, 512 MB) let a crafted
- * 1-megapixel file take 1.3 GB, and refuse 4:4:4 colour JPEGs above about 24 megapixels.
- */
-export function jpegLimits(pixels: number): { maxResolutionInMP: number; maxMemoryUsageInMB: number } {
-  return {
-    maxResolutionInMP: (pixels + 0.5) / 1e6, // jpeg-js multiplies back by 1e6: half a pixel's room for rounding
-    maxMemoryUsageInMB: Math.ceil((pixels * JPEG_BYTES_PER_PIXEL) / 2 ** 20) + JPEG_TABLES_MB,
-  };
 }

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Jimp } from 'jimp';
-import { decodeImage, jpegLimits, readImageHeader, type ImageFormat } from '../imaging/decode.ts';
+import { decodeImage, readImageHeader, type ImageFormat } from '../imaging/decode.ts';
+import { jpegLimits } from '../imaging/jpeg.ts';
 import { concatBytes as concat } from '../contract/onnx-wire.ts';
 import { assertDecodeError } from './helpers/decode-errors.ts';
 

@@ -9,7 +9,8 @@ import { describe, test } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { Jimp } from 'jimp';
 import jpegJs from 'jpeg-js';
-import { decodeImage, jpegLimits } from '../imaging/decode.ts';
+import { decodeImage } from '../imaging/decode.ts';
+import { jpegLimits } from '../imaging/jpeg.ts';
 import { concatBytes as concat } from '../contract/onnx-wire.ts';
 import { assertDecodeError } from './helpers/decode-errors.ts';
 
