@@ -183,8 +183,7 @@ const MAX_TIFF_IFDS = 64;
  * The IFDs the decoder reads for the first page, in its order, once for each time a field points to one (it reads
  * a directory again each time, so a loop, or two pointers to the next directory at each of 60 levels, would keep
  * it reading for ever). Checks on the way that every field lies inside the file: the decoder reads every value a
- * field claims, one by one, before it reads a pixel, and a 1 KB file whose field claims 2^32 values would hold a
- * decode thread for seconds and gigabytes however small its image.
+ * field claims, one by one, before it reads a pixel, so a tiny file could claim 2^32 values.
  */
 export function tiffIfds(b: Uint8Array, u16: (at: number) => number, u32: (at: number) => number): number[] {
   const reads: number[] = [];
@@ -237,8 +236,7 @@ const [MAX_TIFF_TILE_COVER, MIN_TIFF_TILE_ALLOWANCE] = [4, 4096 * 4096];
 /**
  * The first page's size, after checks on what the decoder allocates from the first IFD: the image buffer holds
  * width x height x bits per pixel, and each tile's buffer tile width x tile length x bits per pixel, whatever the
- * image size. A 232-byte file claiming 46340x46340 tiles for a 64x64 image took 2.2 GB; one of 1x1 tiles of
- * 2^30 bits a pixel, 12 minutes of zero-filling; 1x1 tiles of a 5000x5000 one (25 million of them), 1.9 s and 310 MB.
+ * image size, so a few hundred bytes can claim gigabytes or millions of tile decodes (docs/hardening.md).
  */
 function tiffSize(b: Uint8Array): [number, number] {
   const { ifd, entries, u16, u32 } = firstTiffIfd(b);
@@ -263,7 +261,7 @@ function tiffSize(b: Uint8Array): [number, number] {
   if (fields.get(278) === 0) throw corrupt('tiff', 'its RowsPerStrip is 0; a strip holds at least one row');
   // The decoder sizes the image by the bits of `tiffBitsPerPixel`, but works on each strip's or tile's rows at
   // BitsPerSample (up to 32) times SamplesPerPixel: both must fit (SamplesPerPixel 65535 in a Canon sRAW page
-  // passed the first and kept a 512x512 page decoding past a minute).
+  // would pass the first alone).
   const bitsPerPixel = Math.max(tiffBitsPerPixel(fields, width), Math.min(32, fields.get(258) ?? 1) * (fields.get(277) ?? 1));
   if (!(bitsPerPixel >= 1 && bitsPerPixel <= MAX_TIFF_BITS_PER_PIXEL)) {
     throw corrupt('tiff', `its pixels would take ${bitsPerPixel} bits each (BitsPerSample ${fields.get(258) ?? 1}, SamplesPerPixel ${fields.get(277) ?? 1}); a page takes 1 to ${MAX_TIFF_BITS_PER_PIXEL}`);
@@ -276,7 +274,7 @@ function tiffSize(b: Uint8Array): [number, number] {
       throw corrupt('tiff', `its tiles are ${tileWidth ?? 'missing'}x${tileLength ?? 'missing'} for a ${width}x${height} image; a tile side is at least ${MIN_TIFF_TILE_SIDE} and at most the image's rounded up to 16 pixels, or ${MAX_TIFF_TILE_SIDE}`);
     }
     // Each tile is cleared, decoded and copied whole, however little of it the image covers: 1024x1024 tiles down
-    // a 16-pixel-wide image cover 64 times its pixels (16x262144, Deflate tiles of 4 MB in all: 13 s).
+    // a 16-pixel-wide image cover 64 times its pixels.
     const tiles = tiffTileCount(width, height, tileWidth, tileLength);
     const covered = tiles * tileWidth * tileLength;
     const allowed = Math.max(MAX_TIFF_TILE_COVER * width * height, MIN_TIFF_TILE_ALLOWANCE);

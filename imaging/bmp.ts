@@ -4,8 +4,8 @@ import { ImageDecodeError } from '../contract/image-header.ts';
 /**
  * Refuses a run-length-encoded BMP (compression 1, RLE8, or 2, RLE4). bmp-ts decodes them wrongly (a 4x2 test
  * image came out green-only, its bottom line lost), and without bound: end-of-line codes past the last line move it
- * backwards for ever, so each 2-byte run of 255 pixels costs 255 writes however small the image (a 1 MB file took
- * 1.8 s; 10 MB, the server's body limit, about 18 s). Cameras and browsers never write them.
+ * backwards for ever, so each 2-byte run of 255 pixels costs 255 writes however small the image. Cameras and
+ * browsers never write them.
  */
 export function checkBmpCompression(b: Uint8Array): void {
   if (b.length < 34 || (b[14] | (b[15] << 8)) < 40) return; // no compression field in a 12-byte core header

@@ -8,9 +8,9 @@ import { ImageDecodeError, type ImageHeader } from '../contract/image-header.ts'
  *
  * The frame's place: omggif skips some blocks differently from the GIF format (an application extension whose
  * block size is not 11 is taken for a fixed-size NETSCAPE one), so a frame can hide from the header check, and
- * a 30000x30000 frame in a small GIF took 16 s. The codes: omggif takes a code past the table as the one entry
+ * a frame far larger than the header's can be decoded. The codes: omggif takes a code past the table as the one entry
  * that may be (the next), and records the previous code as its own prefix: its next chase through that entry
- * never ends. A 37-byte GIF held a decode thread until it was killed, and two of them stopped the server's decoding.
+ * never ends.
  */
 export function checkGif(b: Uint8Array, header: ImageHeader): void {
   let frame: ReturnType<GifReader['frameInfo']>;

@@ -9,8 +9,8 @@ import { ImageDecodeError, type ImageHeader } from '../contract/image-header.ts'
  * The orientation a JPEG's EXIF gives (1 where it gives none): the first Orientation field in the first two
  * directories (the image's, then its thumbnail's) of the first EXIF segment that has one, before the image data.
  * Read here because the JPEG is decoded by jpeg-js alone (`decode.ts`): jimp would run exif-parser, which reads
- * every value each field of each EXIF segment claims, from anywhere in the file (a 66 KB JPEG of 5,459 fields
- * each claiming the whole file took 27 s), and which reads segments the decoder does not (after the end of the
+ * every value each field of each EXIF segment claims, from anywhere in the file (quadratic in a crafted file),
+ * and which reads segments the decoder does not (after the end of the
  * image, or hidden in another segment).
  */
 export function jpegOrientation(b: Uint8Array): number {
@@ -61,7 +61,7 @@ function exifOrientation(b: Uint8Array, tiff: number, end: number): number | und
 
 /**
  * The most start-of-scan markers a JPEG may hold, and the most scans times megapixels: each scan costs jpeg-js a
- * pass over the image (a refinement scan over 5000x5000, 0.2 s), and libjpeg's progressive JPEGs have 10 (a photo
+ * pass over the image, and libjpeg's progressive JPEGs have 10 (a photo
  * with a progressive preview and a thumbnail inside, about 21). 600 lets a 25-megapixel photo have 24.
  */
 const [MAX_JPEG_SCANS, MAX_JPEG_SCAN_MEGAPIXELS] = [100, 600];
@@ -78,10 +78,9 @@ interface JpegSegment {
  * Checks a JPEG's segments as jpeg-js reads them. Every segment must hold what its length says: jpeg-js reads
  * the tables of a DQT or DHT, and the fields of a SOF, SOS or DRI, by their contents and not their length, and a
  * DQT that declared 1 byte and held 65 hid a frame from the header check. One frame (jpeg-js decodes no more,
- * but allocates each before it says so: a second frame hidden in 105 bytes took 815 MB). And at most
+ * but allocates each before it says so). And at most
  * `MAX_JPEG_SCANS` start-of-scan markers (FF DA), fewer for large images, anywhere in the file: counted in the
- * bytes rather than along the segments, so that no walk the decoder takes can find more. A progressive JPEG of
- * 2,200 near-empty scans, 97 KB at 5000x5000, took 15 s; one of 100 refinement scans, 4.5 KB, 20 s. (jpeg-js
+ * bytes rather than along the segments, so that no walk the decoder takes can find more. (jpeg-js
  * holds every frame it finds to the header's size: `jpegLimits` in `decode.ts`.)
  */
 export function checkJpegSegments(b: Uint8Array, { width, height }: ImageHeader): void {
@@ -125,8 +124,7 @@ export function checkJpegSegments(b: Uint8Array, { width, height }: ImageHeader)
 
 /**
  * Refuses a frame or scan of other than 1 to 4 components, or naming one twice. jpeg-js runs a pass over the whole
- * image for each component a scan names, repeats and all: a 646-byte scan naming one component 255 times, in a
- * 1000x1000 frame, took 42 s; a frame of 120 components, 1.3 GB.
+ * image for each component a scan names, repeats and all, and allocates a plane for each of a frame's.
  */
 function checkJpegComponents(ids: readonly number[], where: string, corrupt: (fault: string) => ImageDecodeError): void {
   if (ids.length < 1 || ids.length > 4) throw corrupt(`${where} has ${ids.length} components; a JPEG has 1 to 4`);
@@ -236,8 +234,8 @@ function* jpegSegments(b: Uint8Array): Generator<JpegSegment> {
 }
 
 /**
- * What jpeg-js allocates per pixel at most, with room to spare: measured, about 21 bytes for a 4:4:4 colour JPEG
- * (what jimp writes); by its own accounting a 4-component (CMYK) 4:4:4 JPEG, the worst case, needs about 28.
+ * What jpeg-js allocates per pixel at most, with room to spare: about 21 bytes for a 4:4:4 colour JPEG (what jimp
+ * writes; docs/hardening.md); by its own accounting a 4-component (CMYK) 4:4:4 JPEG, the worst case, needs about 28.
  */
 const JPEG_BYTES_PER_PIXEL = 32;
 /** Room for the tables beside the image, in MB. */
@@ -246,8 +244,8 @@ const JPEG_TABLES_MB = 16;
 /**
  * jpeg-js's limits for a JPEG whose header gives `pixels` (width x height, already within the caller's limit):
  * its resolution limit is that size, so a frame the header check did not see (jpeg-js reads frames itself) can be
- * no larger, and its memory limit what such an image needs. Its defaults (100 megapixels, 512 MB) let a crafted
- * 1-megapixel file take 1.3 GB, and refuse 4:4:4 colour JPEGs above about 24 megapixels.
+ * no larger, and its memory limit what such an image needs. Its defaults (100 megapixels, 512 MB) are too loose
+ * for a small image and too tight for 4:4:4 colour JPEGs above about 24 megapixels.
  */
 export function jpegLimits(pixels: number): { maxResolutionInMP: number; maxMemoryUsageInMB: number } {
   return {

@@ -9,11 +9,11 @@ const ADAM7 = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2,
 
 /**
  * Checks a PNG's chunks, up to IEND, as pngjs reads them. One IHDR: pngjs takes a second one's size for the
- * image, which the header check (reading the first) never saw; a 36-megapixel image passed a 25-megapixel limit
- * that way. One palette of at most 256 colours: pngjs makes an array of each colour of each PLTE (9.9 MB of
- * them took 1.3 s and 430 MB for a 64x64 image). And an interlaced image's data must inflate to no more than its passes hold: pngjs inflates a plain
- * PNG's data to its size at most, but an interlaced one's whole, and a 1 MB file inflated to 2.2 GB (the server
- * answered, and kept the memory). That data is inflated here once, stopping at the size the image holds.
+ * image, which the header check (reading the first) never saw, so an image over the pixel limit could pass.
+ * One palette of at most 256 colours: pngjs makes an array of each colour of each PLTE, whatever the
+ * image's size. And an interlaced image's data must inflate to no more than its passes hold: pngjs inflates a plain
+ * PNG's data to its size at most, but an interlaced one's whole, without bound. That data is
+ * inflated here once, stopping at the size the image holds.
  */
 export function checkPng(b: Uint8Array): void {
   const view = new DataView(b.buffer, b.byteOffset, b.byteLength);

@@ -11,9 +11,8 @@ import { firstTiffIfd, ImageDecodeError, requireHeaderBytes, TIFF_TYPE_BYTES, ti
  * no longer links to a next page and whose maker notes and DNG private data are renamed to a tag no decoder reads.
  * Only the first page's size is checked against the pixel limit, but jimp decodes every page of the chain: a small
  * first page could carry a huge second one past the limit. And the decoder parses a maker note, and the IFD that
- * DNG private data points to, as further directories with neither the checks of `tiffIfds` nor any bound: a 3 KB
- * file whose Nikon maker note holds a TIFF whose directory links to itself held a decode thread forever, one whose
- * maker-note field claimed 2^31 values for 19 s. Neither is needed for the pixels.
+ * DNG private data points to, as further directories with neither the checks of `tiffIfds` nor any bound (a loop
+ * there never ends). Neither is needed for the pixels.
  */
 export function tiffForDecoding(b: Uint8Array): Uint8Array {
   const { ifd, entries, little, u16, u32 } = firstTiffIfd(b);
@@ -37,8 +36,8 @@ export function tiffForDecoding(b: Uint8Array): Uint8Array {
  * The values of the first IFD's fields, by tag, read as the decoder (utif2) reads them, for a TIFF `readImageHeader`
  * has accepted (its fields lie inside the file). Every field is listed, a later one with the same tag replacing an
  * earlier one, as in the decoder; the values of the integer types (SHORT, LONG, their signed forms, IFD) are given,
- * of BYTE and UNDEFINED fields the first alone (they hold blobs such as ICC profiles: listing 8 MB of one took
- * 0.5 s), of others (text, fractions, floats) none.
+ * of BYTE and UNDEFINED fields the first alone (they hold blobs such as ICC profiles, too long to list per decode),
+ * of others (text, fractions, floats) none.
  */
 function tiffFirstIfdValues(b: Uint8Array): Map<number, number[]> {
   const { ifd, entries, little, u16, u32 } = firstTiffIfd(b);
@@ -75,9 +74,8 @@ const TIFF_COMPRESSIONS: Readonly<Record<number, string>> = { 1: 'none', 5: 'LZW
  * Checks a TIFF's first page's strips (or tiles) as utif2 decodes them: a compression and layout it decodes within
  * bounds, no more strips than the image has rows for, each strip inside the file and none sharing bytes, and each
  * strip's data decoding to no more than the strip holds. utif2 copies or decodes each strip for as many bytes as it
- * claims, and decodes every strip listed: two strips claiming 4 GB held a decode thread for minutes (386 bytes);
- * 100 strips sharing 1 MB of PackBits runs took 32 s; 1 MB of Deflate, 8.5 s and 2.2 GB; JPEG-compressed strips
- * decode with no limit at all (a 16000x16000 JPEG in a 100x100 page, 1.6 GB).
+ * claims, and decodes every strip listed, so a small file can cost it minutes and gigabytes; JPEG-compressed strips
+ * decode with no limit at all.
  */
 export function checkTiffData(b: Uint8Array): void {
   const fields = tiffFirstIfdValues(b);
@@ -85,10 +83,9 @@ export function checkTiffData(b: Uint8Array): void {
   const compression = first.get(259) ?? 1;
   const samples = first.get(277) ?? 1;
   const unsupported = (what: string, note = '') => new ImageDecodeError('unsupported-format', `${what} is not supported${note}: save the image as PNG or JPEG`);
-  // Panasonic's raw data (tag 45, read in any type) is decoded whatever the compression says, without bound (a
-  // reviewer's small file: 20.9 s); YCbCr pages are converted by a loop stepping RowsPerStrip rows, for one camera's
+  // Panasonic's raw data (tag 45, read in any type) is decoded whatever the compression says, without bound; YCbCr pages are converted by a loop stepping RowsPerStrip rows, for one camera's
   // layout only; and separate colour planes are decoded as if interleaved (garbage), a strip for each sample of each
-  // row (128 one-bit samples at 1000x1000: 7.5 s).
+  // row.
   if (!(compression in TIFF_COMPRESSIONS) || fields.has(45)) {
     throw unsupported(`TIFF compression ${fields.has(45) ? 'Panasonic raw' : compression}`, ' (only none, LZW, Deflate and PackBits are)');
   }
