@@ -1,0 +1,302 @@
+/**
+ * MediaPipe BlazeFace (the "back" 256x256 model, also the "front" 128x128 one) as pure math, so the server and
+ * the browser turn the same pixels into the same faces. Running the model is the caller's job.
+ *
+ *   const { input, transform } = blazefaceInput(image);          // Float32Array [1, 256, 256, 3], NHWC RGB in [-1, 1]
+ *   const outputs = ...run the model on `input`...                // four tensors: scores and regressors
+ *   const faces = decodeDetections(Object.values(outputs), transform, { minScore: 0.5 });
+ *
+ * - `blazefaceInput(image, { inputSize, padding })`: the image, kept whole and centred in a black square
+ *   `padding` times its longer side, area-averaged to the model input; with the transform back to image pixels.
+ * - `decodeDetections(outputs, transform, options)`: scores, boxes and six keypoints per anchor, weighted
+ *   non-maximum suppression, in original image pixels. Outputs are recognised by shape, not by name.
+ * - `BLAZEFACE_ANCHORS`, `weightedNonMaxSuppression` and `boxIou` are exported for tests and measurement.
+ *
+ * Keypoints are named for the subject: `rightEye` is the person's right eye, on the image's left in a
+ * photo that is not mirrored.
+ */
+
+import type { PixelBuffer } from '../preprocess.ts';
+
+export type Point = [x: number, y: number];
+
+export interface Box {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+export interface FaceLandmarks {
+  rightEye: Point;
+  leftEye: Point;
+  nose: Point;
+  mouth: Point;
+  rightEar: Point;
+  leftEar: Point;
+}
+
+export interface DetectedFace {
+  box: Box;
+  /** sigmoid of the model's logit, 0 to 1 */
+  score: number;
+  landmarks: FaceLandmarks;
+}
+
+/** Maps model-input pixels back to image pixels: `imageX = inputX * scale + offsetX`. */
+export interface InputTransform {
+  inputSize: number;
+  scale: number;
+  offsetX: number;
+  offsetY: number;
+}
+
+/** A model output as onnxruntime returns it. */
+export interface OutputTensor {
+  dims: readonly number[];
+  data: Float32Array | ArrayLike<number>;
+}
+
+export interface DecodeOptions {
+  /** faces scoring below this are dropped before suppression */
+  minScore?: number;
+  /** at most this many faces, best first */
+  maxFaces?: number;
+  /** boxes overlapping the kept one by more than this IoU are merged into it */
+  iouThreshold?: number;
+}
+
+/** The back model's side; the front model's is 128, with the same anchors. */
+export const BLAZEFACE_INPUT_SIZE = 256;
+/** Measured on synthetic scenes (see training/bench/face-scenes.ts): recall and false faces both meet the target. */
+export const DEFAULT_MIN_SCORE = 0.5;
+export const DEFAULT_MAX_FACES = 20;
+/** MediaPipe's face detection graphs merge boxes overlapping more than this (WEIGHTED non-maximum suppression). */
+export const DEFAULT_IOU_THRESHOLD = 0.3;
+/**
+ * The square the image is centred in, as a multiple of its longer side. Tight crops (a face filling the frame,
+ * as UTKFace's) are missed without it, and photos lose little: see training/bench/face-detect.ts.
+ */
+export const DEFAULT_PADDING = 1.5;
+
+/** MediaPipe clips logits to this before the sigmoid. */
+const SCORE_CLIP = 100;
+const COORDS_PER_ANCHOR = 16;
+const KEYPOINT_OFFSET = 4;
+const KEYPOINT_NAMES = ['rightEye', 'leftEye', 'nose', 'mouth', 'rightEar', 'leftEar'] as const;
+/** Feature maps in output order: grid side and anchors per cell (strides 16 and 32 of the 256 input). */
+const ANCHOR_LAYERS: readonly { grid: number; perCell: number }[] = [
+  { grid: 16, perCell: 2 },
+  { grid: 8, perCell: 6 },
+];
+
+export interface Anchor {
+  /** centre, as a fraction of the input side */
+  x: number;
+  y: number;
+}
+
+/** The 896 anchor centres in output-row order: 16x16 cells with 2 anchors each, then 8x8 cells with 6. */
+export function blazefaceAnchors(): Anchor[] {
+  const anchors: Anchor[] = [];
+  for (const { grid, perCell } of ANCHOR_LAYERS) {
+    for (let row = 0; row < grid; row++) {
+      for (let col = 0; col < grid; col++) {
+        for (let k = 0; k < perCell; k++) anchors.push({ x: (col + 0.5) / grid, y: (row + 0.5) / grid });
+      }
+    }
+  }
+  return anchors;
+}
+
+export const BLAZEFACE_ANCHORS: readonly Anchor[] = blazefaceAnchors();
+
+export interface BlazefaceInputOptions {
+  /** model input side: 256 for the back model, 128 for the front one */
+  inputSize?: number;
+  /** side of the black square the image is centred in, as a multiple of its longer side (at least 1) */
+  padding?: number;
+}
+
+/**
+ * The model input for an image: the image centred in a black square of `padding` times its longer side,
+ * area-averaged to `inputSize` square, RGB scaled to [-1, 1], NHWC. Pixels that are not opaque are composited
+ * over white, as `preprocessToBytes` does.
+ */
+export function blazefaceInput(image: PixelBuffer, options: BlazefaceInputOptions = {}): { input: Float32Array; transform: InputTransform } {
+  const inputSize = options.inputSize ?? BLAZEFACE_INPUT_SIZE;
+  const padding = options.padding ?? DEFAULT_PADDING;
+  if (!(Number.isInteger(inputSize) && inputSize > 0)) throw new RangeError(`inputSize ${inputSize} is invalid; expected a positive whole number`);
+  if (!(padding >= 1)) throw new RangeError(`padding ${padding} is invalid; expected a number of at least 1`);
+  const { width, height } = image;
+  if (image.data.length !== width * height * image.channels || width < 1 || height < 1) {
+    throw new RangeError(`Pixel buffer holds ${image.data.length} bytes; expected ${width}x${height}x${image.channels}`);
+  }
+  const side = Math.max(width, height) * padding;
+  const scale = side / inputSize;
+  const transform: InputTransform = { inputSize, scale, offsetX: -(side - width) / 2, offsetY: -(side - height) / 2 };
+  const xs = coverage(inputSize, scale, transform.offsetX, width);
+  const ys = coverage(inputSize, scale, transform.offsetY, height);
+  const rgb = toRgb(image);
+
+  // Horizontal pass over the image rows that any output row covers, then vertical; padding is black (weight left over).
+  const rows = new Float32Array(height * inputSize * 3);
+  for (let y = 0; y < height; y++) {
+    for (let ox = 0; ox < inputSize; ox++) {
+      const w = xs.weights[ox];
+      let r = 0;
+      let g = 0;
+      let b = 0;
+      let s = (y * width + xs.start[ox]) * 3;
+      for (let k = 0; k < w.length; k++, s += 3) {
+        r += rgb[s] * w[k];
+        g += rgb[s + 1] * w[k];
+        b += rgb[s + 2] * w[k];
+      }
+      const d = (y * inputSize + ox) * 3;
+      rows[d] = r;
+      rows[d + 1] = g;
+      rows[d + 2] = b;
+    }
+  }
+  const input = new Float32Array(inputSize * inputSize * 3);
+  const stride = inputSize * 3;
+  for (let oy = 0; oy < inputSize; oy++) {
+    const w = ys.weights[oy];
+    for (let i = 0; i < stride; i++) {
+      let acc = 0;
+      for (let k = 0; k < w.length; k++) acc += rows[(ys.start[oy] + k) * stride + i] * w[k];
+      input[oy * stride + i] = acc / 127.5 - 1;
+    }
+  }
+  return { input, transform };
+}
+
+/** For each output index, the image pixels its footprint covers and the fraction of the footprint each takes. */
+function coverage(outSize: number, scale: number, offset: number, inSize: number): { start: Int32Array; weights: Float32Array[] } {
+  const start = new Int32Array(outSize);
+  const weights: Float32Array[] = [];
+  for (let o = 0; o < outSize; o++) {
+    const from = Math.max(0, o * scale + offset);
+    const to = Math.min(inSize, (o + 1) * scale + offset);
+    if (!(to > from)) {
+      weights.push(new Float32Array(0));
+      continue;
+    }
+    const first = Math.floor(from);
+    const last = Math.ceil(to) - 1;
+    const w = new Float32Array(last - first + 1);
+    for (let i = first; i <= last; i++) w[i - first] = (Math.min(to, i + 1) - Math.max(from, i)) / scale;
+    start[o] = first;
+    weights.push(w);
+  }
+  return { start, weights };
+}
+
+/** Three floats per pixel, 0-255; grey repeated, alpha composited over white. */
+function toRgb(image: PixelBuffer): Float32Array {
+  const { data, channels } = image;
+  const count = image.width * image.height;
+  const out = new Float32Array(count * 3);
+  for (let p = 0, s = 0, d = 0; p < count; p++, s += channels, d += 3) {
+    if (channels === 1) {
+      out[d] = out[d + 1] = out[d + 2] = data[s];
+      continue;
+    }
+    const alpha = channels === 4 ? data[s + 3] : 255;
+    const white = 255 * (255 - alpha);
+    for (let c = 0; c < 3; c++) out[d + c] = alpha === 255 ? data[s + c] : (data[s + c] * alpha + white) / 255;
+  }
+  return out;
+}
+
+/**
+ * Faces from the model's four outputs (in any order: the score tensors are [1, rows, 1], the regressors
+ * [1, rows, 16], with 512 rows for the 16x16 map and 384 for the 8x8 one), in image pixels, best first.
+ */
+export function decodeDetections(outputs: readonly OutputTensor[], transform: InputTransform, options: DecodeOptions = {}): DetectedFace[] {
+  const minScore = options.minScore ?? DEFAULT_MIN_SCORE;
+  const maxFaces = options.maxFaces ?? DEFAULT_MAX_FACES;
+  const iouThreshold = options.iouThreshold ?? DEFAULT_IOU_THRESHOLD;
+  const { scores, regressors } = arrangeOutputs(outputs);
+  const size = transform.inputSize;
+  const toImageX = (u: number): number => u * transform.scale + transform.offsetX;
+  const toImageY = (v: number): number => v * transform.scale + transform.offsetY;
+  const candidates: DetectedFace[] = [];
+  BLAZEFACE_ANCHORS.forEach((anchor, i) => {
+    const logit = Math.min(SCORE_CLIP, Math.max(-SCORE_CLIP, scores[i]));
+    const score = 1 / (1 + Math.exp(-logit));
+    if (!(score >= minScore)) return;
+    const r = i * COORDS_PER_ANCHOR;
+    const cx = anchor.x * size + regressors[r];
+    const cy = anchor.y * size + regressors[r + 1];
+    const w = regressors[r + 2];
+    const h = regressors[r + 3];
+    const landmarks = {} as FaceLandmarks;
+    KEYPOINT_NAMES.forEach((name, k) => {
+      const at = r + KEYPOINT_OFFSET + 2 * k;
+      landmarks[name] = [toImageX(anchor.x * size + regressors[at]), toImageY(anchor.y * size + regressors[at + 1])];
+    });
+    const box = { x: toImageX(cx - w / 2), y: toImageY(cy - h / 2), width: w * transform.scale, height: h * transform.scale };
+    candidates.push({ box, score, landmarks });
+  });
+  return weightedNonMaxSuppression(candidates, iouThreshold).slice(0, maxFaces);
+}
+
+/** Scores (896) and regressors (896 x 16) in anchor order, from outputs recognised by their shapes. */
+function arrangeOutputs(outputs: readonly OutputTensor[]): { scores: Float32Array; regressors: Float32Array } {
+  const find = (rows: number, cols: number): OutputTensor => {
+    const found = outputs.filter((t) => t.dims.length === 3 && t.dims[0] === 1 && t.dims[1] === rows && t.dims[2] === cols);
+    if (found.length !== 1) {
+      const shapes = outputs.map((t) => `[${t.dims.join(', ')}]`).join(', ');
+      throw new Error(`Expected one BlazeFace output of shape [1, ${rows}, ${cols}]; got outputs of shapes ${shapes || '(none)'}`);
+    }
+    return found[0];
+  };
+  const rowCounts = ANCHOR_LAYERS.map(({ grid, perCell }) => grid * grid * perCell);
+  const scores = new Float32Array(BLAZEFACE_ANCHORS.length);
+  const regressors = new Float32Array(BLAZEFACE_ANCHORS.length * COORDS_PER_ANCHOR);
+  let row = 0;
+  for (const rows of rowCounts) {
+    scores.set(find(rows, 1).data as ArrayLike<number>, row);
+    regressors.set(find(rows, COORDS_PER_ANCHOR).data as ArrayLike<number>, row * COORDS_PER_ANCHOR);
+    row += rows;
+  }
+  return { scores, regressors };
+}
+
+/** Intersection over union of two boxes; 0 when either is empty. */
+export function boxIou(a: Box, b: Box): number {
+  const w = Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x);
+  const h = Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y);
+  if (w <= 0 || h <= 0) return 0;
+  const inter = w * h;
+  const union = a.width * a.height + b.width * b.height - inter;
+  return union > 0 ? inter / union : 0;
+}
+
+/**
+ * MediaPipe's WEIGHTED non-maximum suppression: take the best remaining face, gather every remaining face whose
+ * box overlaps it by more than `iouThreshold` (itself included), and keep one face whose box and keypoints are
+ * the score-weighted mean of the group and whose score is the best one's. Best first.
+ */
+export function weightedNonMaxSuppression(faces: readonly DetectedFace[], iouThreshold: number): DetectedFace[] {
+  let remaining = [...faces].sort((a, b) => b.score - a.score);
+  const kept: DetectedFace[] = [];
+  while (remaining.length > 0) {
+    const best = remaining[0];
+    const group = remaining.filter((face) => boxIou(best.box, face.box) > iouThreshold || face === best);
+    remaining = remaining.filter((face) => !group.includes(face));
+    if (group.length === 1) {
+      kept.push(best);
+      continue;
+    }
+    const total = group.reduce((sum, face) => sum + face.score, 0);
+    const mean = (value: (face: DetectedFace) => number): number => group.reduce((sum, face) => sum + value(face) * face.score, 0) / total;
+    const landmarks = {} as FaceLandmarks;
+    for (const name of KEYPOINT_NAMES) landmarks[name] = [mean((f) => f.landmarks[name][0]), mean((f) => f.landmarks[name][1])];
+    const box = { x: mean((f) => f.box.x), y: mean((f) => f.box.y), width: mean((f) => f.box.width), height: mean((f) => f.box.height) };
+    kept.push({ box, score: best.score, landmarks });
+  }
+  return kept;
+}
