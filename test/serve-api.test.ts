@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { decodeImage } from '../imaging/decode.ts';
 import { readModelMetadata } from '../contract/metadata.ts';
 import { preprocess } from '../contract/preprocess.ts';
-import { makeImage, startTestServer, type TestServer } from '../serve/bench/harness.ts';
+import { makeImage, startTestServer, type TestServer } from './helpers/serve-harness.ts';
 import { createSession, run } from '../serve/runtime.ts';
 
 // Labels no server constant could produce: if they come back, they came from the metadata.

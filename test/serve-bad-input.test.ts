@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { blackPng, makeImage, rawRequest, startTestServer, type TestServer } from '../serve/bench/harness.ts';
+import { blackPng, makeImage, rawRequest, startTestServer, type TestServer } from './helpers/serve-harness.ts';
 import { concatBytes } from '../contract/onnx-wire.ts';
 
 interface ErrorBody {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DecodePool, type DecodedImage } from '../serve/decode-pool.ts';
 import { RequestTimeoutError } from '../serve/errors.ts';
-import { blackPng, makeImage } from '../serve/bench/harness.ts';
+import { blackPng, makeImage } from './helpers/serve-harness.ts';
 
 describe('serve: decode pool', () => {
   it('gives an image that arrives as a stuck thread is replaced to the replacement, not to the thread being ended', async () => {

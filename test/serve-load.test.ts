@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Jimp } from 'jimp';
 import { runLoad } from '../serve/bench/load.ts';
-import { makeImage, startTestServer } from '../serve/bench/harness.ts';
+import { makeImage, startTestServer } from './helpers/serve-harness.ts';
 
 describe('serve under load', () => {
   it('sheds load with 503 and Retry-After when the queue is full, and goes on serving', async () => {

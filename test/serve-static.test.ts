@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { startTestServer, type TestServer } from '../serve/bench/harness.ts';
+import { startTestServer, type TestServer } from './helpers/serve-harness.ts';
 
 describe('the server hosting the web demo and its models', () => {
   let t: TestServer;

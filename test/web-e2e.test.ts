@@ -10,13 +10,13 @@ import { after, before, describe, it } from 'node:test';
 import { Jimp } from 'jimp';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../contract/limits.ts';
-import { blackPng } from '../serve/bench/harness.ts';
+import { blackPng } from './helpers/serve-harness.ts';
 import type { DemoInfo } from '../web-demo/src/browser/main.ts';
 import type { Prediction, TaskPrediction } from '../web-demo/src/browser/models.ts';
 import { ORT_FILES } from '../web-demo/src/browser/runtime.ts';
 import { REPO_ROOT } from '../node-shared/paths.ts';
 import { chromiumMissing, launchChromium, recordRequests, type RecordedRequest } from '../web-demo/src/node/chromium.ts';
-import { faceImages, type FaceImage } from '../web-demo/src/node/fixtures.ts';
+import { faceImages, type FaceImage } from '../web-demo/src/node/face-images.ts';
 import { startHarness, type Harness } from '../web-demo/src/node/harness.ts';
 
 const ARTIFACTS = join(REPO_ROOT, 'test-artifacts');

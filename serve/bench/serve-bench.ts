@@ -4,15 +4,14 @@
  * inference alone in onnxruntime-node with tfjs on the best local backend (tfjs models from runs/latest).
  *
  * Options: --seconds S (per level, default 10), --max-requests N (per level, default 20000),
- * --concurrency 1,16,64, --models DIR (default models/, or fixture models with random weights where absent),
+ * --concurrency 1,16,64, --models DIR (default models/, the shipped models),
  * --images N (default 256), --runs DIR (tfjs models as <DIR>/<task>/model, default runs/latest),
  * and anything after `--` goes to the server (e.g. `-- --workers 2`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEFAULT_UTKFACE, REPO_ROOT } from '../../node-shared/paths.ts';
 import { createSession, run } from '../runtime.ts';
@@ -37,7 +36,7 @@ Options:
   --seconds S          time per concurrency level                       (default: 10)
   --max-requests N     requests per level at most                       (default: 20000)
   --concurrency LIST   comma-separated levels                           (default: 1,16,64)
-  --models DIR         ONNX models to serve     (default: models/, or fixture models where absent)
+  --models DIR         ONNX models to serve                             (default: models/)
   --images N           distinct face JPEGs sent (default: 256; at most 64 generated ones without the data)
   --runs DIR           tfjs models as <DIR>/<task>/model for the comparison (default: runs/latest)
   --help               this text
@@ -173,7 +172,7 @@ async function timeIt(fn: () => Promise<unknown>, minMs = 1000): Promise<number>
   return (performance.now() - started) / runs;
 }
 
-async function compareInference(modelsDir: string, latest: string, fixture: boolean): Promise<void> {
+async function compareInference(modelsDir: string, latest: string): Promise<void> {
   console.log('\nInference alone (one model, CPU, input of zeros), ms per run:');
   // tfjs is imported here only, and only when there is a tfjs model to compare with.
   type Tf = typeof import('@tensorflow/tfjs');
@@ -202,7 +201,6 @@ async function compareInference(modelsDir: string, latest: string, fixture: bool
   } else {
     console.log(`  (tfjs comparison skipped: no tfjs models in ${latest}/<task>/model; train first with npm run train)`);
   }
-  if (fixture && tf !== undefined) console.log('  (the onnxruntime-node figures are of fixture models with the seed architecture, not of the tfjs models beside them)');
   for (const task of TASKS) {
     const file = join(modelsDir, `${task}.onnx`);
     if (!existsSync(file)) continue;
@@ -245,6 +243,46 @@ async function loadTfjsModel(tf: typeof import('@tensorflow/tfjs'), dir: string)
   return tf.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs, weightData }));
 }
 
+/** The server warmed up with this load before the levels are measured. */
+const WARM_UP_CONCURRENCY = 16;
+const WARM_UP_MS = 2000;
+
+/** One concurrency level: its load, and the CPU each request cost the server and the load generator. */
+async function measureLevel(url: string, server: ChildProcess, images: Uint8Array[], concurrency: number, args: BenchArgs): Promise<LoadResult> {
+  const sumsBefore = await scrapeSums(url);
+  const serverCpuBefore = processTreeCpuSeconds(server.pid ?? -1);
+  const clientCpuBefore = process.cpuUsage();
+  const result = await runLoad({ url: `${url}/v1/predict`, bodies: images, contentType: 'image/jpeg', concurrency, durationMs: args.seconds * 1000, maxRequests: args.maxRequests });
+  const clientCpu = process.cpuUsage(clientCpuBefore);
+  const serverCpu = (processTreeCpuSeconds(server.pid ?? -1) ?? Number.NaN) - (serverCpuBefore ?? Number.NaN);
+  printLoad(result);
+  // CPU per request is what a busy shared machine distorts least: 2 cores / (server + client ms) bounds req/s.
+  const perRequest = (seconds: number): string => fmt((seconds * 1000) / result.requests, 2);
+  const sumsAfter = await scrapeSums(url);
+  const delta = (name: string): number => (sumsAfter[name] ?? 0) - (sumsBefore[name] ?? 0);
+  console.log(
+    `         per request: server CPU ${perRequest(serverCpu)} ms (main thread busy ${perRequest(delta('event_loop_busy_seconds_total'))} ms, ` +
+      `of which inference ${perRequest(delta('inference_seconds_sum'))} ms; decode+preprocess ${perRequest(delta('image_decode_seconds_sum'))} ms wall time in threads), ` +
+      `load generator CPU ${perRequest((clientCpu.user + clientCpu.system) / 1e6)} ms`,
+  );
+  if ((await fetch(`${url}/healthz`)).status !== 200) throw new Error(`The server stopped answering /healthz after concurrency ${concurrency}`);
+  return result;
+}
+
+/** The levels the targets are stated for: throughput and p99 at 16, shedding at 64. */
+function printTargets(results: LoadResult[]): void {
+  const c16 = results.find((r) => r.concurrency === 16);
+  if (c16 !== undefined) {
+    const errors = c16.requests - (c16.byStatus[200] ?? 0);
+    console.log(`\nAt concurrency 16: ${fmt(c16.okPerSecond)} ok/s (target >= 300), p99 ${fmt(c16.okP99, 2)} ms (target < 100), ${errors} non-200 (target 0).`);
+  }
+  const c64 = results.find((r) => r.concurrency === 64);
+  if (c64 !== undefined) {
+    const timeouts = (c64.byStatus[-1] ?? 0) + (c64.byStatus[0] ?? 0);
+    console.log(`At concurrency 64: ${c64.byStatus[200] ?? 0} answered 200, ${c64.byStatus[503] ?? 0} shed with 503, ${timeouts} timed out or failed to connect.`);
+  }
+}
+
 async function main(): Promise<void> {
   const ownArgs = process.argv.slice(2, process.argv.includes('--') ? process.argv.indexOf('--') : undefined);
   if (ownArgs.includes('--help') || ownArgs.includes('-h')) {
@@ -258,15 +296,10 @@ async function main(): Promise<void> {
     process.stderr.write(`error: ${(error as Error).message}\n\n${USAGE}`);
     process.exit(2);
   }
-  let modelsDir = args.modelsDir ?? join(REPO_ROOT, 'models');
-  let scratch: string | undefined;
-  if (!existsSync(join(modelsDir, 'age.onnx'))) {
-    scratch = mkdtempSync(join(tmpdir(), 'serve-bench-'));
-    // Imported only here: making fixture models loads tfjs, which the bench otherwise needs only for its comparison.
-    const { writeFixtureModels } = await import('./fixture-models.ts');
-    await writeFixtureModels(scratch);
-    console.log(`No models in ${modelsDir}: benchmarking fixture models with random weights (same architecture size as the seed models).`);
-    modelsDir = scratch;
+  const modelsDir = args.modelsDir ?? join(REPO_ROOT, 'models');
+  if (!existsSync(join(modelsDir, 'manifest.json'))) {
+    process.stderr.write(`error: no models in ${modelsDir} (it has no manifest.json): export them with \`npm run export -- --all\`, or pass --models DIR\n`);
+    process.exit(2);
   }
   const { images, source } = await loadImages(args.images);
   const port = await freePort();
@@ -278,39 +311,11 @@ async function main(): Promise<void> {
     await waitReady(url, server, 60_000);
     console.log(`Server ready in ${Math.round(performance.now() - started)} ms (${url}, server options: ${args.serverArgs.join(' ') || 'defaults'}).`);
     console.log(`Images: ${source}. Each level runs for ${args.seconds} s or ${args.maxRequests} requests, whichever comes first.`);
-    await runLoad({ url: `${url}/v1/predict`, bodies: images, contentType: 'image/jpeg', concurrency: 16, durationMs: 2000, maxRequests: args.maxRequests });
+    await runLoad({ url: `${url}/v1/predict`, bodies: images, contentType: 'image/jpeg', concurrency: WARM_UP_CONCURRENCY, durationMs: WARM_UP_MS, maxRequests: args.maxRequests });
     console.log('\nPOST /v1/predict (raw JPEG body), closed loop over loopback:');
     const results: LoadResult[] = [];
-    for (const concurrency of args.concurrency) {
-      const sumsBefore = await scrapeSums(url);
-      const serverCpuBefore = processTreeCpuSeconds(server.pid ?? -1);
-      const clientCpuBefore = process.cpuUsage();
-      const result = await runLoad({ url: `${url}/v1/predict`, bodies: images, contentType: 'image/jpeg', concurrency, durationMs: args.seconds * 1000, maxRequests: args.maxRequests });
-      const clientCpu = process.cpuUsage(clientCpuBefore);
-      const serverCpu = (processTreeCpuSeconds(server.pid ?? -1) ?? Number.NaN) - (serverCpuBefore ?? Number.NaN);
-      results.push(result);
-      printLoad(result);
-      // CPU per request is what a busy shared machine distorts least: 2 cores / (server + client ms) bounds req/s.
-      const perRequest = (seconds: number): string => fmt((seconds * 1000) / result.requests, 2);
-      const sumsAfter = await scrapeSums(url);
-      const delta = (name: string): number => (sumsAfter[name] ?? 0) - (sumsBefore[name] ?? 0);
-      console.log(
-        `         per request: server CPU ${perRequest(serverCpu)} ms (main thread busy ${perRequest(delta('event_loop_busy_seconds_total'))} ms, ` +
-          `of which inference ${perRequest(delta('inference_seconds_sum'))} ms; decode+preprocess ${perRequest(delta('image_decode_seconds_sum'))} ms wall time in threads), ` +
-          `load generator CPU ${perRequest((clientCpu.user + clientCpu.system) / 1e6)} ms`,
-      );
-      if ((await fetch(`${url}/healthz`)).status !== 200) throw new Error(`The server stopped answering /healthz after concurrency ${concurrency}`);
-    }
-    const c16 = results.find((r) => r.concurrency === 16);
-    if (c16 !== undefined) {
-      const errors = c16.requests - (c16.byStatus[200] ?? 0);
-      console.log(`\nAt concurrency 16: ${fmt(c16.okPerSecond)} ok/s (target >= 300), p99 ${fmt(c16.okP99, 2)} ms (target < 100), ${errors} non-200 (target 0).`);
-    }
-    const c64 = results.find((r) => r.concurrency === 64);
-    if (c64 !== undefined) {
-      const timeouts = (c64.byStatus[-1] ?? 0) + (c64.byStatus[0] ?? 0);
-      console.log(`At concurrency 64: ${c64.byStatus[200] ?? 0} answered 200, ${c64.byStatus[503] ?? 0} shed with 503, ${timeouts} timed out or failed to connect.`);
-    }
+    for (const concurrency of args.concurrency) results.push(await measureLevel(url, server, images, concurrency, args));
+    printTargets(results);
   } finally {
     if (server.exitCode === null) {
       const exited = new Promise((r) => server.once('exit', r));
@@ -318,8 +323,7 @@ async function main(): Promise<void> {
       await exited;
     }
   }
-  await compareInference(modelsDir, args.runs, scratch !== undefined);
-  if (scratch !== undefined) rmSync(scratch, { recursive: true, force: true });
+  await compareInference(modelsDir, args.runs);
 }
 
 main().catch((error: unknown) => {

@@ -10,7 +10,7 @@
 import type { DemoInfo } from '../browser/main.ts';
 import type { Prediction } from '../browser/models.ts';
 import { chromiumMissing, launchChromium, recordRequests } from './chromium.ts';
-import { faceImages } from './fixtures.ts';
+import { faceImages } from './face-images.ts';
 import { startHarness, type Harness } from './harness.ts';
 
 interface BenchConfig {

@@ -1,17 +1,17 @@
 /**
- * What the web demo's end-to-end test and benchmark stand on: the page built, a models folder, the real
+ * What the web demo's end-to-end test and benchmark stand on: the page built, a models folder (the shipped
+ * models/ unless the caller gives another), the real
  * inference server (serve/) on a free port, and the origin that serves the page: the real server when it
  * serves everything the page needs, else the demo's own static server (and the reason why).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { REPO_ROOT } from '../../../node-shared/paths.ts';
 import { loadConfig } from '../../../serve/config.ts';
 import { createLogger } from '../../../serve/log.ts';
 import { startServer, type RunningServer as InferenceServer } from '../../../serve/server.ts';
 import { ORT_FILES } from '../browser/runtime.ts';
 import { DIST_DIR, ensureWebDemoBuilt, MODELS_DIR } from './build.ts';
-import { hasShippedModels, writeFixtureModels } from './fixtures.ts';
 import { CROSS_ORIGIN_ISOLATION_HEADERS, startStaticServer, type RunningServer as StaticServer } from './static-server.ts';
 
 export interface Harness {
@@ -24,8 +24,8 @@ export interface Harness {
   /** why the real server does not serve the page, when it does not */
   serveShortfalls: string[];
   modelsDir: string;
-  /** the shipped models/, or seed models with random weights made for the test */
-  modelsSource: 'shipped' | 'fixture';
+  /** the shipped models/, or a folder the caller gave */
+  modelsSource: 'shipped' | 'given';
   close(): Promise<void>;
 }
 
@@ -45,22 +45,17 @@ export async function pageShortfalls(baseUrl: string): Promise<string[]> {
   return missing;
 }
 
-export async function startHarness(log: (line: string) => void = () => {}): Promise<Harness> {
-  await ensureWebDemoBuilt(log);
-  const shipped = await hasShippedModels(MODELS_DIR);
-  let fixtureDir: string | undefined;
-  if (!shipped) {
-    fixtureDir = await mkdtemp(join(tmpdir(), 'web-demo-models-'));
-    log(`models/ has no exported models: using seed models with random weights in ${fixtureDir}`);
-    await writeFixtureModels(fixtureDir);
+/** Starts the servers on `modelsDir` (default: the shipped models/, which are always in the repository). */
+export async function startHarness(log: (line: string) => void = () => {}, modelsDir = MODELS_DIR): Promise<Harness> {
+  if (!existsSync(join(modelsDir, 'manifest.json'))) {
+    throw new Error(`No models in ${relative(REPO_ROOT, modelsDir) || modelsDir} (it has no manifest.json): export them with \`npm run export -- --all\`, or give the harness a folder that holds them`);
   }
-  const modelsDir = fixtureDir ?? MODELS_DIR;
+  await ensureWebDemoBuilt(log);
   let api: InferenceServer | undefined;
   let demo: StaticServer | undefined;
   const close = async (): Promise<void> => {
     await demo?.close();
     await api?.shutdown();
-    if (fixtureDir !== undefined) await rm(fixtureDir, { recursive: true, force: true });
   };
   try {
     // An empty environment: the caller's SERVE_* variables must not change what is tested.
@@ -75,7 +70,7 @@ export async function startHarness(log: (line: string) => void = () => {}): Prom
       pageUrl = demo.url;
       log(`the inference server cannot serve the page yet (${serveShortfalls.join('; ')}): the page comes from the demo server at ${pageUrl}`);
     }
-    return { pageUrl, apiUrl, pageServer: demo === undefined ? 'serve' : 'demo', serveShortfalls, modelsDir, modelsSource: shipped ? 'shipped' : 'fixture', close };
+    return { pageUrl, apiUrl, pageServer: demo === undefined ? 'serve' : 'demo', serveShortfalls, modelsDir, modelsSource: modelsDir === MODELS_DIR ? 'shipped' : 'given', close };
   } catch (error) {
     await close();
     throw error;

@@ -1,5 +1,5 @@
 /**
- * What the bench and the tests share: a server started in this process on fixture models, images made to
+ * The server's test harness: a server started in this process on fixture models, images made to
  * order, and raw HTTP over a socket for requests that fetch() refuses to send (cut-off uploads, odd paths).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
 import { Jimp } from 'jimp';
-import { loadConfig, type ServeConfig } from '../config.ts';
-import { createLogger, type Logger } from '../log.ts';
-import { startServer, type RunningServer } from '../server.ts';
+import { loadConfig, type ServeConfig } from '../../serve/config.ts';
+import type { Logger } from '../../serve/log.ts';
+import { startServer, type RunningServer } from '../../serve/server.ts';
 import { writeFixtureModels, type FixtureOptions } from './fixture-models.ts';
 
 export interface TestServer {

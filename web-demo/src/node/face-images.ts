@@ -1,55 +1,12 @@
 /**
- * Test fixtures for the web demo: a models folder to serve (the shipped models/ when they exist, else the seed
- * architecture with seeded random weights, exported with the project's exporter), and face images to send
- * (UTKFace from ../shared/data/utkface when present, else generated face-like images).
+ * Face images for the web demo's end-to-end test and benchmark to send: UTKFace from ../shared/data/utkface
+ * when present, else generated face-like images.
  */
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Jimp } from 'jimp';
-import { exportModel, writeExportedModel } from '../../../export/export-model.ts';
-import { modelSha256 } from '../../../export/tfjs-model.ts';
-import { taskLabels, TASKS } from '../../../contract/labels.ts';
-import { SEED_INPUT } from '../../../contract/preprocess.ts';
-import { selectBackend } from '../../../node-shared/tfjs/select.ts';
-import { buildSeedModel } from '../../../training/models/seed.ts';
 import { DEFAULT_UTKFACE as UTKFACE_DIR } from '../../../node-shared/paths.ts';
-import { MODELS_DIR } from './build.ts';
-
-/** Whether a folder holds a manifest and every model it lists. */
-export async function hasShippedModels(dir = MODELS_DIR): Promise<boolean> {
-  const manifest = join(dir, 'manifest.json');
-  if (!existsSync(manifest)) return false;
-  try {
-    const { models } = JSON.parse(await readFile(manifest, 'utf8')) as { models?: { file?: string }[] };
-    return Array.isArray(models) && models.length > 0 && models.every((m) => typeof m.file === 'string' && existsSync(join(dir, m.file)));
-  } catch {
-    return false;
-  }
-}
-
-/** Exports the seed model of every task, with seeded random weights, to `dir` (with its manifest.json). */
-export async function writeFixtureModels(dir: string, seed = 1): Promise<void> {
-  // tfjs's pure-JS CPU backend is enough for models this small.
-  await selectBackend('cpu', () => {});
-  for (const task of TASKS) {
-    const labels = taskLabels(task, 'coursework');
-    const model = buildSeedModel(task, labels.length, seed + TASKS.indexOf(task) * 100);
-    try {
-      const exported = exportModel(model, {
-        task,
-        labels,
-        ageScheme: task === 'age' ? 'coursework' : undefined,
-        input: SEED_INPUT,
-        preset: 'seed',
-        sourceSha256: await modelSha256(model),
-      });
-      await writeExportedModel(exported, join(dir, `${task}.onnx`));
-    } finally {
-      model.dispose();
-    }
-  }
-}
 
 export interface FaceImage {
   name: string;

@@ -1,7 +1,7 @@
 /**
  * Small models with random weights, exported through the project's exporter into a folder laid out as
- * `models/` is (three .onnx files with their metadata, and manifest.json): for tests, and for the bench
- * where no models have been exported yet. tfjs is imported here, never by the server.
+ * `models/` is (three .onnx files with their metadata, and manifest.json), for the tests. tfjs is imported here,
+ * never by the server.
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
