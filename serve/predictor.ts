@@ -8,7 +8,7 @@ import type { DecodedImage, DecodePool } from './decode-pool.ts';
 import { OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { ServedGraph } from './models.ts';
-import { run } from './runtime.ts';
+import { run } from '../node-shared/onnxruntime-node.ts';
 import { TASKS, type Task } from '../contract/labels.ts';
 import type { Prediction, TaskPrediction, Timings } from '../contract/prediction.ts';
 

@@ -12,7 +12,6 @@ import type { Logger } from './log.ts';
 import { ServeMetrics, type RegistrySnapshot } from './metrics.ts';
 import { loadModels, type LoadedModels } from './models.ts';
 import { Predictor } from './predictor.ts';
-import { releaseSession } from './runtime.ts';
 
 /** What a connection gets when Node's HTTP parser refuses it, by the parser's error code. */
 const CLIENT_ERRORS: Record<string, [number, string, string]> = {
@@ -116,7 +115,7 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
       clearInterval(sweeper);
       await ready.catch(() => {});
       await pool?.close();
-      for (const graph of models?.graphs ?? []) await releaseSession(graph.session);
+      await models?.release();
     })();
     return shutdownPromise;
   };

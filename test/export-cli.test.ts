@@ -17,7 +17,7 @@ import { parseExportArgs, runExport, type ExportCliConfig } from '../export/cli.
 import { loadTfjsModelFolder, modelSha256, saveTfjsModelFolder } from '../export/tfjs-model.ts';
 import { ONNX_RUNTIMES } from '../export/parity.ts';
 import { TASKS, type Task } from '../contract/labels.ts';
-import { readModelMetadata, validateModelManifest } from '../contract/metadata.ts';
+import { isClassifierEntry, readModelMetadata, validateModelManifest } from '../contract/metadata.ts';
 import { SEED_INPUT } from '../contract/preprocess.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 import { seedTrainingInfo, writeSeedRun } from './helpers/seed-run.ts';
@@ -54,7 +54,7 @@ describe('npm run export / export:check on a training run', () => {
     assert.deepEqual(manifest.models.map((m) => m.file), ['age.onnx', 'ethnicity.onnx', 'gender.onnx']);
     for (const task of TASKS) {
       const bytes = new Uint8Array(await readFile(join(out, `${task}.onnx`)));
-      const entry = manifest.models.find((m) => m.task === task);
+      const entry = manifest.models.filter(isClassifierEntry).find((m) => m.task === task);
       assert.equal(entry?.sha256, sha256(bytes));
       assert.equal(entry?.bytes, bytes.length);
       const metadata = readModelMetadata(bytes);

@@ -11,7 +11,7 @@ import { decodeImage } from '../imaging/decode.ts';
 import { readModelMetadata } from '../contract/metadata.ts';
 import { preprocess } from '../contract/preprocess.ts';
 import { makeImage, startTestServer, type TestServer } from './helpers/serve-harness.ts';
-import { createSession, run } from '../serve/runtime.ts';
+import { createSession, run } from '../node-shared/onnxruntime-node.ts';
 
 // Labels no server constant could produce: if they come back, they came from the metadata.
 const AGE_LABELS = ['cub', 'kid', 'teen', 'adult', 'elder', 'ancient'];

@@ -16,7 +16,7 @@ import { writeFixtureModels } from './helpers/fixture-models.ts';
 import { makeImage, memoryLogger, rawRequest } from './helpers/serve-harness.ts';
 import { REPO_ROOT } from '../node-shared/paths.ts';
 import { loadModels } from '../serve/models.ts';
-import { missingCudaBinaries } from '../serve/runtime.ts';
+import { missingCudaBinaries } from '../node-shared/onnxruntime-node.ts';
 
 interface Spawned {
   child: ChildProcess;

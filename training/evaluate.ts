@@ -4,7 +4,7 @@ import { ageGroupIndex, ageGroupLabels, classIndex, type AgeScheme, type Task } 
 import { readModelMetadata, type ModelMetadata } from '../contract/metadata.ts';
 import { taskPrediction, type TaskPrediction } from '../contract/prediction.ts';
 import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
-import { createSession, releaseSession, run } from '../serve/runtime.ts';
+import { createSession, releaseSession, run, type NodeSession } from '../node-shared/onnxruntime-node.ts';
 import type { Dataset } from './data/dataset.ts';
 import {
   calibration,
@@ -54,7 +54,7 @@ export function tfjsPredictor(model: tf.LayersModel, spec: InputSpec, info: Outp
  */
 export async function onnxPredictor(bytes: Uint8Array, { threads = 1, file }: { threads?: number; file?: string } = {}): Promise<{ predict: Predictor; metadata: ModelMetadata; release: () => Promise<void> }> {
   let metadata: ModelMetadata;
-  let session: Awaited<ReturnType<typeof createSession>>;
+  let session: NodeSession;
   try {
     metadata = readModelMetadata(bytes);
     session = await createSession(bytes, { provider: 'cpu', threads });

@@ -14,7 +14,7 @@ import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DEFAULT_UTKFACE, REPO_ROOT } from '../../node-shared/paths.ts';
-import { createSession, run } from '../runtime.ts';
+import { createSession, run } from '../../node-shared/onnxruntime-node.ts';
 import { runLoad, type LoadResult } from './load.ts';
 
 const TASKS = ['age', 'ethnicity', 'gender'] as const;

@@ -1,12 +1,13 @@
 /**
- * The runtime adapter: the only file that touches onnxruntime-web. Everything else calls
- * `createSession(modelBytes, options)` and `run(session, inputs)` with plain typed arrays, as in serve/runtime.ts.
+ * The onnxruntime-web adapter: the only file that touches onnxruntime-web. `webRuntime` is the `ModelRuntime`
+ * contract/model-set.ts loads model sets with, as node-shared/onnxruntime-node.ts's is in Node.
  *
  * onnxruntime-web is not bundled: the build copies one prebuilt ort module per backend (and the WebAssembly
  * binary it loads) into `ort/`, and `loadRuntime` imports the one the page asked for from the page's own
  * origin. The WebGPU build is 26 MB, so a page that never asks for WebGPU never fetches it.
  */
 import type * as Ort from 'onnxruntime-web';
+import type { FloatTensor, ModelRuntime, Session, TensorInfo } from '../../../contract/model-set.ts';
 
 export type Backend = 'wasm' | 'webgpu';
 export const BACKENDS: readonly Backend[] = ['wasm', 'webgpu'];
@@ -20,21 +21,7 @@ export const ORT_FILES: Readonly<Record<Backend, readonly string[]>> = {
   webgpu: ['ort.webgpu.min.mjs', 'ort-wasm-simd-threaded.asyncify.mjs', 'ort-wasm-simd-threaded.asyncify.wasm'],
 };
 
-/** A tensor's name, element type and shape as the model declares it (a string for a symbolic dimension). */
-export interface TensorInfo {
-  name: string;
-  type: string;
-  shape: (number | string)[];
-}
-
-export interface FloatTensor {
-  data: Float32Array;
-  dims: readonly number[];
-}
-
-export interface Session {
-  readonly inputs: readonly TensorInfo[];
-  readonly outputs: readonly TensorInfo[];
+export interface WebSession extends Session {
   readonly inner: Ort.InferenceSession;
 }
 
@@ -90,7 +77,7 @@ function describe(metadata: readonly Ort.InferenceSession.ValueMetadata[]): Tens
   return metadata.map((value) => (value.isTensor ? { name: value.name, type: value.type, shape: [...value.shape] } : { name: value.name, type: 'non-tensor', shape: [] }));
 }
 
-export async function createSession(modelBytes: Uint8Array): Promise<Session> {
+export async function createSession(modelBytes: Uint8Array): Promise<WebSession> {
   const module = loaded();
   const inner = await module.InferenceSession.create(modelBytes, {
     executionProviders: loadedBackend === 'webgpu' ? ['webgpu', 'wasm'] : ['wasm'],
@@ -100,12 +87,12 @@ export async function createSession(modelBytes: Uint8Array): Promise<Session> {
   return { inputs: describe(inner.inputMetadata), outputs: describe(inner.outputMetadata), inner };
 }
 
-export async function releaseSession(session: Session): Promise<void> {
+export async function releaseSession(session: WebSession): Promise<void> {
   await session.inner.release();
 }
 
 /** Runs the model on float32 inputs and returns every output as float32. */
-export async function run(session: Session, inputs: Record<string, FloatTensor>): Promise<Record<string, FloatTensor>> {
+export async function run(session: WebSession, inputs: Record<string, FloatTensor>): Promise<Record<string, FloatTensor>> {
   const module = loaded();
   const feeds: Record<string, Ort.Tensor> = {};
   for (const [name, tensor] of Object.entries(inputs)) feeds[name] = new module.Tensor('float32', tensor.data, tensor.dims);
@@ -119,6 +106,9 @@ export async function run(session: Session, inputs: Record<string, FloatTensor>)
   }
   return outputs;
 }
+
+/** onnxruntime-web as the model-set loader's runtime, on the backend `loadRuntime` loaded. */
+export const webRuntime: ModelRuntime<WebSession> = { createSession, run, releaseSession };
 
 /** The part of WebGPU used here (TypeScript's DOM library does not declare navigator.gpu). */
 interface WebGpu {

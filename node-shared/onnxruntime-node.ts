@@ -1,11 +1,15 @@
 /**
- * The runtime adapter: the only file that imports onnxruntime-node. Everything else calls
- * `createSession(modelBytes, options)` and `run(session, inputs)` with plain typed arrays.
+ * The onnxruntime-node adapter: the only file that imports onnxruntime-node. The server, training's evaluation
+ * and the benches call `nodeRuntime(options)` (the `ModelRuntime` contract/model-set.ts loads model sets with),
+ * or `createSession(modelBytes, options)` and `run(session, inputs)` with plain typed arrays.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import type { FloatTensor, ModelRuntime, Session, TensorInfo } from '../contract/model-set.ts';
+
+export type { FloatTensor, TensorInfo } from '../contract/model-set.ts';
 
 export type Provider = 'cpu' | 'cuda';
 
@@ -15,23 +19,9 @@ export interface SessionOptions {
   threads: number;
 }
 
-/** A tensor's name, element type and shape as the model declares it (a string for a symbolic dimension). */
-export interface TensorInfo {
-  name: string;
-  type: string;
-  shape: (number | string)[];
-}
-
-export interface Session {
+export interface NodeSession extends Session {
   readonly provider: Provider;
-  readonly inputs: readonly TensorInfo[];
-  readonly outputs: readonly TensorInfo[];
   readonly inner: ort.InferenceSession;
-}
-
-export interface FloatTensor {
-  data: Float32Array;
-  dims: readonly number[];
 }
 
 export const RUNTIME_NAME = `onnxruntime-node ${ort.env.versions.node ?? ort.env.versions.common}`;
@@ -40,7 +30,7 @@ function describe(metadata: readonly ort.InferenceSession.ValueMetadata[]): Tens
   return metadata.map((value) => (value.isTensor ? { name: value.name, type: value.type, shape: [...value.shape] } : { name: value.name, type: 'non-tensor', shape: [] }));
 }
 
-export async function createSession(modelBytes: Uint8Array, options: SessionOptions): Promise<Session> {
+export async function createSession(modelBytes: Uint8Array, options: SessionOptions): Promise<NodeSession> {
   const inner = await ort.InferenceSession.create(modelBytes, {
     executionProviders: [options.provider],
     intraOpNumThreads: options.threads,
@@ -54,7 +44,7 @@ export async function createSession(modelBytes: Uint8Array, options: SessionOpti
 }
 
 /** Runs the model on float32 inputs and returns every output as float32. */
-export async function run(session: Session, inputs: Record<string, FloatTensor>): Promise<Record<string, FloatTensor>> {
+export async function run(session: NodeSession, inputs: Record<string, FloatTensor>): Promise<Record<string, FloatTensor>> {
   const feeds: Record<string, ort.Tensor> = {};
   for (const [name, tensor] of Object.entries(inputs)) feeds[name] = new ort.Tensor('float32', tensor.data, tensor.dims);
   const results = await session.inner.run(feeds);
@@ -66,8 +56,13 @@ export async function run(session: Session, inputs: Record<string, FloatTensor>)
   return outputs;
 }
 
-export async function releaseSession(session: Session): Promise<void> {
+export async function releaseSession(session: NodeSession): Promise<void> {
   await session.inner.release();
+}
+
+/** onnxruntime-node as the model-set loader's runtime, every session on `options`' provider and threads. */
+export function nodeRuntime(options: SessionOptions): ModelRuntime<NodeSession> {
+  return { createSession: (modelBytes) => createSession(modelBytes, options), run, releaseSession };
 }
 
 /**
