@@ -61,10 +61,16 @@ export function preprocessToBytes(image: PixelBuffer, spec: InputSpec): Uint8Arr
   return bytes;
 }
 
+/** The byte value that the spec's scaling maps to 1: a model input is a byte (or a blend of bytes) divided by it. */
+export function byteScale(spec: InputSpec): number {
+  if (spec.scaling !== 'unit') throw new Error(`Unsupported scaling "${String(spec.scaling)}"; expected one of: unit`);
+  return 255;
+}
+
 /** Bytes from `preprocessToBytes` scaled as the spec says, ready to be a model input. */
 export function scaleBytes(bytes: Uint8Array, spec: InputSpec, out = new Float32Array(bytes.length)): Float32Array {
-  if (spec.scaling !== 'unit') throw new Error(`Unsupported scaling "${String(spec.scaling)}"; expected one of: unit`);
-  for (let i = 0; i < bytes.length; i++) out[i] = bytes[i] / 255;
+  const scale = byteScale(spec);
+  for (let i = 0; i < bytes.length; i++) out[i] = bytes[i] / scale;
   return out;
 }
 

@@ -1,9 +1,9 @@
 /**
  * Training-time augmentation on one preprocessed face: horizontal flip, a small random affine warp (scale,
  * rotation, shift; bilinear, borders replicated) and brightness/contrast jitter. It writes the model input
- * (scaled to [0, 1]) directly, so an augmented batch costs one pass over the pixels.
+ * (scaled as the spec says, to [0, 1]) directly, so an augmented batch costs one pass over the pixels.
  */
-import type { InputSpec } from '../../contract/preprocess.ts';
+import { byteScale, type InputSpec } from '../../contract/preprocess.ts';
 
 export interface AugmentOptions {
   /** probability of a horizontal flip */
@@ -47,7 +47,7 @@ export function drawTransform(options: AugmentOptions, random: () => number): Fa
 }
 
 /**
- * Writes `face` (preprocessed bytes, HWC) transformed by `t` into `out` as floats in [0, 1].
+ * Writes `face` (preprocessed bytes, HWC) transformed by `t` into `out`, scaled as `spec` says (to [0, 1]).
  * Each output pixel samples the source at the inverse-transformed position.
  */
 export function augmentFace(face: Uint8Array, spec: InputSpec, t: FaceTransform, out: Float32Array): void {
@@ -58,9 +58,10 @@ export function augmentFace(face: Uint8Array, spec: InputSpec, t: FaceTransform,
   const sin = Math.sin(t.rotation) / t.scale;
   const dx = t.shiftX * w;
   const dy = t.shiftY * h;
+  const scale = byteScale(spec);
   let mean = 0;
   for (let i = 0; i < face.length; i++) mean += face[i];
-  mean /= face.length * 255;
+  mean /= face.length * scale;
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
       const ox = (t.flip ? w - 1 - x : x) - cx - dx;
@@ -76,7 +77,7 @@ export function augmentFace(face: Uint8Array, spec: InputSpec, t: FaceTransform,
       for (let k = 0; k < c; k++) {
         const top = face[(y0 * w + x0) * c + k] * (1 - fx) + face[(y0 * w + x1) * c + k] * fx;
         const bottom = face[(y1 * w + x0) * c + k] * (1 - fx) + face[(y1 * w + x1) * c + k] * fx;
-        const v = (top * (1 - fy) + bottom * fy) / 255;
+        const v = (top * (1 - fy) + bottom * fy) / scale;
         out[(y * w + x) * c + k] = Math.min(1, Math.max(0, (v - mean) * t.contrast + mean + t.brightness));
       }
     }
