@@ -13,6 +13,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { runCli, UsageError } from '../../node-shared/cli-args.ts';
 import { DEFAULT_UTKFACE, REPO_ROOT } from '../../node-shared/paths.ts';
 import { createSession, run } from '../../node-shared/onnxruntime-node.ts';
 import { runLoad, type LoadResult } from './load.ts';
@@ -49,19 +50,19 @@ function parseArgs(argv: string[]): BenchArgs {
   if (dash !== -1) args.serverArgs = argv.splice(dash).slice(1);
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
-    if (value === undefined) throw new Error(`${flag} needs a value`);
+    if (value === undefined) throw new UsageError(`${flag} needs a value`);
     if (flag === '--seconds') args.seconds = Number(value);
     else if (flag === '--max-requests') args.maxRequests = Number(value);
     else if (flag === '--concurrency') args.concurrency = value.split(',').map(Number);
     else if (flag === '--models') args.modelsDir = resolve(value);
     else if (flag === '--images') args.images = Number(value);
     else if (flag === '--runs') args.runs = resolve(value);
-    else throw new Error(`Unknown option ${flag}; expected one of: --seconds, --max-requests, --concurrency, --models, --images, --runs, -- <server options>`);
+    else throw new UsageError(`Unknown option ${flag}; expected one of: --seconds, --max-requests, --concurrency, --models, --images, --runs, -- <server options>`);
   }
   for (const [name, value] of [['--seconds', args.seconds], ['--max-requests', args.maxRequests], ['--images', args.images]] as const) {
-    if (!(value > 0)) throw new Error(`${name} must be a positive number`);
+    if (!(value > 0)) throw new UsageError(`${name} must be a positive number`);
   }
-  if (args.concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 1024)) throw new Error('--concurrency takes whole numbers from 1 to 1024, e.g. 1,16,64');
+  if (args.concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 1024)) throw new UsageError('--concurrency takes whole numbers from 1 to 1024, e.g. 1,16,64');
   return args;
 }
 
@@ -283,23 +284,14 @@ function printTargets(results: LoadResult[]): void {
   }
 }
 
-async function main(): Promise<void> {
-  const ownArgs = process.argv.slice(2, process.argv.includes('--') ? process.argv.indexOf('--') : undefined);
-  if (ownArgs.includes('--help') || ownArgs.includes('-h')) {
-    process.stdout.write(USAGE);
-    return;
-  }
-  let args: BenchArgs;
-  try {
-    args = parseArgs(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message}\n\n${USAGE}`);
-    process.exit(2);
-  }
+async function main(argv: string[]): Promise<void> {
+  const ownArgs = argv.slice(0, argv.includes('--') ? argv.indexOf('--') : undefined);
+  // runCli prints the usage, on stdout, for a UsageError without a message.
+  if (ownArgs.includes('--help') || ownArgs.includes('-h')) throw new UsageError('');
+  const args = parseArgs(argv);
   const modelsDir = args.modelsDir ?? join(REPO_ROOT, 'models');
   if (!existsSync(join(modelsDir, 'manifest.json'))) {
-    process.stderr.write(`error: no models in ${modelsDir} (it has no manifest.json): export them with \`npm run export -- --all\`, or pass --models DIR\n`);
-    process.exit(2);
+    throw new UsageError(`No models in ${modelsDir} (it has no manifest.json): export them with \`npm run export -- --all\`, or pass --models DIR`);
   }
   const { images, source } = await loadImages(args.images);
   const port = await freePort();
@@ -326,7 +318,4 @@ async function main(): Promise<void> {
   await compareInference(modelsDir, args.runs);
 }
 
-main().catch((error: unknown) => {
-  console.error(error instanceof Error ? error.message : error);
-  process.exit(1);
-});
+runCli(USAGE, main);

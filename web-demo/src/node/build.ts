@@ -19,6 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { constants as zlib, createBrotliCompress, createGzip } from 'node:zlib';
 import * as esbuild from 'esbuild';
+import { isMain } from '../../../node-shared/cli-args.ts';
 import { REPO_ROOT } from '../../../node-shared/paths.ts';
 import { BACKENDS, ORT_FILES } from '../browser/runtime.ts';
 import { CROSS_ORIGIN_ISOLATION_HEADERS } from './static-server.ts';
@@ -248,7 +249,7 @@ export async function ensureWebDemoBuilt(log?: (line: string) => void): Promise<
   return withBuildLock(() => buildWebDemo({ ifStale: true, log }));
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (isMain(import.meta.url)) {
   const args = process.argv.slice(2);
   const known = ['--if-stale', '--with-models', '--help', '-h'];
   const unknown = args.find((arg) => !known.includes(arg));
