@@ -5,8 +5,7 @@
  * serves everything the page needs, else the demo's own static server (and the reason why).
  */
 import { existsSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { REPO_ROOT } from '../../../node-shared/paths.ts';
+import { join } from 'node:path';
 import { loadConfig } from '../../../serve/config.ts';
 import { createLogger } from '../../../serve/log.ts';
 import { startServer, type RunningServer as InferenceServer } from '../../../serve/server.ts';
@@ -48,7 +47,7 @@ export async function pageShortfalls(baseUrl: string): Promise<string[]> {
 /** Starts the servers on `modelsDir` (default: the shipped models/, which are always in the repository). */
 export async function startHarness(log: (line: string) => void = () => {}, modelsDir = MODELS_DIR): Promise<Harness> {
   if (!existsSync(join(modelsDir, 'manifest.json'))) {
-    throw new Error(`No models in ${relative(REPO_ROOT, modelsDir) || modelsDir} (it has no manifest.json): export them with \`npm run export -- --all\`, or give the harness a folder that holds them`);
+    throw new Error(`No models in ${modelsDir} (it has no manifest.json): export them with \`npm run export -- --all\`, or give the harness a folder that holds them`);
   }
   await ensureWebDemoBuilt(log);
   let api: InferenceServer | undefined;
