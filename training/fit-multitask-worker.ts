@@ -17,10 +17,24 @@ import { ageGroupIndex, MIN_AGE, TASKS, type AgeScheme, type Task } from '../con
 import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
 import { selectBackend, type BackendName } from '../node-shared/tfjs/select.ts';
 import { augmentFace, drawTransform } from './data/augment.ts';
-import { seededRandom, shuffledIndices } from './data/split.ts';
-import { ageTargetTable, classWeights, learningRateAt } from './fit-residual.ts';
+import { shuffledIndices } from './data/split.ts';
+import { bestWeightsFile, readFloats, replicaStateFile, writeFloats } from './checkpoint.ts';
+import { ageTargetTable, augmentationSeed, classWeights, countedRandom, epochOrder, learningRateAt, SEED_OFFSET, type CountedRandom } from './recipe.ts';
 import type { MultitaskConfig } from './fit-multitask.ts';
 import { AGE_BINS, buildMultitaskModels } from './models/residual.ts';
+
+/** Where a replica keeps its checkpoint, and the state it resumes from. */
+export interface ReplicaCheckpoint {
+  folder: string;
+  resume?: {
+    epochsDone: number;
+    stopped: boolean;
+    best: { epoch: number; score: number | null };
+    /** this replica's augmentation draws so far */
+    draws: number;
+    optimizerSteps: number;
+  };
+}
 
 /** What `workerData` holds in a replica; the role keeps this module inert when imported anywhere else. */
 export interface ReplicaData {
@@ -49,6 +63,8 @@ export interface ReplicaData {
   batchStats: SharedArrayBuffer;
   /** Int32: [arrived, generation, aborted] */
   sync: SharedArrayBuffer;
+  /** absent: no checkpoint is written */
+  checkpoint?: ReplicaCheckpoint;
 }
 
 /** Per task and epoch, what the parent logs and records. */
@@ -64,56 +80,118 @@ export interface TaskEpoch {
 export type ReplicaMessage =
   /** replica 0, as an epoch's training starts (step 0) and after each step: how far it has got */
   | { type: 'step'; epoch: number; step: number; steps: number }
-  /** `improved`: the epoch is the best so far on the validation split, by `validationScore` */
-  | { type: 'epoch'; epoch: number; seconds: number; imagesPerSecond: number; tasks: Record<Task, TaskEpoch>; improved: boolean }
-  | { type: 'stopped'; epoch: number; patience: number }
+  /**
+   * replica 0, after each epoch. `improved`: the epoch is the best so far on the validation split, by
+   * `validationScore`; `stopping`: early stopping ends the run here; `trainSeconds`: this session's so far.
+   */
+  | { type: 'epoch'; epoch: number; seconds: number; imagesPerSecond: number; tasks: Record<Task, TaskEpoch>; improved: boolean; score: number; stopping: boolean; trainSeconds: number }
+  /** every replica, once its checkpoint files for `epoch` are written */
+  | { type: 'checkpointed'; replica: number; epoch: number; draws: number; optimizerSteps: number }
   /** every replica, at the end: a digest of its trainable weights, which must be the same in all */
   | { type: 'digest'; replica: number; digest: string }
   | {
       type: 'done';
+      /** epochs completed, those of earlier sessions included */
       epochsRun: number;
+      /** this session's */
       trainSeconds: number;
       /** the epoch kept and the whole network's weights at that epoch, in getWeights() order */
       best: { epoch: number; weights: Float32Array[] };
     };
 
-/** Per-replica sums: for each task (TASKS order) train loss, train hits, validation loss, validation hits; then counts and the age error. */
+/**
+ * Per-replica sums (`stats`): for each task in TASKS order, STATS_PER_TASK values (train loss, train hits,
+ * validation loss, validation hits); then the counts and the age error.
+ */
 export const STAT_COUNT = 16;
-/** Int32 slots of `sync`: arrived, generation, aborted. */
-export const SYNC_SLOTS = 3;
+const STATS_PER_TASK = 4;
+const TRAIN_LOSS = 0;
+const TRAIN_HITS = 1;
+const VALIDATION_LOSS = 2;
+const VALIDATION_HITS = 3;
 const TRAIN_COUNT = 12;
 const VALIDATION_COUNT = 13;
 const AGE_ABS_ERROR = 14;
+/** Int32 slots of `sync`. */
+export const SYNC_SLOTS = 3;
+const SYNC_ARRIVED = 0;
+const SYNC_GENERATION = 1;
+export const SYNC_ABORTED = 2;
+/** How long a waiting replica sleeps between looks at the aborted flag. */
+const ABORT_POLL_MS = 1000;
+/** Faces per validation batch. */
+const VALIDATION_BATCH = 128;
+/** The floor under a probability before its log, so that a confident mistake costs a finite loss. */
+const MIN_PROBABILITY = 1e-7;
+
+/** The index in `stats` of a task's sum. */
+function statIndex(task: number, sum: number): number {
+  return STATS_PER_TASK * task + sum;
+}
 
 /** Waits until every replica has arrived; throws if the parent aborted the run (another replica failed). */
 function arriveAndWait(sync: Int32Array, parties: number): void {
-  const generation = Atomics.load(sync, 1);
-  if (Atomics.add(sync, 0, 1) === parties - 1) {
-    Atomics.store(sync, 0, 0);
-    Atomics.add(sync, 1, 1);
-    Atomics.notify(sync, 1);
+  const generation = Atomics.load(sync, SYNC_GENERATION);
+  if (Atomics.add(sync, SYNC_ARRIVED, 1) === parties - 1) {
+    Atomics.store(sync, SYNC_ARRIVED, 0);
+    Atomics.add(sync, SYNC_GENERATION, 1);
+    Atomics.notify(sync, SYNC_GENERATION);
     return;
   }
-  while (Atomics.load(sync, 1) === generation) {
-    Atomics.wait(sync, 1, generation, 1000);
-    if (Atomics.load(sync, 2) !== 0) throw new Error('training aborted: another replica failed');
+  while (Atomics.load(sync, SYNC_GENERATION) === generation) {
+    Atomics.wait(sync, SYNC_GENERATION, generation, ABORT_POLL_MS);
+    if (Atomics.load(sync, SYNC_ABORTED) !== 0) throw new Error('training aborted: another replica failed');
   }
 }
 
-async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => void): Promise<void> {
-  const { config, spec, replica, replicas, seed, epochs } = data;
-  await selectBackend(data.backend, () => {});
-  const pixels = new Uint8Array(data.pixels);
-  const ages = new Uint8Array(data.ages);
-  const targets = Object.fromEntries(TASKS.map((task) => [task, new Int32Array(data.targets[task])])) as Record<Task, Int32Array>;
-  const fit = new Int32Array(data.fit);
-  const validation = new Int32Array(data.validation);
-  const sync = new Int32Array(data.sync);
-  const stats = new Float64Array(data.stats);
-  const size = spec.height * spec.width * spec.channels;
+/** The replica's views of the shared buffers. */
+interface SharedViews {
+  pixels: Uint8Array;
+  ages: Uint8Array;
+  targets: Record<Task, Int32Array>;
+  fit: Int32Array;
+  validation: Int32Array;
+  sync: Int32Array;
+  stats: Float64Array;
+  /** this replica's row of `stats` */
+  own: Float64Array;
+  gradients: Float32Array;
+  batchStats: Float64Array;
+}
 
-  const models = buildMultitaskModels(data.labels, { ...config.architecture, input: spec }, data.ageScheme, seed);
-  const net = models.train;
+function openShared(data: ReplicaData): SharedViews {
+  const stats = new Float64Array(data.stats);
+  return {
+    pixels: new Uint8Array(data.pixels),
+    ages: new Uint8Array(data.ages),
+    targets: Object.fromEntries(TASKS.map((task) => [task, new Int32Array(data.targets[task])])) as Record<Task, Int32Array>,
+    fit: new Int32Array(data.fit),
+    validation: new Int32Array(data.validation),
+    sync: new Int32Array(data.sync),
+    stats,
+    own: stats.subarray(data.replica * STAT_COUNT, (data.replica + 1) * STAT_COUNT),
+    gradients: new Float32Array(data.gradients),
+    batchStats: new Float64Array(data.batchStats),
+  };
+}
+
+/** The network, the variables it trains and the optimizer that moves them. */
+interface Trainer {
+  net: tf.LayersModel;
+  variables: tf.Variable[];
+  /** where each variable starts in a flat gradient */
+  offsets: number[];
+  parameterCount: number;
+  /** the mean of the replicas' gradients, rebuilt at every step in one reused buffer */
+  meanGradient: Float32Array;
+  /** the kernels that weight decay shrinks */
+  decayed: tf.Variable[];
+  optimizer: tf.MomentumOptimizer;
+}
+
+function buildTrainer(data: ReplicaData, views: SharedViews): Trainer {
+  const { config, spec, replicas } = data;
+  const net = buildMultitaskModels(data.labels, { ...config.architecture, input: spec }, data.ageScheme, data.seed).train;
   const variables = net.trainableWeights.map((w) => w.read() as tf.Variable);
   const offsets: number[] = [];
   let parameterCount = 0;
@@ -121,188 +199,329 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
     offsets.push(parameterCount);
     parameterCount += v.size;
   }
-  const gradients = new Float32Array(data.gradients);
-  // the mean of the replicas' gradients, rebuilt at every step in one reused buffer
-  const meanGradient = new Float32Array(parameterCount);
-  if (gradients.length !== 2 * replicas * parameterCount) throw new Error(`gradient buffer holds ${gradients.length} floats; expected ${2 * replicas * parameterCount}`);
-  const decayed = variables.filter((v) => v.name.includes('kernel'));
-  const optimizer = tf.train.momentum(config.learningRate, config.momentum, true);
-  const schedule = { ...config, epochs };
+  if (views.gradients.length !== 2 * replicas * parameterCount) throw new Error(`gradient buffer holds ${views.gradients.length} floats; expected ${2 * replicas * parameterCount}`);
+  return {
+    net,
+    variables,
+    offsets,
+    parameterCount,
+    meanGradient: new Float32Array(parameterCount),
+    decayed: variables.filter((v) => v.name.includes('kernel')),
+    optimizer: tf.train.momentum(config.learningRate, config.momentum, true),
+  };
+}
 
-  const ethnicityWeights = classWeights(targets.ethnicity, fit, data.labels.ethnicity.length, config.classBalance);
-  const ageTargets = ageTargetTable(config.ageSigma);
+/** What the losses and the validation scores are computed with. */
+interface Scoring {
+  ethnicityWeights: Float32Array;
+  ageTargets: Float32Array[];
+  /** distribution -> group probabilities, as the exported age model computes them */
+  groupMatrix: tf.Tensor2D;
+  /** distribution -> years, as the exported age model computes them */
+  yearsMatrix: tf.Tensor2D;
+}
+
+function buildScoring(data: ReplicaData, views: SharedViews): Scoring {
   const groupCount = data.labels.age.length;
   const groupOfBin = Array.from({ length: AGE_BINS }, (_, bin) => ageGroupIndex(MIN_AGE + bin, data.ageScheme));
-  // distribution -> group probabilities and -> years, as the exported age model computes them
-  const groupMatrix = tf.tensor2d(groupOfBin.flatMap((g) => Array.from({ length: groupCount }, (_, k) => (k === g ? 1 : 0))), [AGE_BINS, groupCount]);
-  const yearsMatrix = tf.tensor2d(groupOfBin.map((_, bin) => MIN_AGE + bin), [AGE_BINS, 1]);
-  const random = seededRandom(seed + 202 + 7919 * replica);
-  const globalBatch = config.batchSize;
-  const share = Math.floor(globalBatch / replicas);
-  const batchInput = new Float32Array(share * size);
-  const mine = new Int32Array(share);
-  const best = { score: -Infinity, epoch: 0, weights: [] as tf.Tensor[] };
-  const normalizers = batchNormalizers(net);
-  // the faces whose statistics replace the running ones after every epoch: a fixed draw, split between replicas
-  // (at least one each, so that no replica averages an empty batch)
-  const statisticsCount = config.batchNormFaces > 0 ? Math.min(fit.length, Math.max(replicas, config.batchNormFaces)) : 0;
-  const statisticsFaces = Int32Array.from(shuffledIndices(fit.length, seed + 303).subarray(0, statisticsCount), (i) => fit[i]).filter((_, i) => i % replicas === replica);
-  const batchStats = new Float64Array(data.batchStats);
-  const statisticsSize = batchStatisticsSize(net);
-  if (batchStats.length !== replicas * statisticsSize) throw new Error(`batch statistics buffer holds ${batchStats.length} values; expected ${replicas * statisticsSize}`);
-  const own = stats.subarray(replica * STAT_COUNT, (replica + 1) * STAT_COUNT);
-
-  /** Each task's loss on `batch`, whose classes per task (TASKS order) are `truth`. */
-  const lossOf = (logits: tf.Tensor[], batch: Int32Array, truth: tf.Tensor1D[]): tf.Scalar[] => {
-    const count = batch.length;
-    const soft = new Float32Array(count * AGE_BINS);
-    batch.forEach((face, k) => soft.set(ageTargets[ages[face] - MIN_AGE], k * AGE_BINS));
-    const ethnicity = Array.from(batch, (face) => targets.ethnicity[face]);
-    return [
-      tf.losses.softmaxCrossEntropy(tf.tensor2d(soft, [count, AGE_BINS]), logits[0]).add(ageGroupCrossEntropy(logits[0], groupMatrix, truth[0]).mul(config.ageGroupLoss)),
-      tf.losses.softmaxCrossEntropy(tf.oneHot(truth[1], data.labels.ethnicity.length), logits[1], tf.tensor1d(ethnicity.map((c) => ethnicityWeights[c])), config.labelSmoothing),
-      tf.losses.sigmoidCrossEntropy(truth[2].toFloat().reshape([count, 1]), logits[2], undefined, config.labelSmoothing),
-    ];
+  return {
+    ethnicityWeights: classWeights(views.targets.ethnicity, views.fit, data.labels.ethnicity.length, data.config.classBalance),
+    ageTargets: ageTargetTable(data.config.ageSigma),
+    groupMatrix: tf.tensor2d(groupOfBin.flatMap((g) => Array.from({ length: groupCount }, (_, k) => (k === g ? 1 : 0))), [AGE_BINS, groupCount]),
+    yearsMatrix: tf.tensor2d(groupOfBin.map((_, bin) => MIN_AGE + bin), [AGE_BINS, 1]),
   };
+}
 
-  /** Predicted class of each face for each task, from the heads' logits. */
-  const predictions = (logits: tf.Tensor[]): tf.Tensor[] => [
-    tf.softmax(logits[0]).matMul(groupMatrix).argMax(1),
-    logits[1].argMax(1),
-    logits[2].greater(0).squeeze([1]).toInt(),
+/** Everything a replica's stages share. */
+interface Replica {
+  data: ReplicaData;
+  views: SharedViews;
+  trainer: Trainer;
+  scoring: Scoring;
+  /** the augmentation stream, counted so that a checkpoint can record where it is */
+  random: CountedRandom;
+  /** faces per replica in a step */
+  share: number;
+  /** values per face */
+  faceSize: number;
+  batchInput: Float32Array;
+  /** this replica's faces of the current step */
+  mine: Int32Array;
+  normalizers: tf.layers.Layer[];
+  /** the faces whose batch statistics replace the running ones after every epoch (this replica's part) */
+  statisticsFaces: Int32Array;
+  statisticsSize: number;
+  post: (message: ReplicaMessage) => void;
+}
+
+function openReplica(data: ReplicaData, post: (message: ReplicaMessage) => void): Replica {
+  const { config, spec, replica, replicas, seed } = data;
+  const views = openShared(data);
+  const trainer = buildTrainer(data, views);
+  const faceSize = spec.height * spec.width * spec.channels;
+  const share = Math.floor(config.batchSize / replicas);
+  // a fixed draw, split between replicas (at least one each, so that no replica averages an empty batch)
+  const statisticsCount = config.batchNormFaces > 0 ? Math.min(views.fit.length, Math.max(replicas, config.batchNormFaces)) : 0;
+  const statisticsFaces = Int32Array.from(shuffledIndices(views.fit.length, seed + SEED_OFFSET.batchNormFaces).subarray(0, statisticsCount), (i) => views.fit[i]).filter((_, i) => i % replicas === replica);
+  const statisticsSize = batchStatisticsSize(trainer.net);
+  if (views.batchStats.length !== replicas * statisticsSize) throw new Error(`batch statistics buffer holds ${views.batchStats.length} values; expected ${replicas * statisticsSize}`);
+  return {
+    data,
+    views,
+    trainer,
+    scoring: buildScoring(data, views),
+    random: countedRandom(augmentationSeed(seed, replica), data.checkpoint?.resume?.draws ?? 0),
+    share,
+    faceSize,
+    batchInput: new Float32Array(share * faceSize),
+    mine: new Int32Array(share),
+    normalizers: batchNormalizers(trainer.net),
+    statisticsFaces: statisticsCount > 0 ? statisticsFaces : new Int32Array(0),
+    statisticsSize,
+    post,
+  };
+}
+
+/** Each task's loss on `batch`, whose classes per task (TASKS order) are `truth`. */
+function taskLosses(r: Replica, logits: tf.Tensor[], batch: Int32Array, truth: tf.Tensor1D[]): tf.Scalar[] {
+  const { config, labels } = r.data;
+  const { ageTargets, groupMatrix, ethnicityWeights } = r.scoring;
+  const count = batch.length;
+  const soft = new Float32Array(count * AGE_BINS);
+  batch.forEach((face, k) => soft.set(ageTargets[r.views.ages[face] - MIN_AGE], k * AGE_BINS));
+  const ethnicity = Array.from(batch, (face) => r.views.targets.ethnicity[face]);
+  return [
+    tf.losses.softmaxCrossEntropy(tf.tensor2d(soft, [count, AGE_BINS]), logits[0]).add(ageGroupCrossEntropy(logits[0], groupMatrix, truth[0]).mul(config.ageGroupLoss)),
+    tf.losses.softmaxCrossEntropy(tf.oneHot(truth[1], labels.ethnicity.length), logits[1], tf.tensor1d(ethnicity.map((c) => ethnicityWeights[c])), config.labelSmoothing),
+    tf.losses.sigmoidCrossEntropy(truth[2].toFloat().reshape([count, 1]), logits[2], undefined, config.labelSmoothing),
   ];
+}
 
+/** Predicted class of each face for each task, from the heads' logits. */
+function predictedClasses(r: Replica, logits: tf.Tensor[]): tf.Tensor[] {
+  return [tf.softmax(logits[0]).matMul(r.scoring.groupMatrix).argMax(1), logits[1].argMax(1), logits[2].greater(0).squeeze([1]).toInt()];
+}
+
+/** This replica's gradient on its share of the step's faces, written to its slot; its loss and hits summed in `own`. */
+function shareGradient(r: Replica, slot: number): void {
+  const { spec, config, replica } = r.data;
+  const { net, variables, offsets, parameterCount } = r.trainer;
+  const { own, gradients, targets } = r.views;
+  const losses: tf.Scalar[] = [];
+  const hits: tf.Tensor[] = [];
+  const { grads, value } = tf.tidy(() => {
+    const x = tf.tensor4d(r.batchInput, [r.share, spec.height, spec.width, spec.channels]);
+    return tf.variableGrads(() => {
+      const logits = net.apply(x, { training: true }) as tf.Tensor[];
+      const truth = TASKS.map((task) => tf.tensor1d(Array.from(r.mine, (face) => targets[task][face]), 'int32'));
+      const perTask = taskLosses(r, logits, r.mine, truth);
+      losses.push(...perTask.map((l) => tf.keep(l)));
+      hits.push(...predictedClasses(r, logits).map((p, t) => tf.keep(p.equal(truth[t]).sum())));
+      return tf.addN(perTask.map((l, t) => l.mul(config.lossWeights[TASKS[t]]))) as tf.Scalar;
+    }, variables);
+  });
+  variables.forEach((v, i) => gradients.set(grads[v.name].dataSync() as Float32Array, (slot + replica) * parameterCount + offsets[i]));
+  tf.dispose([value, ...Object.values(grads)]);
+  TASKS.forEach((_, t) => {
+    own[statIndex(t, TRAIN_LOSS)] += losses[t].dataSync()[0] * r.share;
+    own[statIndex(t, TRAIN_HITS)] += hits[t].dataSync()[0];
+  });
+  own[TRAIN_COUNT] += r.share;
+  tf.dispose([...losses, ...hits]);
+}
+
+/** Applies the mean of every replica's gradient in `slot` (summed in replica order, so the same bits everywhere), then weight decay. */
+function applyMeanGradient(r: Replica, slot: number, learningRate: number): void {
+  const { replicas, config } = r.data;
+  const { variables, offsets, parameterCount, meanGradient, optimizer, decayed } = r.trainer;
+  const { gradients } = r.views;
+  optimizer.setLearningRate(learningRate);
+  const mean = variables.map((v, i) => {
+    const averaged = meanGradient.subarray(offsets[i], offsets[i] + v.size).fill(0);
+    for (let replica = 0; replica < replicas; replica++) {
+      const from = (slot + replica) * parameterCount + offsets[i];
+      for (let j = 0; j < averaged.length; j++) averaged[j] += gradients[from + j];
+    }
+    for (let j = 0; j < averaged.length; j++) averaged[j] /= replicas;
+    return { name: v.name, tensor: tf.tensor(averaged, v.shape) };
+  });
+  optimizer.applyGradients(mean);
+  tf.dispose(mean.map((g) => g.tensor));
+  tf.tidy(() => {
+    for (const w of decayed) w.assign(w.mul(1 - learningRate * config.weightDecay));
+  });
+}
+
+/** One epoch's training steps (`epoch` from 0), every replica in lockstep. */
+function trainEpoch(r: Replica, epoch: number, steps: number): void {
+  const { config, spec, replica, replicas, seed, epochs } = r.data;
+  const { fit, pixels, sync } = r.views;
+  const globalBatch = config.batchSize;
+  const schedule = { ...config, epochs };
+  const order = epochOrder(fit.length, seed, epoch);
+  if (replica === 0) r.post({ type: 'step', epoch: epoch + 1, step: 0, steps });
+  for (let step = 0; step < steps; step++) {
+    for (let k = 0; k < r.share; k++) r.mine[k] = fit[order[step * globalBatch + replica * r.share + k]];
+    r.mine.forEach((face, k) => augmentFace(pixels.subarray(face * r.faceSize, (face + 1) * r.faceSize), spec, drawTransform(config.augment, r.random.next), r.batchInput.subarray(k * r.faceSize, (k + 1) * r.faceSize)));
+    const slot = (step % 2) * replicas;
+    shareGradient(r, slot);
+    arriveAndWait(sync, replicas);
+    applyMeanGradient(r, slot, learningRateAt(epoch + step / steps, schedule));
+    if (replica === 0) r.post({ type: 'step', epoch: epoch + 1, step: step + 1, steps });
+  }
+}
+
+/** Precise batch normalization: every replica's running statistics become the mean of the replicas' batch statistics. */
+function refreshBatchNorm(r: Replica): void {
+  const { replica, replicas, spec } = r.data;
+  if (r.data.config.batchNormFaces <= 0) return;
+  r.views.batchStats.set(batchStatistics(r.trainer.net, r.normalizers, r.statisticsFaces, r.views.pixels, spec), replica * r.statisticsSize);
+  arriveAndWait(r.views.sync, replicas);
+  setRunningStatistics(r.normalizers, meanOfReplicas(r.views.batchStats, replicas, r.statisticsSize));
+}
+
+/**
+ * Validation, split between the replicas; every replica reads the same totals and decides alike. With flipTest,
+ * each face is scored as the shipped models answer: the mean over it and its mirror image.
+ */
+async function validateEpoch(r: Replica): Promise<{ tasks: Record<Task, TaskEpoch>; totals: Float64Array }> {
+  const { replica, replicas, spec, config } = r.data;
+  const { own, targets, ages, stats, sync } = r.views;
+  const { groupMatrix, yearsMatrix } = r.scoring;
+  await scoreShare(r.trainer.net, r.views.validation, replica, replicas, r.views.pixels, spec, r.faceSize, config.architecture.flipTest === true, (views, faces) => {
+    const count = faces.length;
+    const [ageGroups, ageYears, ethnicity, gender] = tf.tidy(() => {
+      const mean = (f: (logits: tf.Tensor[]) => tf.Tensor) => tf.addN(views.map(f)).div(views.length);
+      const distribution = mean((logits) => tf.softmax(logits[0]));
+      return [distribution.matMul(groupMatrix), distribution.matMul(yearsMatrix), mean((logits) => tf.softmax(logits[1])), mean((logits) => tf.sigmoid(logits[2]))];
+    });
+    const probabilities = [ageGroups.dataSync(), ethnicity.dataSync(), gender.dataSync()];
+    const years = ageYears.dataSync();
+    tf.dispose([ageGroups, ageYears, ethnicity, gender]);
+    for (let k = 0; k < count; k++) {
+      const face = faces[k];
+      TASKS.forEach((task, t) => {
+        const target = targets[task][face];
+        const width = probabilities[t].length / count;
+        const row = Array.from(probabilities[t].subarray(k * width, (k + 1) * width));
+        const p = width === 1 ? [1 - row[0], row[0]] : row;
+        const argmax = p.indexOf(Math.max(...p));
+        own[statIndex(t, VALIDATION_LOSS)] -= Math.log(Math.max(p[target], MIN_PROBABILITY));
+        if (argmax === target) own[statIndex(t, VALIDATION_HITS)]++;
+      });
+      own[AGE_ABS_ERROR] += Math.abs(years[k] - ages[face]);
+    }
+    own[VALIDATION_COUNT] += count;
+  });
+  arriveAndWait(sync, replicas);
+  const total = new Float64Array(STAT_COUNT);
+  for (let other = 0; other < replicas; other++) for (let i = 0; i < STAT_COUNT; i++) total[i] += stats[other * STAT_COUNT + i];
+  // Nobody may clear its sums for the next epoch before everyone has read these.
+  arriveAndWait(sync, replicas);
+  const tasks = {} as Record<Task, TaskEpoch>;
+  TASKS.forEach((task, t) => {
+    tasks[task] = {
+      loss: total[statIndex(t, TRAIN_LOSS)] / total[TRAIN_COUNT],
+      accuracy: total[statIndex(t, TRAIN_HITS)] / total[TRAIN_COUNT],
+      valLoss: total[statIndex(t, VALIDATION_LOSS)] / total[VALIDATION_COUNT],
+      valAccuracy: total[statIndex(t, VALIDATION_HITS)] / total[VALIDATION_COUNT],
+      valMae: task === 'age' ? total[AGE_ABS_ERROR] / total[VALIDATION_COUNT] : undefined,
+    };
+  });
+  return { tasks, totals: total };
+}
+
+/** The best epoch so far; replica 0 alone holds its weights. */
+interface BestEpoch {
+  score: number;
+  epoch: number;
+  weights: tf.Tensor[];
+}
+
+/** How many values each of the network's weights holds, then each momentum accumulator (one per trainable variable). */
+function stateSizes(trainer: Trainer): number[] {
+  return [...trainer.net.getWeights().map((w) => w.size), ...trainer.variables.map((v) => v.size)];
+}
+
+/** Writes this replica's network and momentum after `epoch`, and replica 0 the best weights when they are this epoch's. */
+async function saveReplicaState(r: Replica, epoch: number, best: BestEpoch): Promise<void> {
+  const checkpoint = r.data.checkpoint;
+  if (checkpoint === undefined) return;
+  const { net, optimizer } = r.trainer;
+  const momentum = (await optimizer.getWeights()).slice(1).map((w) => w.tensor.dataSync() as Float32Array);
+  const weights = net.getWeights().map((w) => w.dataSync() as Float32Array);
+  await writeFloats(replicaStateFile(checkpoint.folder, r.data.replica, epoch), [...weights, ...momentum]);
+  if (r.data.replica === 0 && best.epoch === epoch) await writeFloats(bestWeightsFile(checkpoint.folder, epoch), best.weights.map((w) => w.dataSync() as Float32Array));
+  r.post({ type: 'checkpointed', replica: r.data.replica, epoch, draws: r.random.draws, optimizerSteps: optimizer.iterations });
+}
+
+/** Sets the network, momentum and best epoch to those the checkpoint holds; returns the best epoch. */
+async function restoreReplicaState(r: Replica): Promise<BestEpoch> {
+  const resume = r.data.checkpoint?.resume;
+  if (resume === undefined) return { score: -Infinity, epoch: 0, weights: [] };
+  const { net, variables, optimizer } = r.trainer;
+  const folder = r.data.checkpoint!.folder;
+  const current = net.getWeights();
+  const state = await readFloats(replicaStateFile(folder, r.data.replica, resume.epochsDone), stateSizes(r.trainer));
+  const weights = current.map((w, i) => tf.tensor(state[i], w.shape));
+  net.setWeights(weights);
+  tf.dispose(weights);
+  const momentum = variables.map((v, i) => ({ name: `${v.name}/momentum`, tensor: tf.tensor(state[current.length + i], v.shape) }));
+  await optimizer.setWeights([{ name: 'iter', tensor: tf.scalar(resume.optimizerSteps, 'int32') }, ...momentum]);
+  tf.dispose(momentum.map((m) => m.tensor));
+  const best: BestEpoch = { score: resume.best.score ?? -Infinity, epoch: resume.best.epoch, weights: [] };
+  if (r.data.replica === 0 && resume.best.epoch > 0) {
+    const values = await readFloats(bestWeightsFile(folder, resume.best.epoch), current.map((w) => w.size));
+    best.weights = values.map((v, i) => tf.tensor(v, current[i].shape));
+  }
+  return best;
+}
+
+async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => void): Promise<void> {
+  const { config, replica, epochs } = data;
+  await selectBackend(data.backend, () => {});
+  const r = openReplica(data, post);
+  const best = await restoreReplicaState(r);
+  const resume = data.checkpoint?.resume;
+  const firstEpoch = resume === undefined ? 0 : resume.stopped ? epochs : resume.epochsDone;
+  let epochsRun = resume?.epochsDone ?? 0;
   const trainStart = performance.now();
-  let epochsRun = 0;
-  const steps = Math.floor(fit.length / globalBatch);
-  for (let epoch = 0; epoch < epochs; epoch++) {
+  const steps = Math.floor(r.views.fit.length / config.batchSize);
+  for (let epoch = firstEpoch; epoch < epochs; epoch++) {
     const epochStart = performance.now();
-    own.fill(0);
-    const order = shuffledIndices(fit.length, seed + 1000 + epoch);
-    if (replica === 0) post({ type: 'step', epoch: epoch + 1, step: 0, steps });
-    for (let step = 0; step < steps; step++) {
-      for (let k = 0; k < share; k++) mine[k] = fit[order[step * globalBatch + replica * share + k]];
-      mine.forEach((face, k) => augmentFace(pixels.subarray(face * size, (face + 1) * size), spec, drawTransform(config.augment, random), batchInput.subarray(k * size, (k + 1) * size)));
-      const lr = learningRateAt(epoch + step / steps, schedule);
-      const slot = (step % 2) * replicas;
-      const taskLosses: tf.Scalar[] = [];
-      const hits: tf.Tensor[] = [];
-      const { grads, value } = tf.tidy(() => {
-        const x = tf.tensor4d(batchInput, [share, spec.height, spec.width, spec.channels]);
-        return tf.variableGrads(() => {
-          const logits = net.apply(x, { training: true }) as tf.Tensor[];
-          const truth = TASKS.map((task) => tf.tensor1d(Array.from(mine, (face) => targets[task][face]), 'int32'));
-          const losses = lossOf(logits, mine, truth);
-          taskLosses.push(...losses.map((l) => tf.keep(l)));
-          hits.push(...predictions(logits).map((p, t) => tf.keep(p.equal(truth[t]).sum())));
-          return tf.addN(losses.map((l, t) => l.mul(config.lossWeights[TASKS[t]]))) as tf.Scalar;
-        }, variables);
-      });
-      variables.forEach((v, i) => gradients.set(grads[v.name].dataSync() as Float32Array, (slot + replica) * parameterCount + offsets[i]));
-      tf.dispose([value, ...Object.values(grads)]);
-      TASKS.forEach((_, t) => {
-        own[4 * t] += taskLosses[t].dataSync()[0] * share;
-        own[4 * t + 1] += hits[t].dataSync()[0];
-      });
-      own[TRAIN_COUNT] += share;
-      tf.dispose([...taskLosses, ...hits]);
-
-      arriveAndWait(sync, replicas);
-      optimizer.setLearningRate(lr);
-      const mean = variables.map((v, i) => {
-        const averaged = meanGradient.subarray(offsets[i], offsets[i] + v.size).fill(0);
-        for (let r = 0; r < replicas; r++) {
-          const from = (slot + r) * parameterCount + offsets[i];
-          for (let j = 0; j < averaged.length; j++) averaged[j] += gradients[from + j];
-        }
-        for (let j = 0; j < averaged.length; j++) averaged[j] /= replicas;
-        return { name: v.name, tensor: tf.tensor(averaged, v.shape) };
-      });
-      optimizer.applyGradients(mean);
-      tf.dispose(mean.map((g) => g.tensor));
-      tf.tidy(() => {
-        for (const w of decayed) w.assign(w.mul(1 - lr * config.weightDecay));
-      });
-      if (replica === 0) post({ type: 'step', epoch: epoch + 1, step: step + 1, steps });
-    }
-    if (statisticsCount > 0) {
-      batchStats.set(batchStatistics(net, normalizers, statisticsFaces, pixels, spec), replica * statisticsSize);
-      arriveAndWait(sync, replicas);
-      setRunningStatistics(normalizers, meanOfReplicas(batchStats, replicas, statisticsSize));
-    }
+    r.views.own.fill(0);
+    trainEpoch(r, epoch, steps);
+    refreshBatchNorm(r);
     const seconds = (performance.now() - epochStart) / 1000;
-
-    // Validation, split between the replicas; every replica reads the same totals and decides alike.
-    // With flipTest, each face is scored as the shipped models answer: the mean over it and its mirror image.
-    await scoreShare(net, validation, replica, replicas, pixels, spec, size, config.architecture.flipTest === true, (views, faces) => {
-      const count = faces.length;
-      const [ageGroups, ageYears, ethnicity, gender] = tf.tidy(() => {
-        const mean = (f: (logits: tf.Tensor[]) => tf.Tensor) => tf.addN(views.map(f)).div(views.length);
-        const distribution = mean((logits) => tf.softmax(logits[0]));
-        return [distribution.matMul(groupMatrix), distribution.matMul(yearsMatrix), mean((logits) => tf.softmax(logits[1])), mean((logits) => tf.sigmoid(logits[2]))];
-      });
-      const probabilities = [ageGroups.dataSync(), ethnicity.dataSync(), gender.dataSync()];
-      const years = ageYears.dataSync();
-      tf.dispose([ageGroups, ageYears, ethnicity, gender]);
-      for (let k = 0; k < count; k++) {
-        const face = faces[k];
-        TASKS.forEach((task, t) => {
-          const target = targets[task][face];
-          const width = probabilities[t].length / count;
-          const row = Array.from(probabilities[t].subarray(k * width, (k + 1) * width));
-          const p = width === 1 ? [1 - row[0], row[0]] : row;
-          const argmax = p.indexOf(Math.max(...p));
-          own[4 * t + 2] -= Math.log(Math.max(p[target], 1e-7));
-          if (argmax === target) own[4 * t + 3]++;
-        });
-        own[AGE_ABS_ERROR] += Math.abs(years[k] - ages[face]);
-      }
-      own[VALIDATION_COUNT] += count;
-    });
-    arriveAndWait(sync, replicas);
-    const total = new Float64Array(STAT_COUNT);
-    for (let r = 0; r < replicas; r++) for (let i = 0; i < STAT_COUNT; i++) total[i] += stats[r * STAT_COUNT + i];
-    // Nobody may clear its sums for the next epoch before everyone has read these.
-    arriveAndWait(sync, replicas);
-
-    const mae = total[AGE_ABS_ERROR] / total[VALIDATION_COUNT];
-    const tasks = {} as Record<Task, TaskEpoch>;
-    TASKS.forEach((task, t) => {
-      const valAccuracy = total[4 * t + 3] / total[VALIDATION_COUNT];
-      tasks[task] = {
-        loss: total[4 * t] / total[TRAIN_COUNT],
-        accuracy: total[4 * t + 1] / total[TRAIN_COUNT],
-        valLoss: total[4 * t + 2] / total[VALIDATION_COUNT],
-        valAccuracy,
-        valMae: task === 'age' ? mae : undefined,
-      };
-    });
+    const { tasks, totals } = await validateEpoch(r);
     const score = validationScore(tasks);
     const improved = score > best.score;
     if (improved) {
       if (replica === 0) {
         tf.dispose(best.weights);
-        best.weights = net.getWeights().map((w) => w.clone());
+        best.weights = r.trainer.net.getWeights().map((w) => w.clone());
       }
       best.score = score;
       best.epoch = epoch + 1;
     }
     epochsRun = epoch + 1;
-    if (replica === 0) post({ type: 'epoch', epoch: epoch + 1, seconds, imagesPerSecond: total[TRAIN_COUNT] / seconds, tasks, improved });
-    if (epoch + 1 - best.epoch >= config.patience) {
-      if (replica === 0) post({ type: 'stopped', epoch: epoch + 1, patience: config.patience });
-      break;
+    const stopping = epoch + 1 - best.epoch >= config.patience;
+    if (replica === 0) {
+      const trainSeconds = (performance.now() - trainStart) / 1000;
+      post({ type: 'epoch', epoch: epoch + 1, seconds, imagesPerSecond: totals[TRAIN_COUNT] / seconds, tasks, improved, score, stopping, trainSeconds });
     }
+    await saveReplicaState(r, epoch + 1, best);
+    if (stopping) break;
   }
   const trainSeconds = (performance.now() - trainStart) / 1000;
   const hash = createHash('sha256');
-  for (const v of variables) hash.update(v.dataSync() as Float32Array);
+  for (const v of r.trainer.variables) hash.update(v.dataSync() as Float32Array);
   post({ type: 'digest', replica, digest: hash.digest('hex') });
   if (replica === 0) {
     post({ type: 'done', epochsRun, trainSeconds, best: { epoch: best.epoch, weights: best.weights.map((w) => w.dataSync() as Float32Array) } });
   }
-  tf.dispose([groupMatrix, yearsMatrix, ...best.weights]);
-  optimizer.dispose();
+  tf.dispose([r.scoring.groupMatrix, r.scoring.yearsMatrix, ...best.weights]);
+  r.trainer.optimizer.dispose();
 }
 
 /**
@@ -331,7 +550,7 @@ export function validationScore(tasks: Record<Task, Pick<TaskEpoch, 'valAccuracy
  */
 async function scoreShare(net: tf.LayersModel, indices: Int32Array, replica: number, replicas: number, pixels: Uint8Array, spec: InputSpec, size: number, mirror: boolean, score: (views: tf.Tensor[][], faces: Int32Array) => void): Promise<void> {
   const faces = indices.filter((_, i) => i % replicas === replica);
-  const batchSize = 128;
+  const batchSize = VALIDATION_BATCH;
   const input = new Float32Array(batchSize * size);
   for (let start = 0; start < faces.length; start += batchSize) {
     const chunk = faces.subarray(start, Math.min(faces.length, start + batchSize));
@@ -434,8 +653,8 @@ if (!isMainThread && parentPort !== null && data?.role === 'multitask-replica') 
   runReplica(data, (message) => port.postMessage(message)).catch((error: unknown) => {
     // Wake the other replicas so that they fail too instead of waiting forever.
     const sync = new Int32Array(data.sync);
-    Atomics.store(sync, 2, 1);
-    Atomics.notify(sync, 1);
+    Atomics.store(sync, SYNC_ABORTED, 1);
+    Atomics.notify(sync, SYNC_GENERATION);
     throw error;
   });
 }

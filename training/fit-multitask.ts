@@ -18,9 +18,22 @@ import type { OutputSpec } from '../contract/metadata.ts';
 import type { InputSpec } from '../contract/preprocess.ts';
 import type { BackendName } from '../node-shared/tfjs/select.ts';
 import type { Dataset } from './data/dataset.ts';
-import { carveValidation, RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
-import { batchStatisticsSize, STAT_COUNT, SYNC_SLOTS, validationScore, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
+import { RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
+import { carveValidation, SEED_OFFSET } from './recipe.ts';
+import { batchStatisticsSize, STAT_COUNT, SYNC_ABORTED, SYNC_SLOTS, type ReplicaCheckpoint, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
 import { emptyHistory, recordEpoch, type History } from './fit.ts';
+import {
+  CHECKPOINT_VERSION,
+  checkpointFolder,
+  CheckpointError,
+  datasetFingerprint,
+  deleteStaleFiles,
+  TrainingInterrupted,
+  writeCheckpointMeta,
+  type CheckpointMeta,
+  type ReplicaProgress,
+  type RunOptions,
+} from './checkpoint.ts';
 import { buildMultitaskModels } from './models/residual.ts';
 import { formatDuration, formatEpochLine, ProgressBar } from './report/progress.ts';
 
@@ -71,6 +84,19 @@ export interface MultitaskFitArgs {
   /** data-parallel replicas (default: one per core on wasm and cpu; one on tfjs-node, which has its own threads) */
   replicas?: number;
   log: (line: string) => void;
+  /** absent: no checkpoint is written and the run cannot be resumed */
+  checkpoint?: MultitaskCheckpointArgs;
+  /** when it aborts, the run stops at once, keeping the checkpoint of the last completed epoch (`TrainingInterrupted`) */
+  stop?: AbortSignal;
+}
+
+export interface MultitaskCheckpointArgs {
+  /** the run folder; the checkpoint is its checkpoint/ folder */
+  runDir: string;
+  /** what the run records about itself beyond what fitMultitask is given, for a resume to check */
+  run: Pick<RunOptions, 'preset' | 'data' | 'limit'>;
+  /** the checkpoint to continue from */
+  resume?: CheckpointMeta;
 }
 
 export interface MultitaskFitResult {
@@ -103,6 +129,11 @@ export function defaultReplicas(backend: BackendName): number {
   return backend === 'wasm' || backend === 'cpu' ? availableParallelism() : 1;
 }
 
+/** The replicas a run uses: as asked (or the default), at most one per face of a batch. */
+export function resolveReplicas(asked: number | undefined, backend: BackendName, config: Pick<MultitaskConfig, 'batchSize'> = MULTITASK_TRAINING): number {
+  return Math.max(1, Math.min(asked ?? defaultReplicas(backend), config.batchSize));
+}
+
 /**
  * Disposes the models of one build, all but `except`'s inference model. tfjs counts a layer's uses per call, so
  * the layers a build shares are freed only once every model that calls them is disposed: a kept model's own
@@ -115,13 +146,16 @@ function disposeAll(built: ReturnType<typeof buildMultitaskModels>, except?: Tas
 
 /** The split of the training faces into those fitted and those that choose the epoch (and fit the temperatures). */
 export function multitaskValidation(train: Int32Array, seed: number, config: Pick<MultitaskConfig, 'validationFraction'> = MULTITASK_TRAINING): { fit: Int32Array; validation: Int32Array } {
-  return carveValidation(train, config.validationFraction, seed + 101);
+  return carveValidation(train, config.validationFraction, seed + SEED_OFFSET.validation);
 }
+
+type EpochMessage = Extract<ReplicaMessage, { type: 'epoch' }>;
+type DoneMessage = Extract<ReplicaMessage, { type: 'done' }>;
 
 export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConfig = MULTITASK_TRAINING): Promise<MultitaskFitResult> {
   const { dataset, labels, seed, log } = args;
   const epochs = args.epochs ?? config.epochs;
-  const replicas = Math.max(1, Math.min(args.replicas ?? defaultReplicas(args.backend), config.batchSize));
+  const replicas = resolveReplicas(args.replicas, args.backend, config);
   if (config.batchSize % replicas !== 0) throw new Error(`batch size ${config.batchSize} does not split evenly over ${replicas} replicas`);
   const { fit, validation } = multitaskValidation(args.train, seed, config);
   if (fit.length < config.batchSize) throw new Error(`only ${fit.length} faces to fit, fewer than one batch of ${config.batchSize}; load more faces`);
@@ -135,6 +169,9 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     `multitask: shared residual net, ${parameters.toLocaleString('en-US')} parameters, input ${dataset.spec.height}x${dataset.spec.width}x${dataset.spec.channels}; ` +
       `${fit.length} train / ${validation.length} validation faces (the ${args.testCount} test faces are held out), batch ${config.batchSize} over ${replicas} replica${replicas === 1 ? '' : 's'}, up to ${epochs} epochs`,
   );
+  const options: RunOptions | undefined = args.checkpoint && { ...args.checkpoint.run, seed, ageScheme: args.ageScheme, epochs, backend: args.backend, replicas };
+  const resume = args.checkpoint?.resume;
+  if (resume !== undefined) await prepareResume(resume, options!, dataset, config, args.checkpoint!.runDir, log);
 
   const common = {
     role: 'multitask-replica' as const,
@@ -156,60 +193,15 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     batchStats: new SharedArrayBuffer(replicas * statisticsSize * Float64Array.BYTES_PER_ELEMENT),
     sync: new SharedArrayBuffer(SYNC_SLOTS * Int32Array.BYTES_PER_ELEMENT),
   };
-  const history = Object.fromEntries(TASKS.map((task) => [task, emptyHistory()])) as Record<Task, History>;
-  const started = performance.now();
-  // On a terminal, a bar over each epoch's training steps (about 100 s on two cores), taken off the line when the
-  // epoch's lines are printed; a log gets those lines only.
-  let stepBar: ProgressBar | undefined;
-  const showStep = (message: Extract<ReplicaMessage, { type: 'step' }>): void => {
-    if (process.stderr.isTTY !== true) return;
-    stepBar ??= new ProgressBar(message.steps, { label: `multitask: epoch ${message.epoch}/${epochs}, training`, unit: 'batches' });
-    stepBar.update(message.step);
-  };
-  const workers = Array.from({ length: replicas }, (_, replica) => startReplica({ ...common, replica }));
-  const done = await new Promise<Extract<ReplicaMessage, { type: 'done' }>>((resolveDone, reject) => {
-    let result: Extract<ReplicaMessage, { type: 'done' }> | undefined;
-    let exited = 0;
-    const digests: string[] = [];
-    const fail = (error: Error) => {
-      Atomics.store(new Int32Array(common.sync), 2, 1);
-      Atomics.notify(new Int32Array(common.sync), 1);
-      for (const worker of workers) void worker.terminate();
-      reject(error);
+  const journal = new RunJournal({ epochs, replicas, patience: config.patience, log, folder: args.checkpoint && checkpointFolder(args.checkpoint.runDir), options, dataset: datasetFingerprint(dataset), resume });
+  const replicaCheckpoint = (replica: number): ReplicaCheckpoint | undefined =>
+    args.checkpoint && {
+      folder: checkpointFolder(args.checkpoint.runDir),
+      resume: resume && { epochsDone: resume.epochsDone, stopped: resume.stopped, best: resume.best, ...resume.replicas[replica] },
     };
-    workers.forEach((worker, replica) => {
-      worker.on('error', (error) => fail(new Error(`training replica ${replica} failed: ${error.message}`, { cause: error })));
-      worker.on('exit', (code) => {
-        if (code !== 0) return fail(new Error(`training replica ${replica} exited with code ${code}`));
-        if (++exited === replicas) {
-          if (result === undefined) fail(new Error('training replicas exited without a result'));
-          // The replicas apply the same mean gradient, so they must end with the same weights, bit for bit.
-          else if (new Set(digests).size !== 1) fail(new Error(`training replicas diverged: their weights differ (digests ${digests.map((d) => d.slice(0, 12)).join(', ')})`));
-          else resolveDone(result);
-        }
-      });
-      worker.on('message', (message: ReplicaMessage) => {
-        if (message.type === 'step') showStep(message);
-        else if (message.type === 'done') result = message;
-        else if (message.type === 'digest') digests[message.replica] = message.digest;
-        else if (message.type === 'stopped') log(`multitask: stopping early: the validation score did not improve for ${message.patience} epochs`);
-        else {
-          stepBar?.clear();
-          stepBar = undefined;
-          const elapsed = (performance.now() - started) / 1000;
-          const left = (elapsed / message.epoch) * (epochs - message.epoch);
-          for (const task of TASKS) {
-            const t = message.tasks[task];
-            const entry = { epoch: message.epoch, epochs, loss: t.loss, accuracy: t.accuracy, valLoss: t.valLoss, valAccuracy: t.valAccuracy, seconds: message.seconds, imagesPerSecond: message.imagesPerSecond, valMae: t.valMae };
-            recordEpoch(history[task], entry);
-            log(`${task.padEnd(9)}: ${formatEpochLine(entry)}${t.valMae === undefined ? '' : `  val_mae ${t.valMae.toFixed(2)}`}`);
-          }
-          const score = `validation score ${validationScore(message.tasks).toFixed(4)}${message.improved ? ' (best)' : ''}`;
-          log(`multitask: epoch ${message.epoch}/${epochs} done, ${score}, ${formatDuration(elapsed)} elapsed, about ${formatDuration(left)} left`);
-        }
-      });
-    });
-  });
+  const workers = Array.from({ length: replicas }, (_, replica) => startReplica({ ...common, replica, checkpoint: replicaCheckpoint(replica) }));
+  const done = await superviseReplicas(workers, common.sync, journal, args.stop);
+  await journal.flushed();
 
   const models = {} as Record<Task, tf.LayersModel>;
   for (const task of TASKS) {
@@ -227,13 +219,195 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
   return {
     models,
     outputs: probe.outputs,
-    history,
+    history: journal.history,
     bestEpoch: done.best.epoch,
     epochs: done.epochsRun,
     parameters,
     trainCount: fit.length,
-    trainSeconds: done.trainSeconds,
+    trainSeconds: (resume?.trainSeconds ?? 0) + done.trainSeconds,
     replicas,
     validation,
   };
+}
+
+/** Refuses a checkpoint this run cannot continue exactly, and clears what a stopped session left half-written. */
+async function prepareResume(resume: CheckpointMeta, options: RunOptions, dataset: Dataset, config: MultitaskConfig, runDir: string, log: (line: string) => void): Promise<void> {
+  for (const key of ['seed', 'ageScheme', 'epochs', 'backend', 'replicas'] as const) {
+    if (resume.options[key] !== options[key]) throw new CheckpointError(`the run in ${runDir} was started with ${key} ${resume.options[key]}, not ${options[key]}: a resumed run keeps its options`);
+  }
+  const loaded = datasetFingerprint(dataset);
+  if (loaded.count !== resume.dataset.count || loaded.names !== resume.dataset.names) {
+    throw new CheckpointError(`the faces loaded (${loaded.count}) are not those the run in ${runDir} trained on (${resume.dataset.count}, another list of files): resume with the run's --data ${resume.options.data} and --limit`);
+  }
+  if (config.architecture.dropout > 0) throw new CheckpointError('this network has dropout, whose draws are not seeded: it cannot be resumed exactly');
+  await deleteStaleFiles(checkpointFolder(runDir), resume, { keepLaterEpochs: false });
+  const best = resume.best.epoch > 0 ? `, the best so far epoch ${resume.best.epoch}` : '';
+  log(`multitask: resuming after epoch ${resume.epochsDone} of ${resume.options.epochs}${best}${resume.stopped ? ' (it had stopped early: no epoch left to train)' : ''}`);
+}
+
+/**
+ * The parent's account of a run: it logs and records each epoch's figures, and writes checkpoint.json for an
+ * epoch once replica 0 has reported it and every replica has saved its state for it.
+ */
+class RunJournal {
+  readonly history: Record<Task, History>;
+  /** the last epoch whose checkpoint.json is written (or was, before this session) */
+  savedEpoch: number;
+  private readonly started = performance.now();
+  private readonly firstEpoch: number;
+  private readonly reported = new Map<number, { message: EpochMessage; best: CheckpointMeta['best'] }>();
+  private readonly saved = new Map<number, ReplicaProgress[]>();
+  private best: CheckpointMeta['best'];
+  private writes: Promise<void> = Promise.resolve();
+  private closed = false;
+  /** set by `close` while reported epochs wait for their replicas' state */
+  private settled: (() => void) | undefined;
+  private stepBar: ProgressBar | undefined;
+
+  constructor(
+    private readonly run: {
+      epochs: number;
+      replicas: number;
+      patience: number;
+      log: (line: string) => void;
+      /** absent: no checkpoint is written */
+      folder?: string;
+      options?: RunOptions;
+      dataset: CheckpointMeta['dataset'];
+      resume?: CheckpointMeta;
+    },
+  ) {
+    const resume = run.resume;
+    this.history = resume === undefined ? (Object.fromEntries(TASKS.map((task) => [task, emptyHistory()])) as Record<Task, History>) : structuredClone(resume.history);
+    this.savedEpoch = resume?.epochsDone ?? 0;
+    this.firstEpoch = this.savedEpoch;
+    this.best = resume?.best ?? { epoch: 0, score: null };
+  }
+
+  /** On a terminal, a bar over each epoch's training steps, taken off the line when the epoch's lines are printed. */
+  showStep(message: Extract<ReplicaMessage, { type: 'step' }>): void {
+    if (process.stderr.isTTY !== true) return;
+    this.stepBar ??= new ProgressBar(message.steps, { label: `multitask: epoch ${message.epoch}/${this.run.epochs}, training`, unit: 'batches' });
+    this.stepBar.update(message.step);
+  }
+
+  recordEpoch(message: EpochMessage): void {
+    const { epochs, log } = this.run;
+    this.stepBar?.clear();
+    this.stepBar = undefined;
+    const elapsed = (performance.now() - this.started) / 1000;
+    const left = (elapsed / (message.epoch - this.firstEpoch)) * (epochs - message.epoch);
+    for (const task of TASKS) {
+      const t = message.tasks[task];
+      const entry = { epoch: message.epoch, epochs, loss: t.loss, accuracy: t.accuracy, valLoss: t.valLoss, valAccuracy: t.valAccuracy, seconds: message.seconds, imagesPerSecond: message.imagesPerSecond, valMae: t.valMae };
+      recordEpoch(this.history[task], entry);
+      log(`${task.padEnd(9)}: ${formatEpochLine(entry)}${t.valMae === undefined ? '' : `  val_mae ${t.valMae.toFixed(2)}`}`);
+    }
+    log(`multitask: epoch ${message.epoch}/${epochs} done, validation score ${message.score.toFixed(4)}${message.improved ? ' (best)' : ''}, ${formatDuration(elapsed)} elapsed, about ${formatDuration(left)} left`);
+    if (message.stopping) log(`multitask: stopping early: the validation score did not improve for ${this.run.patience} epochs`);
+    if (message.improved) this.best = { epoch: message.epoch, score: Number.isFinite(message.score) ? message.score : null };
+    if (!this.closed && this.run.folder !== undefined) this.reported.set(message.epoch, { message, best: { ...this.best } });
+    this.writeWhenComplete(message.epoch);
+  }
+
+  recordSaved(message: Extract<ReplicaMessage, { type: 'checkpointed' }>): void {
+    const progress = this.saved.get(message.epoch) ?? [];
+    progress[message.replica] = { draws: message.draws, optimizerSteps: message.optimizerSteps };
+    this.saved.set(message.epoch, progress);
+    this.writeWhenComplete(message.epoch);
+  }
+
+  /**
+   * Writes no checkpoint.json for epochs not yet reported (the run is being stopped), and resolves once the
+   * reported ones, whose replicas are saving their state now, are written.
+   */
+  close(): Promise<void> {
+    this.closed = true;
+    return this.reported.size === 0 ? this.writes : new Promise((resolveSettled) => (this.settled = resolveSettled));
+  }
+
+  /** Resolves once every checkpoint.json started is written. */
+  flushed(): Promise<void> {
+    return this.writes;
+  }
+
+  private writeWhenComplete(epoch: number): void {
+    const { folder, options, replicas, resume } = this.run;
+    const reported = this.reported.get(epoch);
+    const progress = this.saved.get(epoch);
+    if (folder === undefined || options === undefined || reported === undefined || progress === undefined) return;
+    if (progress.filter((p) => p !== undefined).length < replicas) return;
+    const meta: CheckpointMeta = {
+      version: CHECKPOINT_VERSION,
+      options,
+      dataset: this.run.dataset,
+      epochsDone: epoch,
+      stopped: reported.message.stopping,
+      best: reported.best,
+      history: Object.fromEntries(TASKS.map((task) => [task, historyUpTo(this.history[task], epoch)])) as Record<Task, History>,
+      trainSeconds: (resume?.trainSeconds ?? 0) + reported.message.trainSeconds,
+      replicas: progress,
+    };
+    this.reported.delete(epoch);
+    this.saved.delete(epoch);
+    this.writes = this.writes.then(async () => {
+      await writeCheckpointMeta(folder, meta);
+      this.savedEpoch = epoch;
+    });
+    if (this.closed && this.reported.size === 0) void this.writes.finally(() => this.settled?.());
+  }
+}
+
+/** The first `epochs` entries of a history. */
+function historyUpTo(history: History, epochs: number): History {
+  return Object.fromEntries(Object.entries(history).map(([key, values]) => [key, (values as number[]).slice(0, epochs)])) as unknown as History;
+}
+
+/**
+ * Waits for the replicas to finish and checks that they end with the same weights; fails with the first replica's
+ * failure, and on `stop` ends them at once after the checkpoint being written is in place.
+ */
+function superviseReplicas(workers: Worker[], sync: SharedArrayBuffer, journal: RunJournal, stop: AbortSignal | undefined): Promise<DoneMessage> {
+  return new Promise<DoneMessage>((resolveDone, reject) => {
+    let result: DoneMessage | undefined;
+    let exited = 0;
+    let failed = false;
+    const digests: string[] = [];
+    const fail = (error: Error) => {
+      if (failed) return;
+      failed = true;
+      stop?.removeEventListener('abort', onStop);
+      Atomics.store(new Int32Array(sync), SYNC_ABORTED, 1);
+      Atomics.notify(new Int32Array(sync), 1);
+      for (const worker of workers) void worker.terminate();
+      reject(error);
+    };
+    const onStop = () => {
+      void journal.close().then(
+        () => fail(new TrainingInterrupted(String(stop?.reason ?? 'stopped'), journal.savedEpoch)),
+        (error: unknown) => fail(error instanceof Error ? error : new Error(String(error))),
+      );
+    };
+    if (stop?.aborted) onStop();
+    stop?.addEventListener('abort', onStop, { once: true });
+    workers.forEach((worker, replica) => {
+      worker.on('error', (error) => fail(new Error(`training replica ${replica} failed: ${error.message}`, { cause: error })));
+      worker.on('exit', (code) => {
+        if (code !== 0) return fail(new Error(`training replica ${replica} exited with code ${code}`));
+        if (++exited < workers.length) return;
+        stop?.removeEventListener('abort', onStop);
+        if (result === undefined) fail(new Error('training replicas exited without a result'));
+        // The replicas apply the same mean gradient, so they must end with the same weights, bit for bit.
+        else if (new Set(digests).size !== 1) fail(new Error(`training replicas diverged: their weights differ (digests ${digests.map((d) => d.slice(0, 12)).join(', ')})`));
+        else resolveDone(result);
+      });
+      worker.on('message', (message: ReplicaMessage) => {
+        if (message.type === 'step') journal.showStep(message);
+        else if (message.type === 'done') result = message;
+        else if (message.type === 'digest') digests[message.replica] = message.digest;
+        else if (message.type === 'checkpointed') journal.recordSaved(message);
+        else journal.recordEpoch(message);
+      });
+    });
+  });
 }

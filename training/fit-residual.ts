@@ -10,10 +10,14 @@ import { ageGroupIndex, MIN_AGE, type Task } from '../contract/labels.ts';
 import { SEED_INPUT } from '../contract/preprocess.ts';
 import { augmentFace, drawTransform, type AugmentOptions } from './data/augment.ts';
 import { scaleBytes } from '../contract/preprocess.ts';
-import { seededRandom, shuffledIndices } from './data/split.ts';
+import { seededRandom } from './data/split.ts';
+import { ageTargetTable, augmentationSeed, carveValidation, classWeights, epochOrder, learningRateAt, SEED_OFFSET } from './recipe.ts';
 import { AGE_BINS, buildResidualModels, type ResidualArchitecture } from './models/residual.ts';
 import { formatEpochLine } from './report/progress.ts';
 import { emptyHistory, recordEpoch, type FitArgs, type FitResult } from './fit.ts';
+
+// test/residual.test.ts checks the schedule through this module, the preset that introduced it
+export { learningRateAt } from './recipe.ts';
 
 export const RESIDUAL_TEST_FRACTION = 0.2;
 
@@ -56,47 +60,11 @@ export const RESIDUAL_TRAINING: ResidualConfig = {
   augment: { flip: 0.5, scale: 0.1, rotationDegrees: 10, shift: 0.08, brightness: 0.15, contrast: 0.2 },
 };
 
-/** A seeded split of the training faces into what is fitted and what chooses the epoch. */
-export function carveValidation(train: Int32Array, fraction: number, seed: number): { fit: Int32Array; validation: Int32Array } {
-  const order = shuffledIndices(train.length, seed);
-  const count = Math.round(train.length * fraction);
-  return { validation: Int32Array.from(order.subarray(0, count), (i) => train[i]), fit: Int32Array.from(order.subarray(count), (i) => train[i]) };
-}
-
-/** The learning rate at a fractional epoch: linear warm-up, then cosine decay to zero. */
-export function learningRateAt(epoch: number, config: Pick<ResidualConfig, 'learningRate' | 'warmupEpochs' | 'epochs'>): number {
-  if (epoch < config.warmupEpochs) return (config.learningRate * (epoch + 1e-3)) / config.warmupEpochs;
-  const progress = (epoch - config.warmupEpochs) / Math.max(1e-9, config.epochs - config.warmupEpochs);
-  return 0.5 * config.learningRate * (1 + Math.cos(Math.PI * Math.min(1, progress)));
-}
-
-/** Soft targets for the age distribution: a discretised Gaussian around each true age. */
-export function ageTargetTable(sigma: number): Float32Array[] {
-  return Array.from({ length: AGE_BINS }, (_, centre) => {
-    const row = new Float32Array(AGE_BINS);
-    let sum = 0;
-    for (let bin = 0; bin < AGE_BINS; bin++) sum += row[bin] = Math.exp(-((bin - centre) ** 2) / (2 * sigma * sigma));
-    for (let bin = 0; bin < AGE_BINS; bin++) row[bin] /= sum;
-    return row;
-  });
-}
-
-/** Per-class loss weights (frequency^-balance), normalised to a mean of 1 over the faces. */
-export function classWeights(targets: Int32Array, indices: Int32Array, classes: number, balance: number): Float32Array {
-  const counts = new Float64Array(classes);
-  for (const i of indices) counts[targets[i]]++;
-  const weights = Float32Array.from(counts, (n) => (n > 0 ? n ** -balance : 0));
-  let mean = 0;
-  for (const i of indices) mean += weights[targets[i]];
-  mean /= indices.length;
-  return weights.map((w) => w / mean);
-}
-
 export async function fitResidual(args: FitArgs, config: ResidualConfig = RESIDUAL_TRAINING): Promise<FitResult> {
   const { task, labels, dataset, targets, train, seed, ageScheme, log } = args;
   const epochs = args.epochs ?? config.epochs;
   const schedule = { ...config, epochs };
-  const { fit, validation } = carveValidation(train, config.validationFraction, seed + 101);
+  const { fit, validation } = carveValidation(train, config.validationFraction, seed + SEED_OFFSET.validation);
   const models = buildResidualModels(task, labels, { ...config.architecture, input: dataset.spec }, ageScheme, seed);
   const { train: net, inference } = models;
   const optimizer = tf.train.momentum(config.learningRate, config.momentum, true);
@@ -106,7 +74,7 @@ export async function fitResidual(args: FitArgs, config: ResidualConfig = RESIDU
   // The age group of each bin of the age distribution, to score training batches by group.
   const groupOfAge = task === 'age' ? tf.tensor1d(Array.from({ length: AGE_BINS }, (_, bin) => ageGroupIndex(MIN_AGE + bin, ageScheme)), 'int32') : undefined;
   const size = dataset.spec.height * dataset.spec.width * dataset.spec.channels;
-  const random = seededRandom(seed + 202);
+  const random = seededRandom(augmentationSeed(seed, 0));
   log(`${task}: residual net ${net.countParams().toLocaleString('en-US')} parameters; ${fit.length} train / ${validation.length} validation faces (the ${args.test.length} test faces are held out), batch ${config.batchSize}, up to ${epochs} epochs`);
 
   const lossOf = (logits: tf.Tensor, batch: Int32Array): tf.Scalar => {
@@ -129,7 +97,7 @@ export async function fitResidual(args: FitArgs, config: ResidualConfig = RESIDU
   let epochsRun = 0;
   for (let epoch = 0; epoch < epochs; epoch++) {
     const epochStart = performance.now();
-    const order = shuffledIndices(fit.length, seed + 1000 + epoch);
+    const order = epochOrder(fit.length, seed, epoch);
     const steps = Math.floor(fit.length / config.batchSize);
     let lossSum = 0;
     let correct = 0;

@@ -16,7 +16,7 @@ import { shuffledIndices, trainTestSplit } from './data/split.ts';
 import { saveModel } from './models/io.ts';
 import { buildSeedModel, SEED_TRAINING } from './models/seed.ts';
 import { fitResidual, RESIDUAL_TEST_FRACTION } from './fit-residual.ts';
-import { fitMultitask, MULTITASK_INPUT, type MultitaskFitArgs } from './fit-multitask.ts';
+import { fitMultitask, MULTITASK_INPUT, type MultitaskCheckpointArgs, type MultitaskFitArgs } from './fit-multitask.ts';
 import type { BackendName } from '../node-shared/tfjs/select.ts';
 import { evaluate, formatEvaluation, onnxPredictor, taskTargets, tfjsPredictor, type Evaluation, type Predictor } from './evaluate.ts';
 import { ExportError, exportModel } from '../export/export-model.ts';
@@ -105,7 +105,16 @@ export async function trainTask(options: TrainTaskOptions): Promise<TaskMetrics>
  * Trains a preset that learns the three tasks as one network (multitask) and writes one task folder per task
  * under `runDir`, each as `trainTask` would.
  */
-export async function trainTogether(options: Omit<TrainTaskOptions, 'task' | 'outDir'> & { runDir: string; replicas?: number }): Promise<TaskMetrics[]> {
+export async function trainTogether(
+  options: Omit<TrainTaskOptions, 'task' | 'outDir'> & {
+    runDir: string;
+    replicas?: number;
+    /** where and what to checkpoint after every epoch, and the checkpoint to resume from */
+    checkpoint?: MultitaskCheckpointArgs;
+    /** stops training at once, keeping the last epoch's checkpoint */
+    stop?: AbortSignal;
+  },
+): Promise<TaskMetrics[]> {
   const { dataset, seed, ageScheme, log } = options;
   const testFraction = RESIDUAL_TEST_FRACTION;
   const split = trainTestSplit(dataset.count, testFraction, seed);
@@ -121,6 +130,8 @@ export async function trainTogether(options: Omit<TrainTaskOptions, 'task' | 'ou
     backend: options.backend,
     replicas: options.replicas,
     log,
+    checkpoint: options.checkpoint,
+    stop: options.stop,
   };
   const fitted = await fitMultitask(args);
   const metrics: TaskMetrics[] = [];

@@ -2,10 +2,12 @@
  * npm run train -- --task age|ethnicity|gender|all [--preset multitask|residual|seed] [--data <folder-or-csv>]
  *                  [--epochs N] [--limit N] [--out DIR] [--backend B] [--replicas N] [--seed S]
  *                  [--age-scheme coursework|decades]
+ * npm run train -- --resume runs/<run>
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm, symlink, writeFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import { extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -15,6 +17,8 @@ import { loadDataset } from '../data/load.ts';
 import { formatDuration } from '../../node-shared/format.ts';
 import { defaultDataSource, RUNS_DIR } from '../../node-shared/paths.ts';
 import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, trainTogether, type Preset, type TaskMetrics } from '../train-task.ts';
+import { CheckpointError, readCheckpoint, removeCheckpoint, TrainingInterrupted, type CheckpointMeta } from '../checkpoint.ts';
+import { MULTITASK_TRAINING } from '../fit-multitask.ts';
 import { isMain, parseChoice, parsePositiveInt, prepareRunFolder, runCli, UsageError } from '../../node-shared/cli-args.ts';
 
 const USAGE = `Usage: npm run train -- --task age|ethnicity|gender|all [options]
@@ -37,7 +41,11 @@ Options:
   --seed S          split, subset and initial weights                           (default: 42)
   --age-scheme S    ${AGE_SCHEMES.join(', ')}                                 (default: coursework)
   --no-cache        decode the images again instead of reading the dataset cache
-  --help            this text`;
+  --resume RUN      continue the multitask run in folder RUN from its last completed epoch, with the options
+                    it was started with (given again, they must match); it ends as an uninterrupted run would
+  --help            this text
+
+A multitask run writes a checkpoint after every epoch; Ctrl-C stops it there and prints the --resume command.`;
 
 export interface TrainConfig {
   task: Task | 'all';
@@ -53,27 +61,36 @@ export interface TrainConfig {
   cache: boolean;
 }
 
-export function parseTrainArgs(argv: string[]): TrainConfig {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      task: { type: 'string' },
-      preset: { type: 'string', default: DEFAULT_PRESET },
-      data: { type: 'string' },
-      epochs: { type: 'string' },
-      limit: { type: 'string' },
-      out: { type: 'string' },
-      backend: { type: 'string' },
-      replicas: { type: 'string' },
-      seed: { type: 'string', default: '42' },
-      'age-scheme': { type: 'string', default: 'coursework' },
-      'no-cache': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+const OPTIONS = {
+  task: { type: 'string' },
+  preset: { type: 'string' },
+  data: { type: 'string' },
+  epochs: { type: 'string' },
+  limit: { type: 'string' },
+  out: { type: 'string' },
+  backend: { type: 'string' },
+  replicas: { type: 'string' },
+  seed: { type: 'string' },
+  'age-scheme': { type: 'string' },
+  'no-cache': { type: 'boolean', default: false },
+  resume: { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+type TrainArgs = ReturnType<typeof readTrainArgs>;
+
+function readTrainArgs(argv: string[]) {
+  const { values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: OPTIONS });
   if (values.help) throw new UsageError('');
+  return values;
+}
+
+export function parseTrainArgs(argv: string[]): TrainConfig {
+  return trainConfig(readTrainArgs(argv));
+}
+
+function trainConfig(values: TrainArgs): TrainConfig {
+  if (values.resume !== undefined) throw new UsageError('--resume takes its options from the run\'s checkpoint');
   if (values.task === undefined) throw new UsageError('--task is required');
   const data = values.data ?? defaultDataSource();
   if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
@@ -104,6 +121,57 @@ export function parseTrainArgs(argv: string[]): TrainConfig {
   };
 }
 
+/**
+ * The options of the run at `--resume`, as its checkpoint records them. An option given again must match, since
+ * any of them would change the weights; the learning rate's cosine reaches zero at the run's last epoch, so a
+ * larger --epochs cannot extend a run exactly and is refused too. --data may name the same faces elsewhere (the
+ * faces are checked when loaded) and --no-cache is free.
+ */
+export function resumeConfig(values: TrainArgs, runDir: string, meta: CheckpointMeta): TrainConfig {
+  const recorded = meta.options;
+  if (values.out !== undefined) throw new UsageError(`--resume continues the run in its own folder (${runDir}); drop --out`);
+  if (!trainsTogether(recorded.preset as Preset)) throw new UsageError(`--resume continues multitask runs only; the run in ${runDir} is a ${recorded.preset} run`);
+  const given: [string, string | undefined, string | number | null][] = [
+    ['--task', values.task, 'all'],
+    ['--preset', values.preset, recorded.preset],
+    ['--epochs', values.epochs, recorded.epochs],
+    ['--limit', values.limit, recorded.limit],
+    ['--backend', values.backend, recorded.backend],
+    ['--replicas', values.replicas, recorded.replicas],
+    ['--seed', values.seed, recorded.seed],
+    ['--age-scheme', values['age-scheme'], recorded.ageScheme],
+  ];
+  for (const [flag, value, wanted] of given) {
+    if (value === undefined || value === String(wanted)) continue;
+    const was = wanted === null ? `no ${flag}` : `${flag} ${wanted}`;
+    const why = flag === '--epochs' ? ' (the learning rate decays to zero at the last epoch, so a run cannot be lengthened exactly)' : '';
+    throw new UsageError(`${flag} ${value} does not match the run being resumed, which was started with ${was}${why}: drop ${flag} to resume it, or start a new run`);
+  }
+  return {
+    task: 'all',
+    preset: recorded.preset as Preset,
+    data: resolve(values.data ?? recorded.data),
+    epochs: recorded.epochs,
+    limit: recorded.limit ?? undefined,
+    out: runDir,
+    backend: recorded.backend,
+    replicas: recorded.replicas,
+    seed: recorded.seed,
+    ageScheme: recorded.ageScheme,
+    cache: !values['no-cache'],
+  };
+}
+
+/** The checkpoint of the run at --resume; a missing or unreadable one is the caller's mistake. */
+async function readResumedRun(runDir: string): Promise<CheckpointMeta> {
+  try {
+    return await readCheckpoint(runDir);
+  } catch (error) {
+    if (error instanceof CheckpointError) throw new UsageError(`--resume ${error.message}`);
+    throw error;
+  }
+}
+
 const log = (line: string) => console.log(line);
 
 async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetrics> {
@@ -123,11 +191,21 @@ async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetri
   });
 }
 
-/** Trains the three tasks as one network in this process (its replicas are threads). */
-async function trainShared(config: TrainConfig): Promise<void> {
+/**
+ * Trains the three tasks as one network in this process (its replicas are threads), with a checkpoint after every
+ * epoch; SIGINT or SIGTERM stops it there (`TrainingInterrupted`).
+ */
+async function trainShared(config: TrainConfig, resume?: CheckpointMeta): Promise<void> {
   const started = performance.now();
   const backend = await selectBackend(config.backend, log);
   const dataset = await loadDataset(config.data, PRESET_INPUT[config.preset], { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
+  const stopper = new AbortController();
+  const stop = (signal: NodeJS.Signals) => {
+    log(`multitask: ${signal}: stopping; the checkpoint of the last completed epoch is kept`);
+    stopper.abort(signal);
+  };
+  const signals = ['SIGINT', 'SIGTERM'] as const;
+  for (const signal of signals) process.once(signal, stop);
   const metrics = await trainTogether({
     preset: config.preset,
     dataset,
@@ -139,9 +217,14 @@ async function trainShared(config: TrainConfig): Promise<void> {
     backend: backend.name,
     replicas: config.replicas,
     log,
+    checkpoint: { runDir: config.out, run: { preset: config.preset, data: config.data, limit: config.limit ?? null }, resume },
+    stop: stopper.signal,
+  }).finally(() => {
+    for (const signal of signals) process.off(signal, stop);
   });
   const wallSeconds = (performance.now() - started) / 1000;
   await writeFile(join(config.out, 'run.json'), JSON.stringify({ tasks: TASKS, preset: config.preset, wallSeconds, trainSeconds: metrics[0].trainSeconds, failed: [] }, null, 2) + '\n');
+  await removeCheckpoint(config.out);
   for (const m of metrics) console.log(`${m.task}: test accuracy ${(m.testAccuracy * 100).toFixed(1)}%${m.years === undefined ? '' : `, MAE ${m.years.mae.toFixed(2)} years`}, model in ${relative(process.cwd(), join(config.out, m.task, 'model'))}`);
   console.log(`all: trained ${TASKS.length} models as one network in ${formatDuration(wallSeconds)} (wall time, data loading included); run folder ${relative(process.cwd(), config.out) || '.'}`);
 }
@@ -199,15 +282,34 @@ async function markLatest(out: string): Promise<void> {
   await symlink(relative(RUNS_DIR, out), latest);
 }
 
+/** Says how a stopped run can go on, and exits as a process ended by the signal does (128 + its number). */
+async function reportInterrupted(stopped: TrainingInterrupted, config: TrainConfig, removeIfEmpty: () => Promise<void>): Promise<void> {
+  const signal = stopped.reason as NodeJS.Signals;
+  process.exitCode = 128 + (osConstants.signals[signal] ?? osConstants.signals.SIGINT);
+  if (stopped.epochsDone === 0) {
+    await removeCheckpoint(config.out);
+    await removeIfEmpty();
+    console.error(`multitask: stopped before the first epoch ended: nothing to resume; run the same command again to start over`);
+    return;
+  }
+  const run = relative(process.cwd(), config.out) || '.';
+  console.error(`multitask: stopped after epoch ${stopped.epochsDone} of ${config.epochs ?? MULTITASK_TRAINING.epochs}; the checkpoint is in ${join(run, 'checkpoint')}`);
+  console.error(`resume with: npm run train -- --resume ${run}`);
+}
+
 if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
-  const config = parseTrainArgs(argv);
+  const values = readTrainArgs(argv);
+  const resumeDir = values.resume === undefined ? undefined : resolve(values.resume);
+  const resume = resumeDir === undefined ? undefined : await readResumedRun(resumeDir);
+  const config = resumeDir === undefined || resume === undefined ? trainConfig(values) : resumeConfig(values, resumeDir, resume);
   // Before anything starts (the backend, the run folder): a mistyped path is a usage error.
   if (!existsSync(config.data)) throw new UsageError(`--data "${config.data}" does not exist; expected a UTKFace folder or a Kaggle age_gender.csv file`);
-  // A child of --task all writes its task folder into the run folder its parent checked and made.
-  const removeIfEmpty = process.env.FACE_TRAIN_CHILD === undefined ? await prepareRunFolder('--out', config.out) : async () => {};
+  // A child of --task all writes its task folder into the run folder its parent checked and made; a resumed run
+  // continues in its own.
+  const removeIfEmpty = process.env.FACE_TRAIN_CHILD === undefined && resume === undefined ? await prepareRunFolder('--out', config.out) : async () => {};
   try {
     if (config.task === 'all') {
-      if (trainsTogether(config.preset)) await trainShared(config);
+      if (trainsTogether(config.preset)) await trainShared(config, resume);
       else await trainAll(config, argv);
       await markLatest(config.out);
     } else {
@@ -216,7 +318,8 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
       console.log(`${config.task}: done, test accuracy ${(metrics.testAccuracy * 100).toFixed(1)}%, model in ${relative(process.cwd(), join(config.out, config.task, 'model'))}`);
     }
   } catch (error) {
-    await removeIfEmpty();
+    if (error instanceof TrainingInterrupted) return reportInterrupted(error, config, removeIfEmpty);
+    if (resume === undefined) await removeIfEmpty();
     throw error;
   }
 });
