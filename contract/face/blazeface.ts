@@ -7,7 +7,8 @@
  *   const faces = decodeDetections(Object.values(outputs), transform, { minScore: 0.5 });
  *
  * - `blazefaceInput(image, { inputSize, padding })`: the image, kept whole and centred in a black square
- *   `padding` times its longer side, area-averaged to the model input; with the transform back to image pixels.
+ *   `padding` times its longer side (1 for photos; `CROP_PADDING` for a face filling the frame), area-averaged
+ *   to the model input; with the transform back to image pixels.
  * - `decodeDetections(outputs, transform, options)`: scores, boxes and six keypoints per anchor, weighted
  *   non-maximum suppression, in original image pixels. Outputs are recognised by shape, not by name.
  * - `BLAZEFACE_ANCHORS`, `weightedNonMaxSuppression` and `boxIou` are exported for tests and measurement.
@@ -68,16 +69,18 @@ export interface DecodeOptions {
 
 /** The back model's side; the front model's is 128, with the same anchors. */
 export const BLAZEFACE_INPUT_SIZE = 256;
-/** Measured on synthetic scenes (see training/bench/face-scenes.ts): recall and false faces both meet the target. */
+/** Chosen on synthetic scenes (training/bench/face-scenes.ts): lower finds few more faces and more false ones. */
 export const DEFAULT_MIN_SCORE = 0.5;
 export const DEFAULT_MAX_FACES = 20;
 /** MediaPipe's face detection graphs merge boxes overlapping more than this (WEIGHTED non-maximum suppression). */
 export const DEFAULT_IOU_THRESHOLD = 0.3;
 /**
- * The square the image is centred in, as a multiple of its longer side. Tight crops (a face filling the frame,
- * as UTKFace's) are missed without it, and photos lose little: see training/bench/face-detect.ts.
+ * The square the image is centred in, as a multiple of its longer side: 1 suits photos, where faces are small
+ * (training/bench/face-scenes.ts); `CROP_PADDING` suits a face filling the frame (training/bench/face-detect.ts).
  */
-export const DEFAULT_PADDING = 1.5;
+export const DEFAULT_PADDING = 1;
+/** For an image that is one face filling the frame, as UTKFace's crops: unpadded, the model misses a quarter of them. */
+export const CROP_PADDING = 1.5;
 
 /** MediaPipe clips logits to this before the sigmoid. */
 const SCORE_CLIP = 100;

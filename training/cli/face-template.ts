@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isMain, parsePositiveInt, runCli, UsageError } from '../../node-shared/cli-args.ts';
 import { defaultDataSource } from '../../node-shared/paths.ts';
-import { DEFAULT_PADDING } from '../../contract/face/blazeface.ts';
+import { CROP_PADDING } from '../../contract/face/blazeface.ts';
 import { shuffledIndices } from '../data/split.ts';
 import { loadFaceDetector, readRgb, TRAINING_SEED, utkFaceSplit } from '../data/faces.ts';
 
@@ -21,7 +21,7 @@ and mouth in the crops' pixels, as the TypeScript constant of contract/face/temp
 
   --data DIR     the UTKFace folder                                      (default: ../shared/data/utkface)
   --limit N      a seeded random subset of N training faces                                (default: 2000)
-  --padding P    the detector's padding, a multiple of the crop's side                     (default: ${DEFAULT_PADDING})
+  --padding P    the detector's padding, a multiple of the crop's side                     (default: ${CROP_PADDING})
   --out FILE     also write the constant to FILE (e.g. contract/face/template.ts)`;
 
 const DEFAULT_LIMIT = 2000;
@@ -39,7 +39,7 @@ async function main(argv: string[]): Promise<void> {
   const data = values.data ?? defaultDataSource();
   if (data === undefined) throw new UsageError('no --data given and ../shared/data/utkface is absent');
   const limit = values.limit === undefined ? DEFAULT_LIMIT : parsePositiveInt('--limit', values.limit);
-  const padding = values.padding === undefined ? DEFAULT_PADDING : Number(values.padding);
+  const padding = values.padding === undefined ? CROP_PADDING : Number(values.padding);
   if (!(padding >= 1)) throw new UsageError(`--padding "${values.padding}" is invalid; expected a number of at least 1`);
 
   const { train } = await utkFaceSplit(resolve(data));

@@ -1,0 +1,245 @@
+/**
+ * npx tsx training/cli/make-scenes.ts --out .cache/scenes [--count 200] [--seed 1] [--data DIR]
+ *
+ * Seeded synthetic photos for measuring face detection: one to four test-split UTKFace faces per scene, scaled,
+ * rotated and blended through a soft elliptical mask onto procedural backgrounds (gradients, noise, rectangles and
+ * blobs: nothing a detector could rightly call a face). Writes scene-NNNN.jpg files and scenes.json with each
+ * face's source file, labels, box and eye positions in scene pixels (the template's eyes carried by the same
+ * transform that placed the crop). The scenes are derived from UTKFace: keep them out of the repository.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
+import { applySimilarity, type Similarity } from '../../contract/face/align.ts';
+import type { Box, Point } from '../../contract/face/blazeface.ts';
+import { FACE_TEMPLATE } from '../../contract/face/template.ts';
+import type { FaceLabels } from '../../contract/labels.ts';
+import { isMain, parsePositiveInt, runCli, UsageError } from '../../node-shared/cli-args.ts';
+import { defaultDataSource } from '../../node-shared/paths.ts';
+import { readRgb, utkFaceSplit } from '../data/faces.ts';
+import { seededRandom, shuffledIndices } from '../data/split.ts';
+
+const USAGE = `Usage: npx tsx training/cli/make-scenes.ts --out DIR [--count N] [--seed S] [--data DIR]
+
+  --out DIR     where the scenes and scenes.json go; keep it under .cache/            (required)
+  --count N     scenes to make                                                        (default: 200)
+  --seed S      the same seed makes the same scenes                                   (default: 1)
+  --data DIR    the UTKFace folder                                (default: ../shared/data/utkface)`;
+
+const MIN_WIDTH_PX = 640;
+const MAX_WIDTH_PX = 1280;
+const MIN_HEIGHT_PX = 480;
+const MAX_HEIGHT_PX = 960;
+const MAX_FACES = 4;
+/** A face's crop side as a fraction of the scene's shorter side. */
+const MIN_FACE_FRACTION = 0.2;
+const MAX_FACE_FRACTION = 0.55;
+const MAX_ROTATION_DEGREES = 12;
+const PLACEMENT_TRIES = 100;
+const JPEG_QUALITY = 90;
+/** The mask: an ellipse of these half-axes (fractions of the crop side) fading to nothing over its outer part. */
+const MASK_HALF_WIDTH = 0.47;
+const MASK_HALF_HEIGHT = 0.5;
+const MASK_FADE_FROM = 0.8;
+/** Shapes drawn on each background. */
+const MAX_RECTANGLES = 12;
+const MAX_BLOBS = 10;
+const NOISE_AMPLITUDE = 24;
+
+export interface SceneFace {
+  source: string;
+  labels: FaceLabels;
+  /** the crop's square, axis-aligned around its rotated outline, in scene pixels */
+  box: Box;
+  rightEye: Point;
+  leftEye: Point;
+  /** side of the placed crop, scene pixels */
+  size: number;
+  rotationDegrees: number;
+}
+
+export interface Scene {
+  file: string;
+  width: number;
+  height: number;
+  faces: SceneFace[];
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { out: { type: 'string' }, count: { type: 'string' }, seed: { type: 'string' }, data: { type: 'string' }, help: { type: 'boolean' } },
+    strict: true,
+  });
+  if (values.help) throw new UsageError('');
+  if (values.out === undefined) throw new UsageError('--out is required');
+  const data = values.data ?? defaultDataSource();
+  if (data === undefined) throw new UsageError('no --data given and ../shared/data/utkface is absent');
+  const count = values.count === undefined ? 200 : parsePositiveInt('--count', values.count);
+  const seed = values.seed === undefined ? 1 : parsePositiveInt('--seed', values.seed, 0);
+  const out = resolve(values.out);
+  await mkdir(out, { recursive: true });
+
+  const { test } = await utkFaceSplit(resolve(data));
+  const order = shuffledIndices(test.length, seed);
+  const random = seededRandom(seed);
+  const between = (low: number, high: number): number => low + (high - low) * random();
+  let nextFace = 0;
+  const scenes: Scene[] = [];
+  for (let s = 0; s < count; s++) {
+    const width = Math.round(between(MIN_WIDTH_PX, MAX_WIDTH_PX));
+    const height = Math.round(between(MIN_HEIGHT_PX, MAX_HEIGHT_PX));
+    const pixels = drawBackground(width, height, random);
+    const placements = placeFaces(width, height, 1 + Math.floor(random() * MAX_FACES), between);
+    const faces: SceneFace[] = [];
+    for (const placement of placements) {
+      const face = test[order[nextFace++ % order.length]];
+      const crop = await readRgb(join(data, face.name));
+      const toScene = placementTransform(placement, crop.width);
+      blendFace(pixels, width, height, crop, toScene);
+      faces.push(describeFace(face.name, face.labels, placement, toScene, crop.width));
+    }
+    const file = `scene-${String(s).padStart(4, '0')}.jpg`;
+    await sharp(pixels, { raw: { width, height, channels: 3 } }).jpeg({ quality: JPEG_QUALITY }).toFile(join(out, file));
+    scenes.push({ file, width, height, faces });
+  }
+  await writeFile(join(out, 'scenes.json'), `${JSON.stringify({ seed, count, scenes }, null, 1)}\n`);
+  const faceCount = scenes.reduce((sum, scene) => sum + scene.faces.length, 0);
+  console.log(`wrote ${count} scenes with ${faceCount} faces to ${out}`);
+}
+
+interface Placement {
+  centreX: number;
+  centreY: number;
+  size: number;
+  rotationDegrees: number;
+}
+
+/** Up to `wanted` faces whose masks' circles neither overlap nor leave the scene. */
+function placeFaces(width: number, height: number, wanted: number, between: (low: number, high: number) => number): Placement[] {
+  const short = Math.min(width, height);
+  const placed: Placement[] = [];
+  for (let tries = 0; placed.length < wanted && tries < PLACEMENT_TRIES; tries++) {
+    const size = short * between(MIN_FACE_FRACTION, MAX_FACE_FRACTION);
+    const radius = size / 2;
+    const candidate = {
+      centreX: between(radius, width - radius),
+      centreY: between(radius, height - radius),
+      size,
+      rotationDegrees: between(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES),
+    };
+    if (placed.every((p) => Math.hypot(p.centreX - candidate.centreX, p.centreY - candidate.centreY) >= (p.size + size) / 2)) placed.push(candidate);
+  }
+  return placed;
+}
+
+/** Crop pixels to scene pixels: the crop's centre to the placement's, scaled to its size and rotated. */
+function placementTransform(placement: Placement, cropSide: number): Similarity {
+  const scale = placement.size / cropSide;
+  const angle = (placement.rotationDegrees * Math.PI) / 180;
+  const a = scale * Math.cos(angle);
+  const b = scale * Math.sin(angle);
+  const half = cropSide / 2;
+  return { a, b, tx: placement.centreX - (a * half - b * half), ty: placement.centreY - (b * half + a * half) };
+}
+
+function describeFace(source: string, labels: FaceLabels, placement: Placement, toScene: Similarity, cropSide: number): SceneFace {
+  const corners: Point[] = [[0, 0], [cropSide, 0], [0, cropSide], [cropSide, cropSide]].map((p) => applySimilarity(toScene, p as Point));
+  const xs = corners.map((p) => p[0]);
+  const ys = corners.map((p) => p[1]);
+  const inCrop = cropSide / FACE_TEMPLATE.size;
+  const eye = (name: 'rightEye' | 'leftEye'): Point => applySimilarity(toScene, [FACE_TEMPLATE[name][0] * inCrop, FACE_TEMPLATE[name][1] * inCrop]);
+  const box = { x: Math.min(...xs), y: Math.min(...ys), width: Math.max(...xs) - Math.min(...xs), height: Math.max(...ys) - Math.min(...ys) };
+  return { source, labels, box, rightEye: eye('rightEye'), leftEye: eye('leftEye'), size: placement.size, rotationDegrees: placement.rotationDegrees };
+}
+
+/** Draws the crop into the scene through `toScene`, bilinear, weighted by the soft elliptical mask. */
+function blendFace(scene: Uint8Array, width: number, height: number, crop: { width: number; height: number; data: Uint8Array }, toScene: Similarity): void {
+  const side = crop.width;
+  const norm = toScene.a * toScene.a + toScene.b * toScene.b;
+  const inverse = { a: toScene.a / norm, b: -toScene.b / norm };
+  const reach = Math.sqrt(norm) * side * Math.SQRT1_2;
+  const centre = applySimilarity(toScene, [side / 2, side / 2]);
+  const x0 = Math.max(0, Math.floor(centre[0] - reach));
+  const x1 = Math.min(width - 1, Math.ceil(centre[0] + reach));
+  const y0 = Math.max(0, Math.floor(centre[1] - reach));
+  const y1 = Math.min(height - 1, Math.ceil(centre[1] + reach));
+  for (let y = y0; y <= y1; y++) {
+    for (let x = x0; x <= x1; x++) {
+      // Scene pixel centre back to crop coordinates.
+      const dx = x + 0.5 - toScene.tx;
+      const dy = y + 0.5 - toScene.ty;
+      const u = inverse.a * dx - inverse.b * dy;
+      const v = inverse.b * dx + inverse.a * dy;
+      const r = Math.hypot((u / side - 0.5) / MASK_HALF_WIDTH, (v / side - 0.5) / MASK_HALF_HEIGHT);
+      if (r >= 1) continue;
+      const alpha = r <= MASK_FADE_FROM ? 1 : smoothFade((1 - r) / (1 - MASK_FADE_FROM));
+      const d = (y * width + x) * 3;
+      for (let c = 0; c < 3; c++) scene[d + c] = Math.round(scene[d + c] * (1 - alpha) + sampleBilinear(crop, u, v, c) * alpha);
+    }
+  }
+}
+
+function smoothFade(t: number): number {
+  return t * t * (3 - 2 * t);
+}
+
+function sampleBilinear(image: { width: number; height: number; data: Uint8Array }, u: number, v: number, channel: number): number {
+  const fx = Math.min(image.width - 1, Math.max(0, u - 0.5));
+  const fy = Math.min(image.height - 1, Math.max(0, v - 0.5));
+  const xa = Math.floor(fx);
+  const ya = Math.floor(fy);
+  const xb = Math.min(image.width - 1, xa + 1);
+  const yb = Math.min(image.height - 1, ya + 1);
+  const tx = fx - xa;
+  const ty = fy - ya;
+  const at = (x: number, y: number): number => image.data[(y * image.width + x) * 3 + channel];
+  return (at(xa, ya) * (1 - tx) + at(xb, ya) * tx) * (1 - ty) + (at(xa, yb) * (1 - tx) + at(xb, yb) * tx) * ty;
+}
+
+/** A gradient between two random colours, then rectangles, blurred-edged blobs and per-pixel noise. */
+function drawBackground(width: number, height: number, random: () => number): Uint8Array {
+  const colour = (): number[] => [random() * 255, random() * 255, random() * 255];
+  const [from, to] = [colour(), colour()];
+  const angle = random() * 2 * Math.PI;
+  const [cos, sin] = [Math.cos(angle), Math.sin(angle)];
+  const span = Math.abs(cos) * width + Math.abs(sin) * height;
+  const pixels = new Float32Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const t = Math.min(1, Math.max(0, ((x - width / 2) * cos + (y - height / 2) * sin) / span + 0.5));
+      for (let c = 0; c < 3; c++) pixels[(y * width + x) * 3 + c] = from[c] + (to[c] - from[c]) * t;
+    }
+  }
+  const rectangles = Math.floor(random() * (MAX_RECTANGLES + 1));
+  for (let k = 0; k < rectangles; k++) {
+    const fill = colour();
+    const w = random() * width * 0.5;
+    const h = random() * height * 0.5;
+    const left = Math.floor(random() * (width - w));
+    const top = Math.floor(random() * (height - h));
+    for (let y = top; y < top + h; y++) for (let x = left; x < left + w; x++) for (let c = 0; c < 3; c++) pixels[(y * width + x) * 3 + c] = fill[c];
+  }
+  const blobs = Math.floor(random() * (MAX_BLOBS + 1));
+  for (let k = 0; k < blobs; k++) {
+    const fill = colour();
+    const cx = random() * width;
+    const cy = random() * height;
+    const rx = 10 + random() * width * 0.2;
+    const ry = 10 + random() * height * 0.2;
+    for (let y = Math.max(0, Math.floor(cy - ry)); y < Math.min(height, cy + ry); y++) {
+      for (let x = Math.max(0, Math.floor(cx - rx)); x < Math.min(width, cx + rx); x++) {
+        const r = Math.hypot((x - cx) / rx, (y - cy) / ry);
+        if (r >= 1) continue;
+        const alpha = Math.min(1, (1 - r) * 4);
+        for (let c = 0; c < 3; c++) pixels[(y * width + x) * 3 + c] += (fill[c] - pixels[(y * width + x) * 3 + c]) * alpha;
+      }
+    }
+  }
+  const bytes = new Uint8Array(pixels.length);
+  for (let i = 0; i < pixels.length; i++) bytes[i] = Math.min(255, Math.max(0, Math.round(pixels[i] + (random() - 0.5) * NOISE_AMPLITUDE)));
+  return bytes;
+}
+
+if (isMain(import.meta.url)) runCli(USAGE, main);
