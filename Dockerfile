@@ -11,6 +11,17 @@ COPY package.json package-lock.json .npmrc ./
 RUN --mount=type=secret,id=extra_ca \
     if [ -s /run/secrets/extra_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra_ca; fi; \
     npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+# The GPU image: --build-arg ONNXRUNTIME_NODE_INSTALL=cuda12 fetches the CUDA provider, as `npm run setup:cuda` does;
+# BASE must then provide CUDA 12 and cuDNN 9 beside Node 20 (docs/deploy.md).
+ARG ONNXRUNTIME_NODE_INSTALL=skip
+RUN --mount=type=secret,id=extra_ca \
+    if [ -s /run/secrets/extra_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra_ca; fi; \
+    if [ "$ONNXRUNTIME_NODE_INSTALL" != skip ]; then \
+      cd node_modules/onnxruntime-node && ONNXRUNTIME_NODE_INSTALL="$ONNXRUNTIME_NODE_INSTALL" node script/install; \
+    fi
+# onnxruntime-node ships its binding for every OS and CPU; the image keeps its own platform's.
+RUN keep="linux/$(node -p process.arch)"; \
+    for dir in node_modules/onnxruntime-node/bin/napi-v*/*/*; do case "$dir" in */"$keep") ;; *) rm -rf "$dir" ;; esac; done
 COPY . .
 RUN npm run build:web
 
@@ -19,7 +30,7 @@ FROM ${BASE} AS runtime
 RUN command -v tini >/dev/null || { apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*; }
 WORKDIR /app
 COPY --from=build /app /app
-# The one folder the server writes: the decode worker bundled at start-up (serve/worker-bundle.ts).
+# The one folder the server writes: the decode worker bundled at start-up (node-shared/worker-bundle.ts).
 RUN mkdir -p node_modules/.cache && chown 10001:10001 node_modules/.cache
 USER 10001:10001
 # HOST is explicit: the server's own default may be loopback only, which nothing outside the container can reach.
