@@ -6,18 +6,11 @@
 import { Worker } from 'node:worker_threads';
 import type { InputSpec } from '../contract/preprocess.ts';
 import { errorFromCode, RequestTimeoutError, ShuttingDownError } from './errors.ts';
-import type { DecodeReply, DecodeRequest, DecodeWorkerData } from './decode-worker.ts';
+import type { DecodedPhotoReply, DecodeReply, DecodeRequest, DecodeWorkerData } from './decode-worker.ts';
 import { prepareWorker, type WorkerEntry } from '../node-shared/worker-bundle.ts';
 
-export interface DecodedImage {
-  /** One model input per spec, in the order of the pool's specs (HWC float32). */
-  inputs: Float32Array[];
-  width: number;
-  height: number;
-  format: string;
-  /** Decode and preprocessing time inside the thread. */
-  ms: number;
-}
+/** A decoded upload and what its models read (see decode-worker.ts). */
+export type DecodedImage = DecodedPhotoReply;
 
 export interface DecodePoolOptions extends DecodeWorkerData {
   threads: number;
@@ -33,6 +26,7 @@ export interface DecodePoolOptions extends DecodeWorkerData {
 interface Task {
   id: number;
   bytes: Uint8Array;
+  detect: boolean;
   resolve: (image: DecodedImage) => void;
   reject: (error: unknown) => void;
   signal?: AbortSignal;
@@ -85,10 +79,11 @@ export class DecodePool {
     return this.waiting.length;
   }
 
-  decode(bytes: Uint8Array, signal?: AbortSignal): Promise<DecodedImage> {
+  /** Decodes an upload; `detect` prepares the detector's input, else the whole image is one face. */
+  decode(bytes: Uint8Array, detect: boolean, signal?: AbortSignal): Promise<DecodedImage> {
     if (this.closed || this.threads.length === 0) return Promise.reject(new Error('The decode pool is closed or has no thread'));
     return new Promise<DecodedImage>((resolve, reject) => {
-      const task: Task = { id: this.nextId++, bytes, resolve, reject, signal };
+      const task: Task = { id: this.nextId++, bytes, detect, resolve, reject, signal };
       this.waiting.push(task);
       this.dispatch();
     });
@@ -124,7 +119,10 @@ export class DecodePool {
       const task = tasks.get(reply.id);
       if (task === undefined) return;
       tasks.delete(reply.id);
-      if (reply.ok) task.resolve({ inputs: reply.inputs, width: reply.width, height: reply.height, format: reply.format, ms: reply.ms });
+      if (reply.ok) {
+        const { id: _id, ok: _ok, ...photo } = reply;
+        task.resolve(photo);
+      }
       else task.reject(errorFromCode(reply.code, reply.message));
       this.dispatch();
     });
@@ -174,7 +172,7 @@ export class DecodePool {
       target.tasks.set(task.id, task);
       // The bytes are copied into a buffer of their own so that it can be transferred rather than cloned.
       const copy = new Uint8Array(task.bytes);
-      target.worker.postMessage({ id: task.id, bytes: copy } satisfies DecodeRequest, [copy.buffer]);
+      target.worker.postMessage({ id: task.id, bytes: copy, detect: task.detect } satisfies DecodeRequest, [copy.buffer]);
     }
   }
 

@@ -78,6 +78,11 @@ export class MalformedUrlError extends HttpError {
   readonly code = 'malformed_url';
 }
 
+export class InvalidParameterError extends HttpError {
+  readonly status = 400;
+  readonly code = 'invalid_parameter';
+}
+
 export class NotFoundError extends HttpError {
   readonly status = 404;
   readonly code = 'not_found';

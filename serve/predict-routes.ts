@@ -7,7 +7,8 @@ import type { ServeConfig } from './config.ts';
 import { EmptyBodyError, HttpError, MissingImageFieldError, toErrorResponse, UnsupportedMediaTypeError, type ErrorBody } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { ServeMetrics } from './metrics.ts';
-import type { Prediction } from './predictor.ts';
+import { parseFaceQuery } from './face-query.ts';
+import type { FaceQuery, PhotoPrediction } from './predictor.ts';
 import type { Responder } from './respond.ts';
 
 /** What an empty "image" file part is told (a raw empty body gets EmptyBodyError's own message). */
@@ -19,11 +20,11 @@ export interface PredictRoutes {
 }
 
 export function createPredictRoutes(config: ServeConfig, state: ServeState, metrics: ServeMetrics, log: Logger, responder: Responder): PredictRoutes {
-  async function predictImages(images: Uint8Array[], ctx: RequestContext): Promise<Array<Prediction | Error>> {
+  async function predictImages(images: Uint8Array[], query: FaceQuery, ctx: RequestContext): Promise<Array<PhotoPrediction | Error>> {
     const served = admitImages(ctx, state, images.length);
     const work = Promise.all(
       images.map((bytes) =>
-        bytes.length === 0 ? new EmptyBodyError(EMPTY_PART) : served.predict(bytes, ctx.startedAt, ctx.abort.signal).catch((error: unknown) => error as Error),
+        bytes.length === 0 ? new EmptyBodyError(EMPTY_PART) : served.predict(bytes, ctx.startedAt, query, ctx.abort.signal).catch((error: unknown) => error as Error),
       ),
     );
     ctx.work = work;
@@ -31,6 +32,7 @@ export function createPredictRoutes(config: ServeConfig, state: ServeState, metr
   }
 
   const predictOne: RouteHandler = async (req, res, ctx) => {
+    const query = parseFaceQuery(req);
     const kind = contentKind(req);
     let images: Uint8Array[];
     if (kind === 'raw') {
@@ -41,24 +43,25 @@ export function createPredictRoutes(config: ServeConfig, state: ServeState, metr
     }
     ctx.bodyDone = true;
     if (images[0].length === 0) throw kind === 'raw' ? new EmptyBodyError() : new EmptyBodyError(EMPTY_PART);
-    const [result] = await predictImages(images, ctx);
+    const [result] = await predictImages(images, query, ctx);
     if (result instanceof Error) throw result;
     responder.sendJson(res, 200, result);
   };
 
   const predictBatch: RouteHandler = async (req, res, ctx) => {
+    const query = parseFaceQuery(req);
     if (contentKind(req) !== 'multipart') {
       throw new UnsupportedMediaTypeError(`/v1/predict/batch takes multipart/form-data with one file field named "${IMAGE_FIELD}" per image`);
     }
     const images = await readMultipartImages(req, config.maxBodyBytes, config.maxBatchImages);
     ctx.bodyDone = true;
     if (images.length === 0) throw new MissingImageFieldError(`The multipart body has no file field named "${IMAGE_FIELD}"; send each image in a field of that name`);
-    const results = await predictImages(images, ctx);
+    const results = await predictImages(images, query, ctx);
     responder.sendJson(res, 200, results.map(batchItem));
   };
 
   /** A batch answers every image: a prediction, or the error body that image alone would have got. */
-  function batchItem(result: Prediction | Error): Prediction | ErrorBody {
+  function batchItem(result: PhotoPrediction | Error): PhotoPrediction | ErrorBody {
     if (!(result instanceof Error)) return result;
     const { body } = toErrorResponse(result);
     metrics.errors.inc({ code: body.error.code });

@@ -1,18 +1,30 @@
 /**
- * From image bytes to a prediction: admission into a bounded queue, decoding in the pool (once per distinct
- * input spec), and one micro-batched onnxruntime run per graph (a model, or models merged into one). Labels and their order come from each model's
- * metadata; nothing here knows what the classes are called.
+ * From image bytes to an answer per face: admission into a bounded queue, decoding in the pool, the face
+ * detector (contract/face/photo.ts, as the page runs it), each face cut out as the models were trained to see
+ * it, and one micro-batched onnxruntime run per graph over the faces of every request in flight. With
+ * `detect=none` the whole image is one face. Labels and their order come from each model's metadata.
  */
 import { MicroBatcher } from './batcher.ts';
 import type { DecodedImage, DecodePool } from './decode-pool.ts';
 import { OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { ServedGraph } from './models.ts';
-import { run } from '../node-shared/onnxruntime-node.ts';
+import { run, type NodeSession } from '../node-shared/onnxruntime-node.ts';
+import type { LoadedDetector } from '../contract/model-set.ts';
 import { TASKS, type Task } from '../contract/labels.ts';
-import type { Prediction, TaskPrediction, Timings } from '../contract/prediction.ts';
+import type { TaskPrediction } from '../contract/prediction.ts';
+import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
+import { cropFace, detectFaces, faceAnswer, facePosition, wholeImagePosition, type FacePrediction, type FaceSearch, type PhotoPrediction, type RunDetector } from '../contract/face/photo.ts';
 
-export type { Prediction, TaskPrediction, Timings } from '../contract/prediction.ts';
+export type { PhotoPrediction } from '../contract/face/photo.ts';
+
+/** How a request wants its photo read: find the faces (with these limits), or take the image as one face. */
+export type FaceQuery = ({ detect: true } & FaceSearch) | { detect: false };
+
+/** One face's model inputs, one per input spec. */
+interface FaceInputs {
+  inputs: Float32Array[];
+}
 
 interface InferenceResult {
   tasks: Record<string, TaskPrediction>;
@@ -30,16 +42,28 @@ const round = (ms: number): number => Math.round(ms * 100) / 100;
 export class Predictor {
   private inProgress = 0;
   private readonly taskOrder: string[];
-  private readonly batcher: MicroBatcher<DecodedImage, InferenceResult>;
+  private readonly batcher: MicroBatcher<FaceInputs, InferenceResult>;
+  private readonly runDetector?: RunDetector;
 
   constructor(
     private readonly graphs: readonly ServedGraph[],
+    private readonly specs: readonly InputSpec[],
+    private readonly detector: LoadedDetector<NodeSession> | undefined,
     private readonly pool: DecodePool,
     private readonly metrics: ServeMetrics,
     private readonly options: PredictorOptions,
   ) {
     this.taskOrder = graphs.flatMap((g) => g.tasks).sort((a, b) => TASKS.indexOf(a as Task) - TASKS.indexOf(b as Task));
-    this.batcher = new MicroBatcher({ maxBatch: options.maxBatch, maxWaitMs: options.batchWaitMs, runBatch: (images) => this.infer(images) });
+    this.batcher = new MicroBatcher({ maxBatch: options.maxBatch, maxWaitMs: options.batchWaitMs, runBatch: (faces) => this.infer(faces) });
+    if (detector !== undefined) {
+      const { session, inputName } = detector;
+      this.runDetector = async (input, size) => Object.values(await run(session, { [inputName]: { data: input, dims: [1, size, size, 3] } }));
+    }
+  }
+
+  /** Whether the server finds faces itself (else every image is taken as one face). */
+  get detects(): boolean {
+    return this.runDetector !== undefined;
   }
 
   /** Images admitted and not yet answered. */
@@ -64,15 +88,46 @@ export class Predictor {
     this.updateGauges();
   }
 
-  /** Predicts every task for one image; `startedAt` (performance.now()) is when the request arrived. */
-  async predict(bytes: Uint8Array, startedAt: number, signal?: AbortSignal): Promise<Prediction> {
-    const image = await this.pool.decode(bytes, signal);
+  /** Answers one image; `startedAt` (performance.now()) is when the request arrived. */
+  async predict(bytes: Uint8Array, startedAt: number, query: FaceQuery, signal?: AbortSignal): Promise<PhotoPrediction> {
+    const detect = query.detect && this.runDetector !== undefined;
+    const image = await this.pool.decode(bytes, detect, signal);
     this.metrics.decode.observe(image.ms / 1000);
     signal?.throwIfAborted();
-    const result = await this.batcher.submit(image);
-    // The usual task order, whichever graph answered first.
-    const tasks = Object.fromEntries(this.taskOrder.map((task) => [task, result.tasks[task]]));
-    return { ...tasks, timingsMs: { decode: round(image.ms), inference: round(result.ms), total: round(performance.now() - startedAt) } };
+    const { faces, detectMs, alignMs, inferenceMs } = query.detect ? await this.answerFaces(image, query) : await this.answerWhole(image);
+    const timingsMs = { decode: round(image.ms), detect: round(detectMs), align: round(alignMs), inference: round(inferenceMs), total: round(performance.now() - startedAt) };
+    return { image: { width: image.width, height: image.height }, faces, timingsMs };
+  }
+
+  private async answerWhole(image: DecodedImage): Promise<{ faces: FacePrediction[]; detectMs: number; alignMs: number; inferenceMs: number }> {
+    if (image.prepared.kind !== 'whole') throw new Error('The decode thread prepared a detector input for a whole-image request');
+    const result = await this.batcher.submit({ inputs: image.prepared.inputs });
+    return { faces: [faceAnswer(wholeImagePosition(image.width, image.height), this.inTaskOrder(result.tasks))], detectMs: 0, alignMs: 0, inferenceMs: result.ms };
+  }
+
+  private async answerFaces(image: DecodedImage, search: FaceSearch): Promise<{ faces: FacePrediction[]; detectMs: number; alignMs: number; inferenceMs: number }> {
+    if (image.prepared.kind !== 'detect' || this.runDetector === undefined) throw new Error('This server has no face detector; send detect=none');
+    const { pixels, detectorInput, transform } = image.prepared;
+    const detectStarted = performance.now();
+    const found = await detectFaces(pixels, this.runDetector, search, { input: detectorInput, transform });
+    const alignStarted = performance.now();
+    this.metrics.inference.observe((alignStarted - detectStarted) / 1000, { model: 'detector' });
+    const crops = found.map((face) => cropFace(pixels, face, this.specs));
+    const inferenceStarted = performance.now();
+    const judged = await Promise.all(
+      crops.map((crop) => ('reason' in crop ? undefined : this.batcher.submit({ inputs: crop.crops.map((bytes, i) => scaleBytes(bytes, this.specs[i])) }))),
+    );
+    const faces = found.map((face, i) => {
+      const result = judged[i];
+      const crop = crops[i];
+      return faceAnswer(facePosition(face, image.scale), result === undefined ? { reason: 'reason' in crop ? crop.reason : '' } : this.inTaskOrder(result.tasks));
+    });
+    return { faces, detectMs: alignStarted - detectStarted, alignMs: inferenceStarted - alignStarted, inferenceMs: performance.now() - inferenceStarted };
+  }
+
+  /** The usual task order, whichever graph answered first. */
+  private inTaskOrder(tasks: Record<string, TaskPrediction>): Record<string, TaskPrediction> {
+    return Object.fromEntries(this.taskOrder.map((task) => [task, tasks[task]]));
   }
 
   private updateGauges(): void {
@@ -80,21 +135,21 @@ export class Predictor {
     this.metrics.decodeBacklog.set(this.pool.backlog);
   }
 
-  /** One run per graph over the whole batch (or one per image where a graph's batch size is fixed at 1). */
-  private async infer(images: DecodedImage[]): Promise<InferenceResult[]> {
+  /** One run per graph over the whole batch (or one per face where a graph's batch size is fixed at 1). */
+  private async infer(faces: FaceInputs[]): Promise<InferenceResult[]> {
     const started = performance.now();
-    this.metrics.batchSize.observe(images.length);
-    const results: InferenceResult[] = images.map(() => ({ tasks: {}, ms: 0 }));
+    this.metrics.batchSize.observe(faces.length);
+    const results: InferenceResult[] = faces.map(() => ({ tasks: {}, ms: 0 }));
     for (const graph of this.graphs) {
-      const groups = graph.batchable ? [images.map((_, i) => i)] : images.map((_, i) => [i]);
+      const groups = graph.batchable ? [faces.map((_, i) => i)] : faces.map((_, i) => [i]);
       for (const group of groups) {
         const graphStarted = performance.now();
-        const [height, width, channels] = [graph.inputSpec.height, graph.inputSpec.width, graph.inputSpec.channels];
+        const { height, width, channels } = graph.inputSpec;
         const size = height * width * channels;
         const data = new Float32Array(group.length * size);
-        group.forEach((imageIndex, row) => data.set(images[imageIndex].inputs[graph.specIndex], row * size));
+        group.forEach((faceIndex, row) => data.set(faces[faceIndex].inputs[graph.specIndex], row * size));
         const outputs = await run(graph.session, { [graph.inputName]: { data, dims: [group.length, height, width, channels] } });
-        group.forEach((imageIndex, row) => Object.assign(results[imageIndex].tasks, graph.interpret(outputs, row)));
+        group.forEach((faceIndex, row) => Object.assign(results[faceIndex].tasks, graph.interpret(outputs, row)));
         this.metrics.inference.observe((performance.now() - graphStarted) / 1000, { model: graph.tasks.join('+') });
       }
     }

@@ -74,11 +74,14 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
     // An unobserved rejection would crash the process before loadModels' own error is reported.
     workerEntry.catch(() => {});
     models = await loadModels(config.modelsDir, { device: config.device, merge: config.mergeModels, threads: config.inferenceThreads, log });
+    // The first detector the manifest lists finds the faces; without one, every image is taken as one face.
+    const detector = models.detectors[0];
     pool = await DecodePool.start({
       threads: config.decodeThreads,
       perThread: 2,
       taskTimeoutMs: config.requestTimeoutMs,
       specs: models.specs,
+      ...(detector === undefined ? {} : { detectorInputSize: detector.input.height }),
       maxPixels: config.maxPixels,
       minImageSide: config.minImageSide,
       onError: (error) => log.error('decode thread failed', error),
@@ -89,9 +92,10 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
     }, workerEntry);
     await pool.ready();
     state.models = models.report;
-    state.predictor = new Predictor(models.graphs, pool, metrics, config);
+    state.predictor = new Predictor(models.graphs, models.specs, detector, pool, metrics, config);
     log.info(
-      `ready in ${Math.round(performance.now() - started)} ms: ${models.graphs.map((g) => g.tasks.join('+')).join(', ')} on ${models.report.provider}, ` +
+      `ready in ${Math.round(performance.now() - started)} ms: ${detector === undefined ? 'no face detector (every image is one face), ' : `faces found by ${detector.name}, `}` +
+        `${models.graphs.map((g) => g.tasks.join('+')).join(', ')} on ${models.report.provider}, ` +
         `${config.decodeThreads} decode thread(s) (${pool.entry.how}), batches of up to ${config.maxBatch}`,
     );
   })();
