@@ -5,6 +5,7 @@
  * npm run train -- --resume runs/<run>
  */
 import { spawn } from 'node:child_process';
+import { getEventListeners } from 'node:events';
 import { existsSync } from 'node:fs';
 import { rm, symlink, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
@@ -201,6 +202,11 @@ async function trainShared(config: TrainConfig, resume?: CheckpointMeta): Promis
   const dataset = await loadDataset(config.data, PRESET_INPUT[config.preset], { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
   const stopper = new AbortController();
   const stop = (signal: NodeJS.Signals) => {
+    // Once training is over nothing listens, and the signal ends the process as it would without this handler.
+    if (getEventListeners(stopper.signal, 'abort').length === 0) {
+      console.error(`multitask: ${signal} after training, before every model was written; resume with: npm run train -- --resume ${relative(process.cwd(), config.out) || '.'}`);
+      process.exit(128 + osConstants.signals[signal]);
+    }
     log(`multitask: ${signal}: stopping; the checkpoint of the last completed epoch is kept`);
     stopper.abort(signal);
   };
