@@ -1,6 +1,7 @@
 /** What the HTTP stages share: the server's state as start-up progresses, and each request's own context. */
 import type { Request, Response } from 'express';
 import type { RegistrySnapshot } from './metrics.ts';
+import type { ServedFile } from './model-files.ts';
 import type { ModelsReport } from './models.ts';
 import type { Predictor } from './predictor.ts';
 
@@ -8,6 +9,8 @@ import type { Predictor } from './predictor.ts';
 export interface ServeState {
   predictor?: Predictor;
   models?: ModelsReport;
+  /** what /models/ serves: the files the predictor's models were loaded from, byte for byte */
+  modelFiles?: ReadonlyMap<string, ServedFile>;
   draining: boolean;
   /** The metrics of every process of the cluster; this process's own where there is no cluster. */
   collectMetrics: () => Promise<RegistrySnapshot>;

@@ -37,7 +37,7 @@ export function createApp(config: ServeConfig, state: ServeState, metrics: Serve
   app.use(trackRequests(config, metrics, log, responder));
   app.use(rejectMalformedPath);
   mountRoutes(app, apiRoutes(config, state, metrics, log, responder), state);
-  serveDemo(app, config);
+  serveDemo(app, config, state);
   app.use(notFound);
   app.use(handleErrors(responder, log));
   return app;

@@ -15,6 +15,8 @@ import {
   ModelLoadError,
   openModelSet,
   parseManifest,
+  sha256Hex,
+  type CheckedModels,
   type ClassifierGraph,
   type LoadedDetector,
   type ModelToLoad,
@@ -25,6 +27,7 @@ import { folderModelSource } from '../node-shared/model-files.ts';
 import { createSession, missingCudaBinaries, nodeRuntime, releaseSession, RUNTIME_NAME, type NodeSession, type Provider } from '../node-shared/onnxruntime-node.ts';
 import type { Device, MergeMode } from './config.ts';
 import type { Logger } from './log.ts';
+import { MANIFEST_CONTENT_TYPE, ONNX_CONTENT_TYPE, servedFile, type ServedFile } from './model-files.ts';
 
 export { MANIFEST_FILE, ModelLoadError } from '../contract/model-set.ts';
 
@@ -52,6 +55,8 @@ export interface ModelsReport {
 }
 
 export interface LoadedModels {
+  /** what /models/ serves, by file name: the manifest and each model's bytes as loaded and checked */
+  files: Map<string, ServedFile>;
   graphs: ServedGraph[];
   /** The distinct input specs, in `specIndex` order. */
   specs: InputSpec[];
@@ -128,5 +133,18 @@ export async function loadModels(dir: string, options: LoadOptions): Promise<Loa
     })),
     sessions: set.graphs.map((graph) => ({ tasks: graph.tasks, ...(graph.nodes === undefined ? {} : { nodes: graph.nodes }) })),
   };
-  return { graphs: set.graphs, specs: set.specs, detectors: set.detectors, report, release: set.release };
+  return { graphs: set.graphs, specs: set.specs, detectors: set.detectors, report, release: set.release, files: await servedFiles(dir, checked) };
+}
+
+/** The manifest and every model file, as the page will fetch them (models the server did not load are not offered). */
+async function servedFiles(dir: string, checked: CheckedModels): Promise<Map<string, ServedFile>> {
+  const files = new Map<string, ServedFile>();
+  const manifestPath = join(dir, MANIFEST_FILE);
+  if (existsSync(manifestPath)) {
+    const manifest = new Uint8Array(await readFile(manifestPath));
+    files.set(MANIFEST_FILE, servedFile(manifest, MANIFEST_CONTENT_TYPE, await sha256Hex(manifest)));
+  }
+  for (const model of checked.classifiers) files.set(model.file, servedFile(model.bytes, ONNX_CONTENT_TYPE, model.sha256));
+  for (const detector of checked.detectors) files.set(detector.entry.file, servedFile(detector.bytes, ONNX_CONTENT_TYPE, detector.sha256));
+  return files;
 }

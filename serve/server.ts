@@ -92,6 +92,7 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
     }, workerEntry);
     await pool.ready();
     state.models = models.report;
+    state.modelFiles = models.files;
     state.predictor = new Predictor(models.graphs, models.specs, detector, pool, metrics, config);
     log.info(
       `ready in ${Math.round(performance.now() - started)} ms: ${detector === undefined ? 'no face detector (every image is one face), ' : `faces found by ${detector.name}, `}` +

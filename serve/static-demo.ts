@@ -6,9 +6,10 @@ import { existsSync } from 'node:fs';
 import { extname, isAbsolute, join, relative } from 'node:path';
 import express, { type RequestHandler } from 'express';
 import { REPO_ROOT } from '../node-shared/paths.ts';
-import { requestContext } from './app-state.ts';
+import { requestContext, type ServeState } from './app-state.ts';
 import type { ServeConfig } from './config.ts';
-import { NotFoundError } from './errors.ts';
+import { NotFoundError, NotReadyError } from './errors.ts';
+import type { ServedFile } from './model-files.ts';
 
 const ISOLATION_HEADERS = {
   'Cross-Origin-Opener-Policy': 'same-origin',
@@ -22,17 +23,13 @@ export const crossOriginIsolation: RequestHandler = (_req, res, next) => {
   next();
 };
 
-/** Mounts /models/ (the manifest and .onnx files only, nothing else in the folder), the demo's files, and /. */
-export function serveDemo(app: express.Express, config: ServeConfig): void {
-  app.use(
-    '/models',
-    (req, res, next) => {
-      requestContext(res).route = 'models';
-      if (!MODEL_FILE.test(req.path)) throw new NotFoundError(`No model file ${req.path.slice(0, 200)}; see /models/manifest.json`);
-      next();
-    },
-    express.static(config.modelsDir, { dotfiles: 'ignore', index: false, redirect: false, fallthrough: true }),
-  );
+/** Mounts /models/ (the manifest and the model files the server loaded, from memory), the demo's files, and /. */
+export function serveDemo(app: express.Express, config: ServeConfig, state: ServeState): void {
+  app.use('/models', (req, res) => {
+    requestContext(res).route = 'models';
+    if (req.method !== 'GET' && req.method !== 'HEAD') throw new NotFoundError(`No route ${req.method} /models${req.path.slice(0, 200)}`);
+    sendModelFile(req, res, state.modelFiles);
+  });
   // Static files confined to the demo's folder (send refuses ".." after decoding, and NUL bytes).
   app.use(
     (_req, res, next) => {
@@ -79,9 +76,6 @@ function precompressed(root: string): RequestHandler {
   };
 }
 
-/** What /models/ serves: the manifest and the model files, by plain names. */
-const MODEL_FILE = /^\/(manifest\.json|[A-Za-z0-9_-]+\.onnx)$/;
-
 const escapeHtml = (text: string): string => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /**
@@ -106,4 +100,22 @@ function demoMissingPage(webDemoDir: string, origin: string): string {
 and <a href="/metrics">/metrics</a> for metrics.</p>
 </body></html>
 `;
+}
+
+/** A model file from memory, in the best encoding the client takes, revalidated by its sha256. */
+function sendModelFile(req: express.Request, res: express.Response, files: ReadonlyMap<string, ServedFile> | undefined): void {
+  if (files === undefined) throw new NotReadyError('The models are still loading; retry in a second');
+  const name = req.path.replace(/^\//, '');
+  const file = files.get(name);
+  if (file === undefined) throw new NotFoundError(`No model file ${req.path.slice(0, 200)}; see /models/manifest.json`);
+  res.vary('Accept-Encoding');
+  res.set({ 'Content-Type': file.contentType, ETag: file.etag, 'Cache-Control': 'no-cache' });
+  if (req.fresh) {
+    res.status(304).end();
+    return;
+  }
+  const encoding = ENCODINGS.find((e) => req.acceptsEncodings(e.name) === e.name);
+  const body = encoding === undefined ? file.identity : encoding.name === 'br' ? file.br : file.gzip;
+  if (encoding !== undefined) res.set('Content-Encoding', encoding.name);
+  res.status(200).end(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
 }
