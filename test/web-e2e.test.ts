@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Jimp } from 'jimp';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { PhotoPrediction } from '../contract/face/photo.ts';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../contract/limits.ts';
 import { blackPng } from './helpers/serve-harness.ts';
 import type { DemoInfo } from '../web-demo/src/browser/main.ts';
@@ -42,11 +43,17 @@ async function serverRefusal(apiUrl: string, bytes: Buffer, type: string): Promi
   return { status: response.status, ...body.error };
 }
 
+/**
+ * The server's answer for the image taken as one face (`detect=none`), which is what the page predicts until it
+ * finds faces itself: the face's task answers and the request's timings.
+ */
 async function serverPredict(apiUrl: string, face: FaceImage): Promise<Prediction> {
-  const response = await fetch(`${apiUrl}/v1/predict`, { method: 'POST', body: face.bytes, headers: { 'Content-Type': face.type } });
-  const body = (await response.json()) as Prediction;
+  const response = await fetch(`${apiUrl}/v1/predict?detect=none`, { method: 'POST', body: face.bytes, headers: { 'Content-Type': face.type } });
+  const body = (await response.json()) as PhotoPrediction;
   assert.equal(response.status, 200, `POST /v1/predict ${face.name}: ${JSON.stringify(body)}`);
-  return body;
+  assert.equal(body.faces.length, 1, 'detect=none answers one face');
+  const { box: _box, score: _score, landmarks: _landmarks, ...tasks } = body.faces[0];
+  return { ...(tasks as Record<string, TaskPrediction>), timingsMs: body.timingsMs };
 }
 
 async function browserPredict(page: Page, face: FaceImage): Promise<Prediction> {
