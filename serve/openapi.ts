@@ -2,6 +2,7 @@
  * The OpenAPI 3 document of the server. Where the models are loaded, the class names of each task are filled in
  * from their metadata (as enums), so the document describes the models actually served.
  */
+import { DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE } from '../contract/face/photo.ts';
 import { IMAGE_FIELD } from './body.ts';
 import type { ServeConfig } from './config.ts';
 import type { ModelsReport } from './models.ts';
@@ -12,7 +13,7 @@ const ref = (name: string): object => ({ $ref: `#/components/schemas/${name}` })
 /** The error responses of `statuses`, described as for one image unless `own` says otherwise. */
 function errorResponses(statuses: number[], own: Record<number, string> = {}): Record<string, object> {
   const why: Record<number, string> = {
-    400: 'Empty body, multipart without an "image" file (or with an "image" text field), malformed or cut-off upload, a path that is not valid percent-encoding.',
+    400: 'A query parameter unknown or out of range (invalid_parameter), empty body, multipart without an "image" file (or with an "image" text field), malformed or cut-off upload, a path that is not valid percent-encoding.',
     404: 'Unknown route.',
     405: 'Wrong method for this route (see the Allow header).',
     408: 'The upload did not complete within the time limit.',
@@ -37,26 +38,58 @@ function taskSchema(task: string, labels: readonly string[] | undefined, nameFie
 
 export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefined): object {
   const tasks = models?.models ?? [];
+  const taskSchemas = Object.fromEntries(
+    (tasks.length > 0 ? tasks.map((m) => [m.task, m.labels, m.outputs.some((o) => o.kind === 'years')] as const) : (['age', 'ethnicity', 'gender'] as const).map((t) => [t, undefined, t === 'age'] as const)).map(
+      ([task, labels, years]) => [task, taskSchema(task, labels, task === 'age' ? 'group' : 'label', years)],
+    ),
+  );
+  const point = { type: 'array', items: { type: 'number' }, minItems: 2, maxItems: 2, description: '[x, y] in the photo\'s pixels.' };
+  const face = {
+    type: 'object',
+    required: ['box', 'score', 'landmarks'],
+    description: 'One face: where it is, then each task\'s answer; or `reason` and no answers where the face is too small or too cut off to judge.',
+    properties: {
+      box: {
+        type: 'object',
+        required: ['x', 'y', 'width', 'height'],
+        description: 'In the pixels of the photo after its EXIF orientation; with detect=none, the whole image.',
+        properties: { x: { type: 'number' }, y: { type: 'number' }, width: { type: 'number' }, height: { type: 'number' } },
+      },
+      score: { type: 'number', nullable: true, description: "The detector's confidence, 0 to 1; null with detect=none." },
+      landmarks: {
+        type: 'object',
+        nullable: true,
+        description: 'The detector\'s keypoints, named for the person (rightEye is on the image\'s left); null with detect=none.',
+        properties: Object.fromEntries(['rightEye', 'leftEye', 'nose', 'mouth', 'rightEar', 'leftEar'].map((name) => [name, point])),
+      },
+      reason: { type: 'string', description: 'Why the face was not judged (too small, too cut off); present only then.' },
+      ...taskSchemas,
+    },
+  };
   const prediction = {
     type: 'object',
-    required: ['timingsMs'],
+    required: ['image', 'faces', 'timingsMs'],
     properties: {
-      ...Object.fromEntries(
-        (tasks.length > 0 ? tasks.map((m) => [m.task, m.labels, m.outputs.some((o) => o.kind === 'years')] as const) : (['age', 'ethnicity', 'gender'] as const).map((t) => [t, undefined, t === 'age'] as const)).map(
-          ([task, labels, years]) => [task, taskSchema(task, labels, task === 'age' ? 'group' : 'label', years)],
-        ),
-      ),
+      image: { type: 'object', required: ['width', 'height'], description: 'The photo\'s size after its EXIF orientation.', properties: { width: { type: 'integer' }, height: { type: 'integer' } } },
+      faces: { type: 'array', items: face, description: 'The faces found, largest box first; empty when there is none.' },
       timingsMs: {
         type: 'object',
-        required: ['decode', 'inference', 'total'],
+        required: ['decode', 'detect', 'align', 'inference', 'total'],
         properties: {
-          decode: { type: 'number', description: 'Decode and preprocessing, in a decode thread.' },
-          inference: { type: 'number', description: 'The onnxruntime batch this image ran in.' },
+          decode: { type: 'number', description: 'Decoding (shrunk to at most 1024 pixels a side) and preparing the model inputs, in a decode thread.' },
+          detect: { type: 'number', description: 'Running the face detector and reading its answer; 0 with detect=none.' },
+          align: { type: 'number', description: 'Cutting each face out as the models were trained to see it.' },
+          inference: { type: 'number', description: 'The onnxruntime batches the faces ran in.' },
           total: { type: 'number', description: "From the request's arrival to the answer." },
         },
       },
     },
   };
+  const faceParameters = [
+    { name: 'detect', in: 'query', schema: { type: 'string', enum: ['faces', 'none'], default: 'faces' }, description: 'faces: find every face and answer for each; none: the whole image is one face, already cropped as UTKFace faces are.' },
+    { name: 'maxFaces', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: DEFAULT_MAX_FACES }, description: 'At most this many faces, the largest.' },
+    { name: 'minScore', in: 'query', schema: { type: 'number', minimum: 0, maximum: 1, default: DEFAULT_MIN_SCORE }, description: "Faces the detector is less sure of are not reported." },
+  ];
   const imageUpload = {
     required: true,
     content: {
@@ -74,15 +107,17 @@ export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefin
     paths: {
       '/v1/predict': {
         post: {
-          summary: 'Predict from one image',
+          summary: 'Find the faces in one image and predict for each',
           description: `The body is the image (any image/* type; the format is read from the bytes) or multipart/form-data with one file field named "${IMAGE_FIELD}".`,
+          parameters: faceParameters,
           requestBody: imageUpload,
           responses: { '200': { description: 'The predictions.', content: json(ref('Prediction')) }, ...errorResponses([400, 408, 413, 415, 422, 503]) },
         },
       },
       '/v1/predict/batch': {
         post: {
-          summary: 'Predict from several images',
+          summary: 'Find the faces in several images and predict for each',
+          parameters: faceParameters,
           description: `multipart/form-data with one file field named "${IMAGE_FIELD}" per image; the answer is an array in the same order, each item a prediction or its own error.`,
           requestBody: { required: true, content: { 'multipart/form-data': { schema: { type: 'object', properties: { [IMAGE_FIELD]: { type: 'array', items: { type: 'string', format: 'binary' } } } } } } },
           responses: {
