@@ -7,8 +7,9 @@
  * without ever being sent. Only batch-norm running statistics differ during an epoch (each replica's are from
  * its own faces); after it, every replica writes the same precise statistics, averaged over the replicas (with
  * `batchNormFaces` 0 they stay apart, and replica 0's ship). Validation is split the same way, and every replica
- * reaches the same choices from the shared sums. Replica 0 keeps the best epoch's checkpoint (one for all three
- * tasks, so that the shipped models share their trunk exactly) and reports to the parent.
+ * reaches the same choices from the shared sums. Replica 0 keeps the best epoch's weights (one epoch for all three
+ * tasks, so that the shipped models share their trunk exactly) and reports to the parent. Where the run keeps a
+ * checkpoint, every replica saves its own state after each epoch and a resumed replica starts from it.
  */
 import { createHash } from 'node:crypto';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -115,7 +116,7 @@ const AGE_ABS_ERROR = 14;
 /** Int32 slots of `sync`. */
 export const SYNC_SLOTS = 3;
 const SYNC_ARRIVED = 0;
-const SYNC_GENERATION = 1;
+export const SYNC_GENERATION = 1;
 export const SYNC_ABORTED = 2;
 /** How long a waiting replica sleeps between looks at the aborted flag. */
 const ABORT_POLL_MS = 1000;

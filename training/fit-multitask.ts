@@ -8,6 +8,9 @@
  * One epoch is kept for all three tasks: the best on the validation split (carved from the training faces; the
  * test split is never seen here) by the mean of the three accuracies. The shipped models are the trunk and each
  * task's head at that epoch, so their trunks are identical and a runtime can merge them and run the trunk once.
+ *
+ * Given a run folder, it writes a checkpoint after every epoch (checkpoint.ts), from which a stopped run resumes to
+ * the weights it would have reached uninterrupted.
  */
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
@@ -20,7 +23,7 @@ import type { BackendName } from '../node-shared/tfjs/select.ts';
 import type { Dataset } from './data/dataset.ts';
 import { RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
 import { carveValidation, SEED_OFFSET } from './recipe.ts';
-import { batchStatisticsSize, STAT_COUNT, SYNC_ABORTED, SYNC_SLOTS, type ReplicaCheckpoint, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
+import { batchStatisticsSize, STAT_COUNT, SYNC_ABORTED, SYNC_GENERATION, SYNC_SLOTS, type ReplicaCheckpoint, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
 import { emptyHistory, recordEpoch, type History } from './fit.ts';
 import {
   CHECKPOINT_VERSION,
@@ -378,7 +381,7 @@ function superviseReplicas(workers: Worker[], sync: SharedArrayBuffer, journal: 
       failed = true;
       stop?.removeEventListener('abort', onStop);
       Atomics.store(new Int32Array(sync), SYNC_ABORTED, 1);
-      Atomics.notify(new Int32Array(sync), 1);
+      Atomics.notify(new Int32Array(sync), SYNC_GENERATION);
       for (const worker of workers) void worker.terminate();
       reject(error);
     };
