@@ -16,8 +16,8 @@ import { loadFaceDetector, readRgb, TRAINING_SEED, utkFaceSplit } from '../data/
 
 const USAGE = `Usage: npx tsx training/cli/face-template.ts [--data DIR] [--limit N] [--padding P] [--out FILE]
 
-Runs the BlazeFace detector over training-split UTKFace crops and prints the mean position of the eyes, nose tip
-and mouth in the crops' pixels, as the TypeScript constant of contract/face/template.ts.
+Runs the BlazeFace detector over training-split UTKFace crops and prints the mean position of the eyes, nose tip,
+mouth and box in the crops' pixels, as the TypeScript constant of contract/face/template.ts.
 
   --data DIR     the UTKFace folder                                      (default: ../shared/data/utkface)
   --limit N      a seeded random subset of N training faces                                (default: 2000)
@@ -28,6 +28,7 @@ const DEFAULT_LIMIT = 2000;
 /** Detections below this score are left out of the mean. */
 const MIN_SCORE = 0.5;
 const POINTS = ['rightEye', 'leftEye', 'nose', 'mouth'] as const;
+const BOX_KEYS = ['x', 'y', 'width', 'height'] as const;
 
 async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -47,6 +48,7 @@ async function main(argv: string[]): Promise<void> {
   const chosen = Array.from(order.subarray(0, Math.min(limit, train.length)), (i) => train[i]);
   const detector = await loadFaceDetector();
   const sums = Object.fromEntries(POINTS.map((name) => [name, [0, 0]])) as Record<(typeof POINTS)[number], number[]>;
+  const boxSums = { x: 0, y: 0, width: 0, height: 0 };
   let used = 0;
   let size = 0;
   try {
@@ -60,6 +62,7 @@ async function main(argv: string[]): Promise<void> {
         sums[name][0] += best.landmarks[name][0];
         sums[name][1] += best.landmarks[name][1];
       }
+      for (const key of BOX_KEYS) boxSums[key] += best.box[key];
     }
   } finally {
     await detector.release();
@@ -67,15 +70,19 @@ async function main(argv: string[]): Promise<void> {
   if (used === 0) throw new Error(`no face was found in the ${chosen.length} crops tried`);
   const round = (v: number): number => Math.round((v / used) * 10) / 10;
   const lines = POINTS.map((name) => `  ${name}: [${round(sums[name][0])}, ${round(sums[name][1])}],`);
+  const box = BOX_KEYS.map((key) => `${key}: ${round(boxSums[key])}`).join(', ');
   const source = `/**
- * Where the detector's keypoints sit in UTKFace's own aligned crops: the mean over ${used} of ${chosen.length} training-split
- * crops (the others had no face scoring ${MIN_SCORE}), in the crops' ${size}x${size} pixels. Written by
+ * Where the detector's keypoints and box sit in UTKFace's own aligned crops: the mean over ${used} of ${chosen.length}
+ * training-split crops (the others had no face scoring ${MIN_SCORE}), in the crops' ${size}x${size} pixels. Written by
  * \`npx tsx training/cli/face-template.ts --limit ${limit} --padding ${padding} --out contract/face/template.ts\`.
  */
+import type { Box } from './blazeface.ts';
+
 export const FACE_TEMPLATE = {
   size: ${size},
 ${lines.join('\n')}
-} as const satisfies { size: number } & Record<'rightEye' | 'leftEye' | 'nose' | 'mouth', readonly [number, number]>;
+  box: { ${box} },
+} as const satisfies { size: number; box: Box } & Record<'rightEye' | 'leftEye' | 'nose' | 'mouth', readonly [number, number]>;
 `;
   process.stdout.write(source);
   if (values.out !== undefined) await writeFile(values.out, source);

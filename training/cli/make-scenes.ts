@@ -1,11 +1,13 @@
 /**
- * npx tsx training/cli/make-scenes.ts --out .cache/scenes [--count 200] [--seed 1] [--data DIR]
+ * npx tsx training/cli/make-scenes.ts --out .cache/scenes [--count 200] [--seed 1] [--split test|train] [--data DIR]
  *
- * Seeded synthetic photos for measuring face detection: one to four test-split UTKFace faces per scene, scaled,
+ * Seeded synthetic photos for measuring face detection: one to four UTKFace faces per scene (test split for the
+ * figures we report, train split for choosing thresholds), scaled,
  * rotated and blended through a soft elliptical mask onto procedural backgrounds (gradients, noise, rectangles and
  * blobs: nothing a detector could rightly call a face). Writes scene-NNNN.jpg files and scenes.json with each
- * face's source file, labels, box and eye positions in scene pixels (the template's eyes carried by the same
- * transform that placed the crop). The scenes are derived from UTKFace: keep them out of the repository.
+ * face's source file, labels, box and eye positions in scene pixels: where the detector puts them on UTKFace's own
+ * crops (FACE_TEMPLATE's box and eyes), carried by the transform that placed the crop, so that a detection of the
+ * face lands on its ground truth. The scenes are derived from UTKFace: keep them out of the repository.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -15,16 +17,17 @@ import { applySimilarity, type Similarity } from '../../contract/face/align.ts';
 import type { Box, Point } from '../../contract/face/blazeface.ts';
 import { FACE_TEMPLATE } from '../../contract/face/template.ts';
 import type { FaceLabels } from '../../contract/labels.ts';
-import { isMain, parsePositiveInt, runCli, UsageError } from '../../node-shared/cli-args.ts';
+import { isMain, parseChoice, parsePositiveInt, runCli, UsageError } from '../../node-shared/cli-args.ts';
 import { defaultDataSource } from '../../node-shared/paths.ts';
 import { readRgb, utkFaceSplit } from '../data/faces.ts';
 import { seededRandom, shuffledIndices } from '../data/split.ts';
 
-const USAGE = `Usage: npx tsx training/cli/make-scenes.ts --out DIR [--count N] [--seed S] [--data DIR]
+const USAGE = `Usage: npx tsx training/cli/make-scenes.ts --out DIR [--count N] [--seed S] [--split test|train] [--data DIR]
 
   --out DIR     where the scenes and scenes.json go; keep it under .cache/            (required)
   --count N     scenes to make                                                        (default: 200)
   --seed S      the same seed makes the same scenes                                   (default: 1)
+  --split S     whose faces: test (the figures we report) or train (choosing thresholds) (default: test)
   --data DIR    the UTKFace folder                                (default: ../shared/data/utkface)`;
 
 const MIN_WIDTH_PX = 640;
@@ -50,7 +53,7 @@ const NOISE_AMPLITUDE = 24;
 export interface SceneFace {
   source: string;
   labels: FaceLabels;
-  /** the crop's square, axis-aligned around its rotated outline, in scene pixels */
+  /** where a detector's box sits for this face: FACE_TEMPLATE's box, its centre and size carried by the placement */
   box: Box;
   rightEye: Point;
   leftEye: Point;
@@ -58,6 +61,9 @@ export interface SceneFace {
   size: number;
   rotationDegrees: number;
 }
+
+export const SCENE_SPLITS = ['test', 'train'] as const;
+export type SceneSplit = (typeof SCENE_SPLITS)[number];
 
 export interface Scene {
   file: string;
@@ -69,7 +75,7 @@ export interface Scene {
 async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { out: { type: 'string' }, count: { type: 'string' }, seed: { type: 'string' }, data: { type: 'string' }, help: { type: 'boolean' } },
+    options: { out: { type: 'string' }, count: { type: 'string' }, seed: { type: 'string' }, split: { type: 'string' }, data: { type: 'string' }, help: { type: 'boolean' } },
     strict: true,
   });
   if (values.help) throw new UsageError('');
@@ -78,11 +84,12 @@ async function main(argv: string[]): Promise<void> {
   if (data === undefined) throw new UsageError('no --data given and ../shared/data/utkface is absent');
   const count = values.count === undefined ? 200 : parsePositiveInt('--count', values.count);
   const seed = values.seed === undefined ? 1 : parsePositiveInt('--seed', values.seed, 0);
+  const split = parseChoice('--split', values.split ?? 'test', SCENE_SPLITS);
   const out = resolve(values.out);
   await mkdir(out, { recursive: true });
 
-  const { test } = await utkFaceSplit(resolve(data));
-  const order = shuffledIndices(test.length, seed);
+  const faceFiles = (await utkFaceSplit(resolve(data)))[split];
+  const order = shuffledIndices(faceFiles.length, seed);
   const random = seededRandom(seed);
   const between = (low: number, high: number): number => low + (high - low) * random();
   let nextFace = 0;
@@ -94,7 +101,7 @@ async function main(argv: string[]): Promise<void> {
     const placements = placeFaces(width, height, 1 + Math.floor(random() * MAX_FACES), between);
     const faces: SceneFace[] = [];
     for (const placement of placements) {
-      const face = test[order[nextFace++ % order.length]];
+      const face = faceFiles[order[nextFace++ % order.length]];
       const crop = await readRgb(join(data, face.name));
       const toScene = placementTransform(placement, crop.width);
       blendFace(pixels, width, height, crop, toScene);
@@ -104,9 +111,9 @@ async function main(argv: string[]): Promise<void> {
     await sharp(pixels, { raw: { width, height, channels: 3 } }).jpeg({ quality: JPEG_QUALITY }).toFile(join(out, file));
     scenes.push({ file, width, height, faces });
   }
-  await writeFile(join(out, 'scenes.json'), `${JSON.stringify({ seed, count, scenes }, null, 1)}\n`);
+  await writeFile(join(out, 'scenes.json'), `${JSON.stringify({ seed, count, split, scenes }, null, 1)}\n`);
   const faceCount = scenes.reduce((sum, scene) => sum + scene.faces.length, 0);
-  console.log(`wrote ${count} scenes with ${faceCount} faces to ${out}`);
+  console.log(`wrote ${count} scenes with ${faceCount} ${split}-split faces to ${out}`);
 }
 
 interface Placement {
@@ -145,12 +152,13 @@ function placementTransform(placement: Placement, cropSide: number): Similarity 
 }
 
 function describeFace(source: string, labels: FaceLabels, placement: Placement, toScene: Similarity, cropSide: number): SceneFace {
-  const corners: Point[] = [[0, 0], [cropSide, 0], [0, cropSide], [cropSide, cropSide]].map((p) => applySimilarity(toScene, p as Point));
-  const xs = corners.map((p) => p[0]);
-  const ys = corners.map((p) => p[1]);
   const inCrop = cropSide / FACE_TEMPLATE.size;
   const eye = (name: 'rightEye' | 'leftEye'): Point => applySimilarity(toScene, [FACE_TEMPLATE[name][0] * inCrop, FACE_TEMPLATE[name][1] * inCrop]);
-  const box = { x: Math.min(...xs), y: Math.min(...ys), width: Math.max(...xs) - Math.min(...xs), height: Math.max(...ys) - Math.min(...ys) };
+  // The detector's boxes stay upright and face-sized as a face turns a little: the template box's centre moves, its size scales.
+  const { x, y, width, height } = FACE_TEMPLATE.box;
+  const [centreX, centreY] = applySimilarity(toScene, [(x + width / 2) * inCrop, (y + height / 2) * inCrop]);
+  const scale = Math.hypot(toScene.a, toScene.b) * inCrop;
+  const box = { x: centreX - (width * scale) / 2, y: centreY - (height * scale) / 2, width: width * scale, height: height * scale };
   return { source, labels, box, rightEye: eye('rightEye'), leftEye: eye('leftEye'), size: placement.size, rotationDegrees: placement.rotationDegrees };
 }
 

@@ -1,13 +1,16 @@
 /**
- * The face detector and UTKFace's split for the face tools (template, scenes, benches): the BlazeFace model file,
- * a detector over sharp-decoded images, and which UTKFace files are in the train and test splits.
+ * The face detector and UTKFace's split for the face tools (template, scenes, benches, evaluation): the BlazeFace
+ * model file, a detector over sharp-decoded images, which UTKFace files are in the train and test splits, and the
+ * rule that matches detections to faces whose place is known.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import sharp from 'sharp';
 import type { FaceLabels } from '../../contract/labels.ts';
 import type { PixelBuffer } from '../../contract/preprocess.ts';
-import { blazefaceInput, decodeDetections, type DecodeOptions, type DetectedFace } from '../../contract/face/blazeface.ts';
+import { blazefaceInput, boxIou, decodeDetections, type Box, type DecodeOptions, type DetectedFace, type FaceLandmarks, type Point } from '../../contract/face/blazeface.ts';
+import type { RunDetector } from '../../contract/face/photo.ts';
+import { FACE_TEMPLATE } from '../../contract/face/template.ts';
 import { REPO_ROOT } from '../../node-shared/paths.ts';
 import { createSession, releaseSession, run, type NodeSession } from '../../node-shared/onnxruntime-node.ts';
 import { RESIDUAL_TEST_FRACTION } from '../fit-residual.ts';
@@ -23,6 +26,8 @@ export const BLAZEFACE_FRONT_MODEL = join(BLAZEFACE_FOLDER, 'face_detection_fron
 
 export interface FaceDetector {
   inputSize: number;
+  /** the model alone, as detectFaces (contract/face/photo.ts) calls it */
+  run: RunDetector;
   detect(image: PixelBuffer, options?: DecodeOptions & { padding?: number }): Promise<DetectedFace[]>;
   release(): Promise<void>;
 }
@@ -32,8 +37,10 @@ export async function loadFaceDetector(file = BLAZEFACE_BACK_MODEL, threads = 1)
   const session: NodeSession = await createSession(await readFile(file), { provider: 'cpu', threads });
   const { name, shape } = session.inputs[0];
   const inputSize = Number(shape[1]);
+  const runModel: RunDetector = async (input, size) => Object.values(await run(session, { [name]: { data: input, dims: [1, size, size, 3] } }));
   return {
     inputSize,
+    run: runModel,
     async detect(image, options = {}) {
       const { input, transform } = blazefaceInput(image, { inputSize, padding: options.padding });
       const outputs = await run(session, { [name]: { data: input, dims: [1, inputSize, inputSize, 3] } });
@@ -72,4 +79,74 @@ export async function utkFaceSplit(folder: string, seed = TRAINING_SEED): Promis
   }
   const split = trainTestSplit(files.length, RESIDUAL_TEST_FRACTION, seed);
   return { train: Array.from(split.train, (i) => files[i]), test: Array.from(split.test, (i) => files[i]) };
+}
+
+/** Where a face is known to be: the box and eyes the detector gives for it (FACE_TEMPLATE's, placed). */
+export interface TrueFace {
+  box: Box;
+  rightEye: Point;
+  leftEye: Point;
+}
+
+/** A detection as the detector or the server's answer gives it. */
+export interface FoundFace {
+  box: Box;
+  landmarks: Pick<FaceLandmarks, 'rightEye' | 'leftEye'>;
+}
+
+/** A detection is on a face when its box overlaps the face's by this IoU or more... */
+export const MATCH_IOU = 0.5;
+/** ...or its eye centre is within this fraction of the face's eye distance of the face's. */
+export const MATCH_EYE_FRACTION = 0.5;
+
+/** A whole UTKFace crop of side `side` as a known face: the template, scaled. */
+export function cropTruth(side: number): TrueFace {
+  const k = side / FACE_TEMPLATE.size;
+  const { x, y, width, height } = FACE_TEMPLATE.box;
+  const point = (p: readonly [number, number]): Point => [p[0] * k, p[1] * k];
+  return { box: { x: x * k, y: y * k, width: width * k, height: height * k }, rightEye: point(FACE_TEMPLATE.rightEye), leftEye: point(FACE_TEMPLATE.leftEye) };
+}
+
+const eyeCentre = (rightEye: Point, leftEye: Point): Point => [(rightEye[0] + leftEye[0]) / 2, (rightEye[1] + leftEye[1]) / 2];
+
+/** How far the detection's eye centre is from the face's, in the face's eye distances. */
+export function eyeCentreError(detection: FoundFace, face: TrueFace): number {
+  const found = eyeCentre(detection.landmarks.rightEye, detection.landmarks.leftEye);
+  const truth = eyeCentre(face.rightEye, face.leftEye);
+  return Math.hypot(found[0] - truth[0], found[1] - truth[1]) / Math.hypot(face.leftEye[0] - face.rightEye[0], face.leftEye[1] - face.rightEye[1]);
+}
+
+export function detectionMatches(detection: FoundFace, face: TrueFace): boolean {
+  return boxIou(detection.box, face.box) >= MATCH_IOU || eyeCentreError(detection, face) <= MATCH_EYE_FRACTION;
+}
+
+export interface FaceMatches {
+  /** per known face, the index of the detection matched to it, or -1 */
+  detectionOf: number[];
+  /** detections on a face another detection already took: a second answer for one person */
+  duplicates: number;
+  /** detections on no known face */
+  elsewhere: number;
+}
+
+/**
+ * Matches detections (in the order given, best first) to known faces, one each: a detection takes the matching
+ * face it overlaps most that no earlier detection took. False faces are `duplicates + elsewhere`.
+ */
+export function matchDetections(detections: readonly FoundFace[], faces: readonly TrueFace[]): FaceMatches {
+  const detectionOf = faces.map(() => -1);
+  let duplicates = 0;
+  let elsewhere = 0;
+  detections.forEach((detection, d) => {
+    const matching = faces.map((face, f) => f).filter((f) => detectionMatches(detection, faces[f]));
+    const free = matching.filter((f) => detectionOf[f] < 0);
+    if (free.length === 0) {
+      if (matching.length > 0) duplicates++;
+      else elsewhere++;
+      return;
+    }
+    const best = free.reduce((a, b) => (boxIou(detection.box, faces[b].box) > boxIou(detection.box, faces[a].box) ? b : a));
+    detectionOf[best] = d;
+  });
+  return { detectionOf, duplicates, elsewhere };
 }
