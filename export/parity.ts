@@ -3,7 +3,7 @@
  * Used by `npm run export:check`, by the exporter's self-check and by the tests.
  */
 import * as tf from '@tensorflow/tfjs';
-import { seededRandom } from '../training/data/split.ts';
+import { seededRandom } from '../node-shared/random.ts';
 import * as ort from 'onnxruntime-node';
 import type { OutputSpec } from '../contract/metadata.ts';
 

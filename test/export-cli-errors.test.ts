@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { Jimp } from 'jimp';
 import { REPO_ROOT, UsageError } from '../export/args.ts';
-import { parseCheckArgs, runCheck, type CheckConfig } from '../export/check.ts';
+import { parseCheckArgs, runCheck, type CheckConfig } from '../training/cli/export-check.ts';
 import { parseExportArgs, runExport, type ExportCliConfig } from '../export/cli.ts';
 import { exportModelFolderInMemory, writeExportedModel } from '../export/export-model.ts';
 import { saveTfjsModelFolder } from '../export/tfjs-model.ts';
@@ -50,7 +50,7 @@ async function generatedJpeg(seed: number): Promise<Uint8Array> {
 }
 
 const cli = (script: string, args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'export', script), ...args], { cwd: REPO_ROOT, encoding: 'utf8' });
+  spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, script), ...args], { cwd: REPO_ROOT, encoding: 'utf8' });
 
 describe('npm run export / export:check refuse what they cannot do', () => {
   before(async () => {
@@ -135,7 +135,7 @@ describe('npm run export / export:check refuse what they cannot do', () => {
 
   it('export:check refuses to compare nothing: exit 2 when --random and --faces are both 0', () => {
     assert.throws(() => parseCheckArgs(['--model', 'x', '--random', '0', '--faces', '0']), (e: Error) => e instanceof UsageError && e.message === 'nothing to compare: --random and --faces are both 0');
-    const spawned = cli('check.ts', ['--model', join(run, 'age', 'model'), '--random', '0', '--faces', '0']);
+    const spawned = cli('training/cli/export-check.ts', ['--model', join(run, 'age', 'model'), '--random', '0', '--faces', '0']);
     assert.equal(spawned.status, 2, spawned.stdout + spawned.stderr);
     assert.match(spawned.stderr, /error: nothing to compare: --random and --faces are both 0/);
     assert.doesNotMatch(spawned.stdout, /ok \(tolerance/);

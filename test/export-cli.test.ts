@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { DEFAULT_UTKFACE, REPO_ROOT, UsageError } from '../export/args.ts';
-import { parseCheckArgs, runCheck } from '../export/check.ts';
+import { parseCheckArgs, runCheck } from '../training/cli/export-check.ts';
 import { parseExportArgs, runExport, type ExportCliConfig } from '../export/cli.ts';
 import { loadTfjsModelFolder, modelSha256, saveTfjsModelFolder } from '../export/tfjs-model.ts';
 import { ONNX_RUNTIMES } from '../export/parity.ts';

@@ -85,7 +85,7 @@ after(async () => {
 
 describe('-h, as --help', () => {
   it('prints each training and export program\'s usage on stdout, as --help does', () => {
-    for (const script of ['cli/train.ts', 'cli/evaluate.ts', 'cli/calibrate.ts', 'cli/convert-csv.ts', 'cli/model-card.ts', 'bench/train-bench.ts', '../export/cli.ts', '../export/check.ts', '../web-demo/src/node/build.ts']) {
+    for (const script of ['cli/train.ts', 'cli/evaluate.ts', 'cli/calibrate.ts', 'cli/convert-csv.ts', 'cli/model-card.ts', 'bench/train-bench.ts', '../export/cli.ts', 'cli/export-check.ts', '../web-demo/src/node/build.ts']) {
       const short = cli(script, '-h');
       assert.equal(short.status, 0, `${script}: ${short.stderr}`);
       assert.match(short.stdout, /^Usage:\s+npm run /, script);

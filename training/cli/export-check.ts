@@ -12,16 +12,16 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../node-shared/tfjs/select.ts';
-import { TASKS } from '../contract/labels.ts';
-import { readModelMetadata, type ModelMetadata } from '../contract/metadata.ts';
-import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
-import { decodeFaceFile } from '../training/data/decode-worker.ts';
-import { SkipCollector } from '../training/data/ingest.ts';
-import { DEFAULT_MODELS, DEFAULT_RUNS, DEFAULT_UTKFACE, isMain, parsePositiveNumber, parseWholeNumber, runCli, UsageError } from './args.ts';
-import { ExportError, exportModelFolderInMemory } from './export-model.ts';
-import { compareModels, ONNX_RUNTIMES, predictTfjs, randomValues, type OnnxRuntimeName, type OutputComparison, type RunOutputs } from './parity.ts';
-import { loadTfjsModelFolder } from './tfjs-model.ts';
+import { selectBackend } from '../../node-shared/tfjs/select.ts';
+import { TASKS } from '../../contract/labels.ts';
+import { readModelMetadata, type ModelMetadata } from '../../contract/metadata.ts';
+import { scaleBytes, type InputSpec } from '../../contract/preprocess.ts';
+import { decodeFaceFile } from '../data/decode-worker.ts';
+import { SkipCollector } from '../data/ingest.ts';
+import { DEFAULT_MODELS, DEFAULT_RUNS, DEFAULT_UTKFACE, isMain, parsePositiveNumber, parseWholeNumber, runCli, UsageError } from '../../export/args.ts';
+import { ExportError, exportModelFolderInMemory } from '../../export/export-model.ts';
+import { compareModels, ONNX_RUNTIMES, predictTfjs, randomValues, type OnnxRuntimeName, type OutputComparison, type RunOutputs } from '../../export/parity.ts';
+import { loadTfjsModelFolder } from '../../export/tfjs-model.ts';
 
 const USAGE = `Usage:
   npm run export:check -- [--all] [--runs DIR] [--models DIR]   each task's run model vs models/<task>.onnx
