@@ -33,6 +33,9 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_S = 20;
 const READY_TIMEOUT_MS = 120_000;
 const HEALTH_CHECK_INTERVAL_MS = 500;
+/** A busy replica answers /readyz late; it leaves the pool after HEALTH_CHECK_FALL checks failed or late by this. */
+const HEALTH_CHECK_TIMEOUT_MS = 2_000;
+const HEALTH_CHECK_FALL = 3;
 
 const PHOTO_COUNT = 200;
 const CONCURRENT_REQUESTS = 4;
@@ -50,6 +53,8 @@ interface Workspace {
   containersConf: string;
   haproxySocket: string;
   haproxy?: ChildProcess;
+  /** HAProxy's stderr: its server state changes, for a failed run's report. */
+  haproxyOutput: string[];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -117,8 +122,12 @@ async function buildImage(ws: Workspace): Promise<{ ms: number; bytes: number; b
   // npm inside the build trusts what this host trusts (a TLS-inspecting proxy's CA, say).
   const extraCa = process.env.NODE_EXTRA_CA_CERTS;
   if (extraCa !== undefined && existsSync(extraCa)) args.push('--secret', `id=extra_ca,src=${extraCa}`);
+  const previous = await podman(ws, 'image', 'inspect', '--format', '{{.Id}}', IMAGE).catch(() => '');
   await podman(ws, ...args, REPO_ROOT);
   const ms = performance.now() - started;
+  // The last run's image, untagged by this build, would otherwise stay on disk with each run.
+  const current = await podman(ws, 'image', 'inspect', '--format', '{{.Id}}', IMAGE);
+  if (previous.trim() !== '' && previous.trim() !== current.trim()) await podman(ws, 'rmi', previous.trim()).catch(() => '');
   const size = async (image: string): Promise<number> => Number((await podman(ws, 'image', 'inspect', '--format', '{{.Size}}', image)).trim());
   return { ms, bytes: await size(IMAGE), baseBytes: await size(BASE_IMAGE) };
 }
@@ -170,6 +179,7 @@ defaults
     timeout connect 2s
     timeout client 60s
     timeout server ${REQUEST_TIMEOUT_MS}ms
+    timeout check ${HEALTH_CHECK_TIMEOUT_MS}ms
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response junk-response 502 503 504
@@ -181,7 +191,7 @@ backend replicas
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server inter ${HEALTH_CHECK_INTERVAL_MS} fall 1 rise 2
+    default-server inter ${HEALTH_CHECK_INTERVAL_MS} fall ${HEALTH_CHECK_FALL} rise 2
 ${REPLICAS.map((r) => `    server ${r.name} 127.0.0.1:${r.port} check`).join('\n')}
 `;
 }
@@ -190,7 +200,7 @@ async function startBalancer(ws: Workspace): Promise<void> {
   const config = join(ws.dir, 'haproxy.cfg');
   writeFileSync(config, haproxyConfig(ws));
   await sh(ws, 'haproxy', ['-c', '-q', '-f', config]);
-  const output: string[] = [];
+  const output = ws.haproxyOutput;
   ws.haproxy = spawn('haproxy', ['-db', '-f', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   ws.haproxy.stdout?.on('data', (chunk: Buffer) => output.push(chunk.toString()));
   ws.haproxy.stderr?.on('data', (chunk: Buffer) => output.push(chunk.toString()));
@@ -373,7 +383,7 @@ function createWorkspace(): Workspace {
     containersConf,
     ['[containers]', 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]', '[engine]', 'runtime = "runc"', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"', ''].join('\n'),
   );
-  return { dir, containersConf, haproxySocket: join(dir, 'haproxy.sock') };
+  return { dir, containersConf, haproxySocket: join(dir, 'haproxy.sock'), haproxyOutput: [] };
 }
 
 async function main(): Promise<void> {
@@ -409,7 +419,9 @@ async function main(): Promise<void> {
     console.log(`  load                                   ${CONCURRENT_REQUESTS} concurrent POST /v1/predict through HAProxy, ${photos.length} UTKFace photos${refused > 0 ? ` (${refused} refused by the server, left out)` : ''}`);
     for (const phase of phases) printPhase(phase);
     const failed = phases.filter((p) => p.failed > 0);
-    if (failed.length > 0) throw new Error(`requests failed during: ${failed.map((p) => p.name).join(', ')}; expected none`);
+    if (failed.length > 0) {
+      throw new Error(`requests failed during: ${failed.map((p) => p.name).join(', ')}; expected none. HAProxy said:\n${ws.haproxyOutput.join('').slice(-3000)}`);
+    }
     console.log('  PASS: no request failed');
   } finally {
     cleanUp(ws);
