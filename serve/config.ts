@@ -13,7 +13,7 @@ export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
 export interface ServeConfig {
   port: number;
-  /** '' listens on every interface (Node's default). */
+  /** The address to listen on: loopback by default; '' or 0.0.0.0 listens on every interface (a container's choice). */
   host: string;
   modelsDir: string;
   webDemoDir: string;
@@ -63,7 +63,14 @@ const int = (min: number, max = INT_MAX): Kind => ({ type: 'int', min, max });
 /** The options, declared once: flags, environment variables, parsing and `--help` all come from this table. */
 export const OPTIONS: { readonly [K in keyof ServeConfig]: OptionSpec } = {
   port: { flag: '--port', env: 'PORT', kind: int(0, 65535), default: 3000, doc: 'TCP port (0 picks a free one)' },
-  host: { flag: '--host', env: 'HOST', kind: { type: 'string' }, default: '', doc: 'interface to listen on; empty = all' },
+  host: {
+    flag: '--host',
+    env: 'HOST',
+    kind: { type: 'string' },
+    // Loopback unless told otherwise: a developer's server is not offered to the network by surprise.
+    default: '127.0.0.1',
+    doc: 'address to listen on: 127.0.0.1 = this machine only; 0.0.0.0 (or ::, or "") = every interface, as in a container',
+  },
   modelsDir: { flag: '--models', env: 'SERVE_MODELS_DIR', kind: { type: 'path' }, default: resolve(REPO_ROOT, 'models'), doc: 'folder with age.onnx, ethnicity.onnx, gender.onnx and manifest.json' },
   webDemoDir: { flag: '--web-demo', env: 'SERVE_WEB_DEMO_DIR', kind: { type: 'path' }, default: resolve(REPO_ROOT, 'web-demo', 'dist'), doc: 'static web demo served at /' },
   device: { flag: '--device', env: 'SERVE_DEVICE', kind: { type: 'enum', values: ['auto', 'cpu', 'cuda'] }, default: 'auto', doc: 'execution provider: auto tries CUDA, then CPU' },

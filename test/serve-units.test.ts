@@ -11,9 +11,10 @@ import { REPO_ROOT } from '../node-shared/paths.ts';
 import { formatPrometheus, mergeSnapshots, ServeMetrics } from '../serve/metrics.ts';
 
 describe('serve config', () => {
-  it('needs no configuration: documented defaults, models/ and web-demo/dist of the repository', () => {
+  it('needs no configuration: documented defaults, models/ and web-demo/dist of the repository, on loopback only', () => {
     const config = loadConfig([], {});
     assert.equal(config.port, 3000);
+    assert.equal(config.host, '127.0.0.1', 'the README promises 127.0.0.1:3000; every interface is asked for with HOST=0.0.0.0');
     assert.equal(config.device, 'auto');
     assert.equal(config.workers, 1);
     assert.equal(config.modelsDir, resolve(REPO_ROOT, 'models'));
@@ -22,11 +23,11 @@ describe('serve config', () => {
   });
 
   it('reads PORT, HOST and SERVE_* from the environment, and flags win over them', () => {
-    const env = { PORT: '8080', HOST: '127.0.0.1', SERVE_DEVICE: 'cpu', SERVE_MAX_QUEUE: '7', UNRELATED: 'x' };
+    const env = { PORT: '8080', HOST: '0.0.0.0', SERVE_DEVICE: 'cpu', SERVE_MAX_QUEUE: '7', UNRELATED: 'x' };
     const fromEnv = loadConfig([], env);
-    assert.deepEqual([fromEnv.port, fromEnv.host, fromEnv.device, fromEnv.maxQueue], [8080, '127.0.0.1', 'cpu', 7]);
-    const flagged = loadConfig(['--port', '9090', '--device=cuda', '--max-queue', '9'], env);
-    assert.deepEqual([flagged.port, flagged.device, flagged.maxQueue], [9090, 'cuda', 9]);
+    assert.deepEqual([fromEnv.port, fromEnv.host, fromEnv.device, fromEnv.maxQueue], [8080, '0.0.0.0', 'cpu', 7]);
+    const flagged = loadConfig(['--port', '9090', '--device=cuda', '--max-queue', '9', '--host', '::1'], env);
+    assert.deepEqual([flagged.port, flagged.device, flagged.maxQueue, flagged.host], [9090, 'cuda', 9, '::1']);
   });
 
   it('divides the cores among worker processes for the decode threads', () => {
@@ -64,6 +65,7 @@ describe('serve config', () => {
       assert.ok(text.includes(option.flag) && text.includes(option.env), option.flag);
     }
     assert.match(text, /--device .*\(auto\|cpu\|cuda\); default "auto"/);
+    assert.match(text, /--host +HOST +address to listen on: 127\.0\.0\.1 = this machine only; 0\.0\.0\.0 .* every interface.*; default "127\.0\.0\.1"/);
   });
 });
 
