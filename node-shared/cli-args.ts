@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 /** Small helpers shared by the command-line programs: flag validation and a uniform way to fail. */
 
-/** A mistake in how the program was called: printed with the usage text, exit code 2. */
+/** A mistake in how the program was called: printed with a pointer to --help, exit code 2. */
 export class UsageError extends Error {
   override name = 'UsageError';
 }
@@ -85,19 +85,36 @@ export async function prepareRunFolder(flag: string, folder: string): Promise<()
   };
 }
 
-/** Runs a CLI's main function: usage errors print the usage and exit 2, other errors print their message and exit 1. */
+/**
+ * The line after a usage error: how to see the whole usage. Names the npm script the usage text starts with,
+ * because `npm run export --help` (without the `--`) prints npm's help, not the program's.
+ */
+export function helpPointer(usage: string): string {
+  const script = /\bnpm (?:run [\w:.-]+|start)\b/.exec(usage)?.[0];
+  if (script !== undefined) return `Run \`${script} -- --help\` for usage.`;
+  const file = /\bnpx tsx \S+\.ts\b/.exec(usage)?.[0];
+  return file === undefined ? 'Run with --help for usage.' : `Run \`${file} --help\` for usage.`;
+}
+
+/** A usage error on stderr: the message, then one line pointing to --help (the whole usage would bury the message). */
+export function reportUsageError(message: string, usage: string): void {
+  process.stderr.write(`error: ${message}\n${helpPointer(usage)}\n`);
+}
+
+/**
+ * Runs a CLI's main function: usage errors print their message and where the usage is, exit 2; other errors print
+ * their message, exit 1. `--help` (a UsageError without a message) prints the usage on stdout, exit 0.
+ */
 export function runCli(usage: string, main: (argv: string[]) => Promise<void>): void {
   main(process.argv.slice(2)).catch((error: unknown) => {
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      // --help (a UsageError without a message) is asked-for output, on stdout; a mistake's usage goes to stderr.
       const message = (error as Error).message;
       if (message === '') {
         process.stdout.write(`${usage}\n`);
         process.exitCode = 0;
         return;
       }
-      console.error(`error: ${message}\n`);
-      console.error(usage);
+      reportUsageError(message, usage);
       process.exitCode = 2;
     } else {
       console.error(`error: ${error instanceof Error ? error.message : String(error)}`);

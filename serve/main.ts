@@ -3,6 +3,7 @@
  * (node:cluster); the primary restarts a worker that dies, forwards SIGTERM, and sums metrics across workers.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { reportUsageError } from '../node-shared/cli-args.ts';
 import { ConfigError, helpText, loadConfig, type ServeConfig } from './config.ts';
 import { createLogger, type Logger } from './log.ts';
 import { mergeSnapshots, type RegistrySnapshot } from './metrics.ts';
@@ -28,7 +29,7 @@ async function main(): Promise<void> {
     config = loadConfig(argv);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`${error.message}\nRun with --help for every option.\n`);
+    reportUsageError(error.message, helpText());
     process.exit(2);
   }
   if (config.workers > 1 && cluster.isPrimary) runPrimary(config);

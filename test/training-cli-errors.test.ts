@@ -94,6 +94,40 @@ describe('-h, as --help', () => {
   });
 });
 
+describe('a usage error: the message and one line pointing to --help', () => {
+  /** Every program with options, as a user runs it, and the --help command the pointer names. */
+  const PROGRAMS: [script: string, help: string][] = [
+    ['training/cli/train.ts', 'npm run train -- --help'],
+    ['training/cli/evaluate.ts', 'npm run evaluate -- --help'],
+    ['training/cli/evaluate-photos.ts', 'npm run evaluate:photos -- --help'],
+    ['training/cli/calibrate.ts', 'npm run calibrate -- --help'],
+    ['training/cli/convert-csv.ts', 'npm run convert:csv -- --help'],
+    ['training/cli/model-card.ts', 'npm run model-card -- --help'],
+    ['training/cli/export-check.ts', 'npm run export:check -- --help'],
+    ['training/cli/make-scenes.ts', 'npx tsx training/cli/make-scenes.ts --help'],
+    ['training/bench/train-bench.ts', 'npm run bench:train -- --help'],
+    ['export/cli.ts', 'npm run export -- --help'],
+    ['serve/main.ts', 'npm start -- --help'],
+    ['serve/cli/predict.ts', 'npm run predict -- --help'],
+    ['serve/bench/serve-bench.ts', 'npm run bench:serve -- --help'],
+    ['web-demo/src/node/build.ts', 'npm run build:web -- --help'],
+    ['web-demo/src/node/bench.ts', 'npm run bench:web -- --help'],
+    ['web-demo/src/node/demo.ts', 'npm run demo -- --help'],
+  ];
+
+  it('every program answers an unknown option with exit 2 and two lines on stderr, not its whole usage', () => {
+    for (const [script, help] of PROGRAMS) {
+      const result = spawnSync(process.execPath, ['--import', TSX, join(REPO_ROOT, script), '--no-such-option', 'x'], { cwd: root, encoding: 'utf8' });
+      assert.equal(result.status, 2, `${script}: ${result.stderr}`);
+      const lines = result.stderr.trimEnd().split('\n');
+      assert.equal(lines.length, 2, `${script}:\n${result.stderr}`);
+      assert.match(lines[0], /^error: .*--no-such-option/, script);
+      assert.equal(lines[1], `Run \`${help}\` for usage.`, script);
+      assert.equal(result.stdout, '', script);
+    }
+  });
+});
+
 describe('npm run train: the --out folder', () => {
   it('refuses an --out that is a file, plainly and before any work', async () => {
     const file = join(root, 'afile.txt');
@@ -122,7 +156,8 @@ describe('npm run train: the --out folder', () => {
     const result = cli('cli/train.ts', '--task', 'gender', '--preset', 'seed', '--epochs', '1', '--backend', 'cpu', '--data', join(root, 'no-such-data'), '--out', out);
     assert.equal(result.status, 2, result.stderr);
     assert.match(result.stderr, /error: --data ".*no-such-data" does not exist; expected a UTKFace folder/);
-    assert.match(result.stderr, /Usage: npm run train/);
+    assert.match(result.stderr, /^Run `npm run train -- --help` for usage\.$/m);
+    assert.doesNotMatch(result.stderr, /Usage:/, 'the message is not buried under the usage');
     assert.doesNotMatch(result.stderr + result.stdout, /backend:/, 'nothing was started');
     assert.equal(existsSync(out), false, 'the run folder is removed');
     assert.equal(existsSync(join(root, 'new')), false, 'and the folder created above it');

@@ -9,6 +9,7 @@
  */
 import type { DemoInfo } from '../browser/main.ts';
 import type { Prediction } from '../browser/models.ts';
+import { reportUsageError } from '../../../node-shared/cli-args.ts';
 import { chromiumMissing, launchChromium, recordRequests } from './chromium.ts';
 import { faceImages } from './face-images.ts';
 import { startHarness, type Harness } from './harness.ts';
@@ -57,7 +58,7 @@ async function main(): Promise<void> {
   try {
     config = parseArgs(process.argv.slice(2));
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n${USAGE}`);
+    reportUsageError((error as Error).message, USAGE);
     process.exit(2);
   }
   const missing = chromiumMissing();

@@ -19,7 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { constants as zlib, createBrotliCompress, createGzip } from 'node:zlib';
 import * as esbuild from 'esbuild';
-import { isMain } from '../../../node-shared/cli-args.ts';
+import { isMain, reportUsageError } from '../../../node-shared/cli-args.ts';
 import { REPO_ROOT } from '../../../node-shared/paths.ts';
 import { BACKENDS, ORT_FILES } from '../browser/runtime.ts';
 import { CROSS_ORIGIN_ISOLATION_HEADERS } from './static-server.ts';
@@ -249,14 +249,19 @@ export async function ensureWebDemoBuilt(log?: (line: string) => void): Promise<
   return withBuildLock(() => buildWebDemo({ ifStale: true, log }));
 }
 
+const USAGE = 'Usage: npm run build:web -- [--if-stale] [--with-models]';
+
 if (isMain(import.meta.url)) {
   const args = process.argv.slice(2);
   const known = ['--if-stale', '--with-models', '--help', '-h'];
   const unknown = args.find((arg) => !known.includes(arg));
-  if (unknown !== undefined || args.includes('--help') || args.includes('-h')) {
-    if (unknown !== undefined) process.stderr.write(`Unknown argument "${unknown}"; expected: ${known.join(', ')}\n`);
-    (unknown === undefined ? process.stdout : process.stderr).write('Usage: npm run build:web -- [--if-stale] [--with-models]\n');
-    process.exit(unknown === undefined ? 0 : 2);
+  if (unknown !== undefined) {
+    reportUsageError(`Unknown argument "${unknown}"; expected: ${known.join(', ')}`, USAGE);
+    process.exit(2);
+  }
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
   }
   const started = performance.now();
   const result = await withBuildLock(() => buildWebDemo({ ifStale: args.includes('--if-stale'), withModels: args.includes('--with-models'), log: (line) => console.log(line) }));

@@ -4,14 +4,17 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { reportUsageError } from '../../../node-shared/cli-args.ts';
 import { DIST_DIR, ensureWebDemoBuilt } from './build.ts';
 import { DemoConfigError, loadDemoConfig, type DemoConfig } from './demo-config.ts';
 import { startStaticServer } from './static-server.ts';
 
+const USAGE = 'Usage: npm run demo -- [--port 8080] [--host 127.0.0.1] [--models models/]';
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write('Usage: npm run demo -- [--port 8080] [--host 127.0.0.1] [--models models/]\n');
+    process.stdout.write(`${USAGE}\n`);
     return;
   }
   let config: DemoConfig;
@@ -19,7 +22,7 @@ async function main(): Promise<void> {
     config = loadDemoConfig(argv);
   } catch (error) {
     if (!(error instanceof DemoConfigError)) throw error;
-    process.stderr.write(`${error.message}\n`);
+    reportUsageError(error.message, USAGE);
     process.exit(2);
   }
   const build = await ensureWebDemoBuilt((line) => console.log(line));
