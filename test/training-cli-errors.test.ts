@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Jimp } from 'jimp';
 import { exportModelFolderInMemory } from '../export/export-model.ts';
+import { missingDataMessage } from '../training/data/load.ts';
 import { saveTfjsModelFolder } from '../export/tfjs-model.ts';
 import { taskLabels, type Task } from '../contract/labels.ts';
 import { selectBackend } from '../node-shared/tfjs/select.ts';
@@ -125,6 +126,19 @@ describe('a usage error: the message and one line pointing to --help', () => {
       assert.equal(lines[1], `Run \`${help}\` for usage.`, script);
       assert.equal(result.stdout, '', script);
     }
+  });
+});
+
+describe('no --data and no default folder', () => {
+  it('says where UTKFace comes from, which layouts --data takes, and how to point at it', () => {
+    const withCsv = missingDataMessage(true);
+    assert.match(withCsv, /^--data is required: there is no UTKFace folder at .*shared[/\\]data[/\\]utkface/);
+    assert.match(withCsv, /UTKFace project \(https:\/\/susanqq\.github\.io\/UTKFace\/\): its "Aligned & Cropped Faces" set/);
+    assert.match(withCsv, /a folder of \{age\}_\{gender\}_\{race\}_\{date&time\}\.jpg\.chip\.jpg files/);
+    assert.match(withCsv, /Kaggle's age_gender\.csv/);
+    assert.match(withCsv, /or pass --data PATH\.$/);
+    // calibrate and model-card read the folder only: the CSV is not offered to them.
+    assert.doesNotMatch(missingDataMessage(false), /age_gender\.csv/);
   });
 });
 

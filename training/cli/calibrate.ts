@@ -18,7 +18,7 @@ import { writeFileAtomic } from '../../node-shared/files.ts';
 import { selectBackend } from '../../node-shared/tfjs/select.ts';
 import { CALIBRATED_TASKS, formatTemperatureFit } from '../calibrate.ts';
 import type { Dataset } from '../data/dataset.ts';
-import { loadDataset } from '../data/load.ts';
+import { loadDataset, missingDataMessage } from '../data/load.ts';
 import { trainTestSplit } from '../data/split.ts';
 import { evaluate, taskTargets } from '../evaluate.ts';
 import { multitaskValidation } from '../fit-multitask.ts';
@@ -151,7 +151,7 @@ if (isMain(import.meta.url)) {
     if (values.help) throw new UsageError('');
     if (values.run === undefined) throw new UsageError('--run is required');
     const data = values.data ?? defaultDataSource();
-    if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
+    if (data === undefined) throw new UsageError(missingDataMessage(false));
     await selectBackend('cpu', () => {});
     const folder = resolve(data);
     await calibrateRun(resolve(values.run), (input, options) => loadDataset(folder, input, options), console.log);

@@ -11,7 +11,7 @@ import { TASKS, type AgeScheme } from '../../contract/labels.ts';
 import type { InputSpec } from '../../contract/preprocess.ts';
 import { BACKEND_NAMES, selectBackend } from '../../node-shared/tfjs/select.ts';
 import type { Dataset } from '../data/dataset.ts';
-import { loadDataset } from '../data/load.ts';
+import { loadDataset, missingDataMessage } from '../data/load.ts';
 import { trainTestSplit } from '../data/split.ts';
 import { evaluate, formatEvaluation, onnxPredictor, tfjsPredictor, type OutputsInfo, type Predictor } from '../evaluate.ts';
 import { loadModel } from '../models/io.ts';
@@ -122,7 +122,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   if (values.help) throw new UsageError('');
   if (values.model === undefined) throw new UsageError('--model is required');
   const data = values.data ?? defaultDataSource();
-  if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
+  if (data === undefined) throw new UsageError(missingDataMessage(true));
   const split = parseChoice('--split', values.split ?? 'test', ['test', 'all'] as const);
   const limit = values.limit === undefined ? undefined : parsePositiveInt('--limit', values.limit);
   const backend = values.backend === undefined ? undefined : parseChoice('--backend', values.backend, BACKEND_NAMES);

@@ -9,7 +9,7 @@ import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ETHNICITY_LABELS, GENDER_LABELS, type Task } from '../../contract/labels.ts';
 import { readModelMetadata, type ModelMetadata } from '../../contract/metadata.ts';
-import { loadDataset } from '../data/load.ts';
+import { loadDataset, missingDataMessage } from '../data/load.ts';
 import { trainTestSplit } from '../data/split.ts';
 import { evaluate, onnxPredictor, type Evaluation } from '../evaluate.ts';
 import { defaultDataSource, REPO_ROOT } from '../../node-shared/paths.ts';
@@ -248,7 +248,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   if (values.help) throw new UsageError('');
   const modelsDir = resolve(values.models ?? join(REPO_ROOT, 'models'));
   const data = values.data ?? defaultDataSource();
-  if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
+  if (data === undefined) throw new UsageError(missingDataMessage(false));
   const modelsInfo = await stat(modelsDir).catch(() => undefined);
   if (modelsInfo === undefined) throw new UsageError(`--models "${modelsDir}" does not exist`);
   if (!modelsInfo.isDirectory()) throw new UsageError(`--models "${modelsDir}" is not a folder; expected a folder of exported .onnx models`);

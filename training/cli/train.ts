@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../../contract/labels.ts';
 import { BACKEND_NAMES, selectBackend, type BackendName } from '../../node-shared/tfjs/select.ts';
-import { loadDataset } from '../data/load.ts';
+import { loadDataset, missingDataMessage } from '../data/load.ts';
 import { formatDuration } from '../../node-shared/format.ts';
 import { defaultDataSource, RUNS_DIR } from '../../node-shared/paths.ts';
 import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, trainTogether, type Preset, type TaskMetrics } from '../train-task.ts';
@@ -94,7 +94,7 @@ function trainConfig(values: TrainArgs): TrainConfig {
   if (values.resume !== undefined) throw new UsageError('--resume takes its options from the run\'s checkpoint');
   if (values.task === undefined) throw new UsageError('--task is required');
   const data = values.data ?? defaultDataSource();
-  if (data === undefined) throw new UsageError('--data is required: no UTKFace folder at ../shared/data/utkface');
+  if (data === undefined) throw new UsageError(missingDataMessage(true));
   const preset = parseChoice('--preset', values.preset ?? DEFAULT_PRESET, PRESETS);
   const task = parseChoice('--task', values.task, [...TASKS, 'all'] as const);
   if (trainsTogether(preset) && task !== 'all' && process.env.FACE_TRAIN_CHILD === undefined) {

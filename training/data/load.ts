@@ -6,12 +6,33 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { PREPROCESSING_VERSION, type InputSpec } from '../../contract/preprocess.ts';
+import { DEFAULT_UTKFACE } from '../../node-shared/paths.ts';
 import type { Dataset, LoadOptions, SkipReport } from './dataset.ts';
 import { DEFAULT_SUBSET_SEED, formatDuration, validateLimit } from './ingest.ts';
 import { assertCsvServes, loadKaggleCsv } from './kaggle-csv.ts';
 import { loadUtkFace } from './utkface.ts';
 
 export const DEFAULT_CACHE_DIR = join('.cache', 'datasets');
+
+/**
+ * The usage error of a program run without --data where the default folder is absent: where UTKFace comes from,
+ * the layouts --data takes (`takesCsv`: whether this program reads the Kaggle CSV too), and how to point at it.
+ */
+export function missingDataMessage(takesCsv: boolean): string {
+  return [
+    `--data is required: there is no UTKFace folder at ${DEFAULT_UTKFACE} (the default: ../shared/data/utkface beside the repository).`,
+    'UTKFace comes from the UTKFace project (https://susanqq.github.io/UTKFace/): its "Aligned & Cropped Faces" set.',
+    '--data takes:',
+    '  - a folder of {age}_{gender}_{race}_{date&time}.jpg.chip.jpg files (that set, unpacked), e.g. 26_1_2_20170116174525125.jpg.chip.jpg',
+    ...(takesCsv
+      ? [
+          '  - Kaggle\'s age_gender.csv ("Age, Gender and Ethnicity (Face Data) CSV"): the same faces, 48x48 grayscale, for the',
+          '    residual and seed presets (`npm run convert:csv` writes one from a folder)',
+        ]
+      : []),
+    'Unpack the folder there, or pass --data PATH.',
+  ].join('\n');
+}
 
 /** Bumped when the cache layout, or decoding (jimp), changes what a cache file holds. */
 const CACHE_FORMAT_VERSION = 1;
