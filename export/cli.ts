@@ -1,9 +1,9 @@
 /**
  * npm run export -- --model <tfjs model dir> --out models/<task>.onnx [options]
- * npm run export -- --all [--runs DIR] [--out-dir DIR]
+ * npm run export -- --all [--runs DIR] [--out-dir DIR] [--force]
  */
 import { access, constants, stat } from 'node:fs/promises';
-import { dirname, join, relative, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../node-shared/tfjs/select.ts';
@@ -17,11 +17,16 @@ import { compareModels, ONNX_RUNTIMES, randomValues } from './parity.ts';
 
 const USAGE = `Usage:
   npm run export -- --model DIR --out FILE [options]   one tfjs model folder -> one .onnx file
-  npm run export -- --all [--runs DIR] [--out-dir DIR]  the three task models of a training run
+  npm run export -- --all [--runs DIR] [--out-dir DIR] [--force]  the three task models of a training run
 
-Both update manifest.json beside the .onnx files. Metadata (task, labels, input spec, metrics) comes
-from training-info.json and metrics.json beside the model folder (as the training CLI writes them);
-the flags below override them or stand in when those files are missing.
+--all never replaces .onnx files that are already in --out-dir unless --force says so: its default, models/,
+holds the models that ship (the server and the demo load them), so replacing them is a decision, not a default.
+Export a new run elsewhere first (--out-dir DIR, then npm start -- --models DIR), and --force it into models/
+once it is the one to ship.
+
+Both update manifest.json beside the .onnx files, keeping its other entries (the face detector's among them).
+Metadata (task, labels, input spec, metrics) comes from training-info.json and metrics.json beside the model
+folder (as the training CLI writes them); the flags below override them or stand in when those files are missing.
 
 Options:
   --model DIR          tfjs model folder (model.json + weights)
@@ -29,6 +34,7 @@ Options:
   --all                export <runs>/{${TASKS.join(',')}}/model to <out-dir>/<task>.onnx
   --runs DIR           the training run for --all                                (default: runs/latest)
   --out-dir DIR        where --all writes                                          (default: models)
+  --force              let --all replace the .onnx files already in --out-dir
   --task T             ${TASKS.join(', ')}
   --labels A,B,...     class labels in index order, one per class the model gives (two for one sigmoid unit)
                                                       (default: the task's labels, see contract/labels.ts)
@@ -56,11 +62,22 @@ export interface ExportCliConfig {
   jobs: { modelDir: string; out: string }[];
   /** --all's --out-dir, resolved; absent for one model, whose --out is the job's `out` */
   outDir?: string;
+  /** --all may replace .onnx files already in outDir */
+  force: boolean;
   overrides: Omit<FolderExportOptions, 'modelDir'>;
   verify: boolean;
 }
 
-export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'layers' {
+/** Where --all reads and writes when not told: the newest run, and the models that ship. */
+export interface ExportDefaults {
+  runs: string;
+  models: string;
+}
+
+const EXPORT_DEFAULTS: ExportDefaults = { runs: DEFAULT_RUNS, models: DEFAULT_MODELS };
+
+/** `defaults` is for tests, which must not write into the repository's models/. */
+export function parseExportArgs(argv: string[], defaults: ExportDefaults = EXPORT_DEFAULTS): ExportCliConfig | 'help' | 'layers' {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -71,6 +88,7 @@ export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'lay
       all: { type: 'boolean', default: false },
       runs: { type: 'string' },
       'out-dir': { type: 'string' },
+      force: { type: 'boolean', default: false },
       task: { type: 'string' },
       labels: { type: 'string' },
       'age-scheme': { type: 'string' },
@@ -96,13 +114,16 @@ export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'lay
     const perModel = ['model', 'out', 'task', 'labels', 'age-scheme', 'input', 'preset', 'training-info', 'metrics', 'outputs'] as const;
     const clash = perModel.filter((flag) => values[flag] !== undefined);
     if (clash.length > 0) throw new UsageError(`--all takes its settings from each task's training-info.json; drop ${clash.map((f) => `--${f}`).join(', ')}`);
-    const runs = resolve(values.runs ?? DEFAULT_RUNS);
-    const outDir = resolve(values['out-dir'] ?? DEFAULT_MODELS);
-    return { jobs: TASKS.map((task) => ({ modelDir: join(runs, task, 'model'), out: join(outDir, `${task}.onnx`) })), outDir, overrides: { opset, testTimeFlip }, verify };
+    const runs = resolve(values.runs ?? defaults.runs);
+    const outDir = resolve(values['out-dir'] ?? defaults.models);
+    const jobs = TASKS.map((task) => ({ modelDir: join(runs, task, 'model'), out: join(outDir, `${task}.onnx`) }));
+    return { jobs, outDir, force: values.force === true, overrides: { opset, testTimeFlip }, verify };
   }
   for (const flag of ['runs', 'out-dir'] as const) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --all; for one model use --model and --out`);
   }
+  // --out names the one file to write: that is the asking.
+  if (values.force) throw new UsageError('--force goes with --all; --out FILE replaces FILE as it is');
   if (values.model === undefined) throw new UsageError('--model (or --all) is required');
   if (values.out === undefined) throw new UsageError('--out is required, e.g. --out models/age.onnx');
   const task: Task | undefined = values.task === undefined ? undefined : parseChoice('--task', values.task, TASKS);
@@ -111,6 +132,7 @@ export function parseExportArgs(argv: string[]): ExportCliConfig | 'help' | 'lay
   const outputs: OutputSpec[] | undefined = values.outputs === undefined ? undefined : parseOutputs('--outputs', values.outputs);
   return {
     jobs: [{ modelDir: resolve(values.model), out: resolve(values.out) }],
+    force: false,
     overrides: {
       task,
       labels: values.labels === undefined ? undefined : parseLabels('--labels', values.labels),
@@ -189,13 +211,25 @@ async function folderProblem(flag: string, dir: string): Promise<string | undefi
   return undefined;
 }
 
-/** Refuses, naming the flag, an output that is a folder or a folder that is a file. */
+/**
+ * Refuses, naming the flag, an output that is a folder or a folder that is a file, and for --all without --force,
+ * .onnx files that are already there.
+ */
 async function checkOutputPaths(config: ExportCliConfig): Promise<void> {
   if (config.outDir !== undefined) {
     const problem = await folderProblem('--out-dir', config.outDir);
     if (problem !== undefined) throw new UsageError(problem);
+    const existing: string[] = [];
     for (const { out } of config.jobs) {
-      if ((await pathKind(out)) === 'folder') throw new UsageError(`${show(out)} is a folder, so --all cannot write it; remove it or give another --out-dir`);
+      const kind = await pathKind(out);
+      if (kind === 'folder') throw new UsageError(`${show(out)} is a folder, so --all cannot write it; remove it or give another --out-dir`);
+      if (kind !== 'missing') existing.push(basename(out));
+    }
+    if (existing.length > 0 && !config.force) {
+      throw new UsageError(
+        `--out-dir ${show(config.outDir)} already holds ${existing.join(', ')}; --all replaces models only with --force. ` +
+          `To keep them, export elsewhere: --out-dir DIR (a new folder), then serve it with npm start -- --models DIR`,
+      );
     }
     return;
   }

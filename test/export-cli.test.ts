@@ -6,18 +6,18 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { DEFAULT_UTKFACE, REPO_ROOT, UsageError } from '../export/args.ts';
+import { DEFAULT_MODELS, DEFAULT_RUNS, DEFAULT_UTKFACE, REPO_ROOT, UsageError } from '../export/args.ts';
 import { parseCheckArgs, runCheck } from '../training/cli/export-check.ts';
 import { parseExportArgs, runExport, type ExportCliConfig } from '../export/cli.ts';
 import { loadTfjsModelFolder, modelSha256, saveTfjsModelFolder } from '../export/tfjs-model.ts';
 import { ONNX_RUNTIMES } from '../export/parity.ts';
 import { TASKS, type Task } from '../contract/labels.ts';
-import { isClassifierEntry, readModelMetadata, validateModelManifest } from '../contract/metadata.ts';
+import { isClassifierEntry, isDetectorEntry, readModelMetadata, validateModelManifest } from '../contract/metadata.ts';
 import { SEED_INPUT } from '../contract/preprocess.ts';
 import { buildSeedModel } from '../training/models/seed.ts';
 import { seedTrainingInfo, writeSeedRun } from './helpers/seed-run.ts';
@@ -27,8 +27,8 @@ let run = '';
 
 const metricsOf = (task: Task) => ({ task, testAccuracy: 0.5 + TASKS.indexOf(task) / 10, confusionMatrix: [[1, 2], [3, 4]] });
 
-function config(argv: string[]): ExportCliConfig {
-  const parsed = parseExportArgs(argv);
+function config(argv: string[], defaults?: Parameters<typeof parseExportArgs>[1]): ExportCliConfig {
+  const parsed = parseExportArgs(argv, defaults);
   assert.equal(typeof parsed, 'object');
   return parsed as ExportCliConfig;
 }
@@ -72,6 +72,41 @@ describe('npm run export / export:check on a training run', () => {
       source.model.dispose();
     }
     assert.equal(lines.filter((l) => /onnxruntime-node matches tfjs within/.test(l)).length, 3, lines.join('\n'));
+  });
+
+  it('--all leaves the shipped models byte-identical unless --force, and --force keeps the manifest\'s face detector entry', async () => {
+    // The default target is the repository's models/; the test works on a copy of it, given as that default.
+    const parsedDefault = config(['--all']);
+    assert.equal(parsedDefault.outDir, DEFAULT_MODELS);
+    assert.equal(parsedDefault.jobs[0].modelDir, join(DEFAULT_RUNS, 'age', 'model'));
+    assert.equal(parsedDefault.force, false);
+    const shipped = join(dir, 'shipped-models');
+    await cp(DEFAULT_MODELS, shipped, { recursive: true });
+    const names = (await readdir(shipped)).sort();
+    const before = new Map(await Promise.all(names.map(async (name) => [name, await readFile(join(shipped, name))] as const)));
+    const originalManifest = validateModelManifest(JSON.parse(before.get('manifest.json')!.toString('utf8')));
+    const detector = originalManifest.models.find(isDetectorEntry);
+    assert.ok(detector !== undefined, 'models/manifest.json lists a face detector');
+
+    const defaults = { runs: run, models: shipped };
+    const lines: string[] = [];
+    await assert.rejects(runExport(config(['--all'], defaults), (l) => lines.push(l)), (e: Error) => {
+      assert.ok(e instanceof UsageError, String(e));
+      assert.match(e.message, /^--out-dir .*shipped-models already holds age\.onnx, ethnicity\.onnx, gender\.onnx; --all replaces models only with --force\. To keep them, export elsewhere: --out-dir DIR/);
+      return true;
+    });
+    assert.deepEqual(lines, [], 'refused before converting anything');
+    assert.deepEqual((await readdir(shipped)).sort(), names);
+    for (const [name, bytes] of before) assert.ok(bytes.equals(await readFile(join(shipped, name))), `${name} is byte-identical`);
+
+    await runExport(config(['--all', '--force', '--no-verify'], defaults), () => {});
+    const manifest = validateModelManifest(JSON.parse(await readFile(join(shipped, 'manifest.json'), 'utf8')));
+    assert.deepEqual(manifest.models.filter(isDetectorEntry), [detector], 'the detector entry is kept as it was');
+    for (const task of TASKS) {
+      const bytes = await readFile(join(shipped, `${task}.onnx`));
+      assert.ok(!bytes.equals(before.get(`${task}.onnx`)!), `${task}.onnx was replaced`);
+      assert.equal(manifest.models.filter(isClassifierEntry).find((m) => m.task === task)?.sha256, sha256(bytes));
+    }
   });
 
   it('export:check compares tfjs and onnxruntime-node on random inputs and real faces, and passes', async () => {
@@ -132,6 +167,7 @@ describe('npm run export / export:check on a training run', () => {
     assert.throws(() => parseExportArgs(['--model', 'x', '--out', 'y.onnx', '--task', 'mood']), /Unsupported --task "mood"; expected one of: age, ethnicity, gender/);
     assert.throws(() => parseExportArgs(['--model', 'x', '--out', 'y.onnx', '--outputs', '[{"name":"p","kind":"odds"}]']), /--outputs\[0\]\.kind: "odds" is not one of: probabilities, sigmoid, years/);
     assert.throws(() => parseExportArgs(['--runs', 'r', '--model', 'x', '--out', 'y']), /--runs goes with --all/);
+    assert.throws(() => parseExportArgs(['--model', 'x', '--out', 'y.onnx', '--force']), /--force goes with --all/);
   });
 
   it('runs as `npm run export` from the command line: exit 0 with a line per model, exit 1 with the reason', () => {
@@ -139,6 +175,10 @@ describe('npm run export / export:check on a training run', () => {
     const ok = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'export', 'cli.ts'), '--model', join(run, 'age', 'model'), '--out', join(out, 'age.onnx')], { cwd: REPO_ROOT, encoding: 'utf8' });
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /age: .*age\/model -> .*age\.onnx \([\d.]+ KiB, opset 13, sha256 [0-9a-f]{12}\.\.\.; metadata from .*training-info\.json, .*metrics\.json\)/);
+    // An --out-dir that holds models is refused from the command line too: exit 2, the reason and where --help is.
+    const refused = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'export', 'cli.ts'), '--all', '--runs', run, '--out-dir', join(dir, 'models')], { cwd: REPO_ROOT, encoding: 'utf8' });
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /^error: --out-dir .*models already holds age\.onnx, ethnicity\.onnx, gender\.onnx; --all replaces models only with --force\..*\nRun `npm run export -- --help` for usage\.\n$/);
     const bad = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'export', 'cli.ts'), '--model', join(dir, 'nowhere'), '--out', join(out, 'x.onnx')], { cwd: REPO_ROOT, encoding: 'utf8' });
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /error: No trained model at ".*nowhere"/);
