@@ -4,7 +4,7 @@
  * The header is read first, so a format we do not take or an image outside the size limits is refused before
  * any pixel is allocated. BMP, which libvips does not read, goes through the guarded jimp decoder.
  */
-import sharp from 'sharp';
+import sharp, { type FailOnOptions } from 'sharp';
 import { imageSizeProblem, type ImageSizeLimits, type ImageSizeProblem } from '../contract/limits.ts';
 import type { PixelBuffer } from '../contract/preprocess.ts';
 import { ImageDecodeError, readImageHeader, type ImageFormat } from '../contract/image-header.ts';
@@ -18,6 +18,14 @@ export const DEFAULT_WORKING_SIDE = 1024;
 
 /** Transparent pixels are shown over white, as `preprocessToBytes` composites them. */
 const WHITE = '#ffffff';
+
+/**
+ * What makes libvips refuse an image's pixels, per format. libjpeg reports damaged image data (bad markers inside
+ * the compressed data, a scan cut short) only as warnings and fills in what it could not read, so JPEG fails on
+ * warnings, as sharp advises for untrusted input; the other loaders report damage as errors, and their warnings
+ * (ancillary PNG chunks, unusual TIFF tags) do not touch the pixels.
+ */
+const FAIL_ON: Record<ImageFormat, FailOnOptions> = { jpeg: 'warning', png: 'error', webp: 'error', gif: 'error', tiff: 'error', bmp: 'error' };
 
 /** EXIF orientations 5 to 8 turn the image a quarter, swapping width and height. */
 const FIRST_QUARTER_TURN_ORIENTATION = 5;
@@ -59,7 +67,7 @@ export async function decodePhoto(bytes: Uint8Array, options: PhotoDecodeOptions
   const maxSide = options.maxSide ?? DEFAULT_WORKING_SIDE;
   if (header.format === 'bmp') return fromPixels(header.format, await decodeImage(bytes, { maxPixels: options.maxPixels }), maxSide);
   try {
-    const input = sharp(bytes, { limitInputPixels: options.maxPixels, failOn: 'error', pages: 1 });
+    const input = sharp(bytes, { limitInputPixels: options.maxPixels, failOn: FAIL_ON[header.format], pages: 1 });
     const { orientation = 1 } = await input.metadata();
     const turned = orientation >= FIRST_QUARTER_TURN_ORIENTATION;
     const [width, height] = turned ? [header.height, header.width] : [header.width, header.height];

@@ -83,6 +83,15 @@ export class InvalidParameterError extends HttpError {
   readonly code = 'invalid_parameter';
 }
 
+/** Face detection asked of a server whose models folder lists no detector. */
+export class DetectionUnavailableError extends HttpError {
+  readonly status = 400;
+  readonly code = 'detection_unavailable';
+  constructor(message = 'This server has no face detector (its models folder lists none); send detect=none to take the whole image as one face') {
+    super(message);
+  }
+}
+
 export class NotFoundError extends HttpError {
   readonly status = 404;
   readonly code = 'not_found';

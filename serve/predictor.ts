@@ -6,7 +6,7 @@
  */
 import { MicroBatcher } from './batcher.ts';
 import type { DecodedImage, DecodePool } from './decode-pool.ts';
-import { OverloadedError } from './errors.ts';
+import { DetectionUnavailableError, OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { ServedGraph } from './models.ts';
 import { run, type NodeSession } from '../node-shared/onnxruntime-node.ts';
@@ -90,8 +90,9 @@ export class Predictor {
 
   /** Answers one image; `startedAt` (performance.now()) is when the request arrived. */
   async predict(bytes: Uint8Array, startedAt: number, query: FaceQuery, signal?: AbortSignal): Promise<PhotoPrediction> {
-    const detect = query.detect && this.runDetector !== undefined;
-    const image = await this.pool.decode(bytes, detect, signal);
+    // Refused before decoding: the caller asked for something this server cannot do, whatever the image.
+    if (query.detect && !this.detects) throw new DetectionUnavailableError();
+    const image = await this.pool.decode(bytes, query.detect, signal);
     this.metrics.decode.observe(image.ms / 1000);
     signal?.throwIfAborted();
     const { faces, detectMs, alignMs, inferenceMs } = query.detect ? await this.answerFaces(image, query) : await this.answerWhole(image);
@@ -106,7 +107,7 @@ export class Predictor {
   }
 
   private async answerFaces(image: DecodedImage, search: FaceSearch): Promise<{ faces: FacePrediction[]; detectMs: number; alignMs: number; inferenceMs: number }> {
-    if (image.prepared.kind !== 'detect' || this.runDetector === undefined) throw new Error('This server has no face detector; send detect=none');
+    if (image.prepared.kind !== 'detect' || this.runDetector === undefined) throw new Error('The decode thread prepared no detector input for a detection request');
     const { pixels, detectorInput, transform } = image.prepared;
     const detectStarted = performance.now();
     const found = await detectFaces(pixels, this.runDetector, search, { input: detectorInput, transform });
