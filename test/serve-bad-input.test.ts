@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
 import { blackPng, makeImage, rawRequest, startTestServer, type TestServer } from './helpers/serve-harness.ts';
 import { concatBytes } from '../contract/onnx-wire.ts';
 
@@ -94,12 +95,15 @@ describe('serve: bad input', () => {
     await expectError({ body: pdf, type: 'image/jpeg' }, 415, 'unsupported_image_format');
   });
 
-  it('refuses truncated and corrupted JPEGs with 422 corrupt_image', async () => {
-    await expectError({ body: jpeg.slice(0, jpeg.length >> 1), type: 'image/jpeg' }, 422, 'corrupt_image');
+  it('refuses truncated and corrupted JPEGs with 422 corrupt_image, saying what libvips found', async () => {
+    const half = await expectError({ body: jpeg.slice(0, jpeg.length >> 1), type: 'image/jpeg' }, 422, 'corrupt_image');
+    assert.match(half.error.message, /^The jpeg image could not be decoded \(.*premature end of JPEG.*\); the file may be truncated or corrupted$/);
     await expectError({ body: jpeg.slice(0, 300), type: 'image/jpeg' }, 422, 'corrupt_image');
+    // Illegal markers inside the compressed data: libjpeg would fill in the rest, and the answer would be about noise.
     const corrupted = jpeg.slice();
     for (let i = Math.floor(corrupted.length / 3); i < Math.floor(corrupted.length / 3) + 400; i += 2) corrupted.set([0xff, 0x06], i);
-    await expectError({ body: corrupted, type: 'image/jpeg' }, 422, 'corrupt_image');
+    const body = await expectError({ body: corrupted, type: 'image/jpeg' }, 422, 'corrupt_image');
+    assert.match(body.error.message, /Corrupt JPEG data/);
   });
 
   it('refuses truncated and corrupted PNGs with 422 corrupt_image', async () => {
@@ -110,16 +114,56 @@ describe('serve: bad input', () => {
     await expectError({ body: corrupted, type: 'image/png' }, 422, 'corrupt_image');
   });
 
-  it('refuses unsupported formats (WebP, HEIC) with 415 unsupported_image_format, whatever size they claim', async () => {
+  it('refuses truncated WebP, GIF and TIFF files with 422 corrupt_image', async () => {
+    const pattern = sharp(await makeImage(160, 120, 'image/png', 5));
+    const files = { webp: await pattern.clone().webp().toBuffer(), gif: await pattern.clone().gif().toBuffer(), tiff: await pattern.clone().tiff({ compression: 'lzw' }).toBuffer() };
+    for (const [format, file] of Object.entries(files)) {
+      const cut = new Uint8Array(file.subarray(0, file.length >> 1));
+      const body = await expectError({ body: cut, type: `image/${format}` }, 422, 'corrupt_image');
+      assert.match(body.error.message, new RegExp(format, 'i'), `the ${format} message names the format`);
+    }
+  });
+
+  it('decodes a valid WebP, and refuses a WebP by its header (too small, too large) or its damaged data, with the usual codes', async () => {
     const webp = (side: number) => new Uint8Array([...'RIFF'].map((c) => c.charCodeAt(0)).concat([0x24, 0, 0, 0], [...'WEBPVP8 '].map((c) => c.charCodeAt(0)), [0x18, 0, 0, 0, 0x30, 0x01, 0x00, 0x9d, 0x01, 0x2a, side & 0xff, side >> 8, side & 0xff, side >> 8], new Array(20).fill(0)));
-    const body = await expectError({ body: webp(200), type: 'image/webp' }, 415, 'unsupported_image_format');
-    assert.match(body.error.message, /webp/i);
-    // The format is refused first: "resize it" or "at least 32 pixels" would send the caller the wrong way.
-    await expectError({ body: webp(1), type: 'image/webp' }, 415, 'unsupported_image_format');
-    await expectError({ body: webp(16_000), type: 'image/webp' }, 415, 'unsupported_image_format');
-    await expectError({ body: webp(200).slice(0, 20), type: 'image/webp' }, 415, 'unsupported_image_format'); // its header cut short
+    const valid = new Uint8Array(await sharp(jpeg).webp().toBuffer());
+    const res = await fetch(`${t.url}/v1/predict`, { method: 'POST', body: valid, headers: { 'content-type': 'image/webp' } });
+    assert.equal(res.status, 200, 'sharp decodes WebP');
+    assert.deepEqual(((await res.json()) as { image: { width: number; height: number } }).image, { width: 200, height: 200 });
+    const damaged = await expectError({ body: webp(200), type: 'image/webp' }, 422, 'corrupt_image');
+    assert.match(damaged.error.message, /webp image could not be decoded/);
+    // The header is read first: a size outside the limits is refused before any pixel is decoded.
+    await expectError({ body: webp(1), type: 'image/webp' }, 422, 'image_too_small');
+    await expectError({ body: webp(16_000), type: 'image/webp' }, 413, 'image_too_large');
+    await expectError({ body: webp(200).slice(0, 20), type: 'image/webp' }, 422, 'corrupt_image'); // its header cut short
+  });
+
+  it('refuses HEIC, which it does not decode, with 415 unsupported_image_format listing what it takes', async () => {
     const heic = new Uint8Array([0, 0, 0, 0x18, ...[...'ftypheic'].map((c) => c.charCodeAt(0)), 0, 0, 0, 0, ...new Array(40).fill(0)]);
-    await expectError({ body: heic, type: 'image/heic' }, 415, 'unsupported_image_format');
+    const body = await expectError({ body: heic, type: 'image/heic' }, 415, 'unsupported_image_format');
+    assert.match(body.error.message, /match none of: .*jpeg.*png/);
+  });
+
+  it('refuses unknown or bad query parameters on both predict routes with 400 invalid_parameter naming the parameter', async () => {
+    const cases: [query: string, names: RegExp][] = [
+      ['detetc=none', /Unknown query parameter "detetc"; expected one of: detect, maxFaces, minScore/],
+      ['detect=maybe', /detect="maybe" is not a mode; expected one of: faces, none/],
+      ['maxFaces=0', /maxFaces="0" must be a whole number from 1 to 100/],
+      ['maxFaces=101', /maxFaces="101"/],
+      ['maxFaces=2.5', /maxFaces="2\.5"/],
+      ['minScore=1.5', /minScore="1\.5" must be a number from 0 to 1/],
+      ['minScore=', /minScore=""/],
+      ['detect=none&maxFaces=2', /maxFaces applies to face detection; it cannot go with detect=none/],
+      ['maxFaces=1&maxFaces=2', /"maxFaces" is given 2 times/],
+    ];
+    for (const [query, names] of cases) {
+      const body = await expectError({ path: `/v1/predict?${query}`, body: jpeg, type: 'image/jpeg' }, 400, 'invalid_parameter');
+      assert.match(body.error.message, names, query);
+    }
+    const batch = new FormData();
+    batch.append('image', new Blob([jpeg], { type: 'image/jpeg' }), 'a.jpg');
+    const body = await expectError({ path: '/v1/predict/batch?minScore=high', body: batch }, 400, 'invalid_parameter');
+    assert.match(body.error.message, /minScore="high"/);
   });
 
   it('rejects a PNG decompression bomb (10000x10000) from its header, before allocating its pixels', async () => {

@@ -50,14 +50,17 @@ describe('the server hosting the web demo and its models', () => {
     assert.equal(await res.text(), script);
   });
 
-  it('serves the models manifest and .onnx files under /models, and nothing else from that folder', async () => {
+  it('serves the models manifest and every .onnx file it lists (the detector too) under /models, and nothing else from that folder', async () => {
     const manifest = await fetch(`${t.url}/models/manifest.json`);
     assert.equal(manifest.status, 200);
-    const entries = ((await manifest.json()) as { models: { file: string; bytes: number }[] }).models;
-    assert.equal(entries.length, 3);
-    const model = await fetch(`${t.url}/models/${entries[0].file}`);
-    assert.equal(model.status, 200);
-    assert.equal((await model.arrayBuffer()).byteLength, entries[0].bytes);
+    const entries = ((await manifest.json()) as { models: { kind?: string; file: string; bytes: number }[] }).models;
+    // The three classifiers, and the face detector the server read from its npm package, under its file name.
+    assert.deepEqual(entries.map((entry) => entry.kind ?? 'classifier'), ['classifier', 'classifier', 'classifier', 'detector']);
+    for (const entry of entries) {
+      const model = await fetch(`${t.url}/models/${entry.file}`);
+      assert.equal(model.status, 200, entry.file);
+      assert.equal((await model.arrayBuffer()).byteLength, entry.bytes, entry.file);
+    }
     for (const path of ['/models/', '/models/../package.json', '/models/%2e%2e/package.json', '/models/notes.txt']) {
       const res = await fetch(`${t.url}${path}`);
       assert.equal(res.status, 404, path);

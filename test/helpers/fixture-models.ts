@@ -1,15 +1,17 @@
 /**
  * Small models with random weights, exported through the project's exporter into a folder laid out as
- * `models/` is (three .onnx files with their metadata, and manifest.json), for the tests. tfjs is imported here,
- * never by the server.
+ * `models/` is (three .onnx files with their metadata, and manifest.json), for the tests; the manifest also
+ * lists the shipped face detector (read from its npm package, as models/manifest.json lists it) unless asked
+ * not to. tfjs is imported here, never by the server.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { exportModel, writeExportedModel } from '../../export/export-model.ts';
 import { modelSha256 } from '../../export/tfjs-model.ts';
 import { ageGroupLabels, ETHNICITY_LABELS, GENDER_LABELS, type Task } from '../../contract/labels.ts';
-import { validateModelManifest, type ModelManifest, type OutputSpec } from '../../contract/metadata.ts';
+import { isDetectorEntry, validateModelManifest, type DetectorManifestEntry, type ModelManifest, type OutputSpec } from '../../contract/metadata.ts';
+import { REPO_ROOT } from '../../node-shared/paths.ts';
 import { SEED_INPUT, type InputSpec } from '../../contract/preprocess.ts';
 
 export interface FixtureOptions {
@@ -21,6 +23,17 @@ export interface FixtureOptions {
   ageYears?: boolean;
   /** Weight seed, so that a fixture is the same every time. */
   seed?: number;
+  /** List the shipped face detector in the manifest (default true); false makes a server that cannot detect. */
+  detector?: boolean;
+}
+
+/** The detector entries of the shipped models/manifest.json: they name a file in an npm package, not in `models/`. */
+async function shippedDetectorEntries(): Promise<DetectorManifestEntry[]> {
+  const shipped = join(REPO_ROOT, 'models', 'manifest.json');
+  const manifest = validateModelManifest(JSON.parse(await readFile(shipped, 'utf8')), shipped);
+  const detectors = manifest.models.filter(isDetectorEntry);
+  if (detectors.length === 0) throw new Error(`${shipped} lists no detector for the fixtures to use`);
+  return detectors;
 }
 
 function buildModel(task: Task, input: InputSpec, classes: number, years: boolean, seed: number): tf.LayersModel {
@@ -35,7 +48,7 @@ function buildModel(task: Task, input: InputSpec, classes: number, years: boolea
   return tf.model({ inputs: image, outputs, name: `fixture_${task}` });
 }
 
-/** Writes age.onnx, ethnicity.onnx, gender.onnx and manifest.json into `dir` through the exporter; returns the manifest. */
+/** Writes age.onnx, ethnicity.onnx, gender.onnx and manifest.json (with the detector, by default) into `dir` through the exporter; returns the manifest. */
 export async function writeFixtureModels(dir: string, options: FixtureOptions = {}): Promise<ModelManifest> {
   await mkdir(dir, { recursive: true });
   const seed = options.seed ?? 7;
@@ -62,5 +75,10 @@ export async function writeFixtureModels(dir: string, options: FixtureOptions = 
       model.dispose();
     }
   }
-  return validateModelManifest(JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')));
+  const manifestFile = join(dir, 'manifest.json');
+  const manifest = validateModelManifest(JSON.parse(await readFile(manifestFile, 'utf8')), manifestFile);
+  if (options.detector === false) return manifest;
+  const withDetector: ModelManifest = { ...manifest, models: [...manifest.models.filter((entry) => !isDetectorEntry(entry)), ...(await shippedDetectorEntries())] };
+  await writeFile(manifestFile, JSON.stringify(withDetector, null, 2) + '\n');
+  return withDetector;
 }

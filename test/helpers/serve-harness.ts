@@ -70,11 +70,36 @@ export async function makeImage(width: number, height: number, mime: 'image/jpeg
   return new Uint8Array(bytes);
 }
 
+/** Adam7's seven passes: the first column and row each samples, and its step across and down. */
+const ADAM7_PASSES = [
+  { x0: 0, y0: 0, dx: 8, dy: 8 },
+  { x0: 4, y0: 0, dx: 8, dy: 8 },
+  { x0: 0, y0: 4, dx: 4, dy: 8 },
+  { x0: 2, y0: 0, dx: 4, dy: 4 },
+  { x0: 0, y0: 2, dx: 2, dy: 4 },
+  { x0: 1, y0: 0, dx: 2, dy: 2 },
+  { x0: 0, y0: 1, dx: 1, dy: 2 },
+] as const;
+
+/** Bytes of a grayscale image's filtered rows (a filter byte per row), in Adam7's seven sub-images or as one. */
+function grayscaleRowBytes(width: number, height: number, interlaced: boolean): number {
+  if (!interlaced) return height * (width + 1);
+  let bytes = 0;
+  for (const { x0, y0, dx, dy } of ADAM7_PASSES) {
+    const columns = Math.ceil((width - x0) / dx);
+    const rows = Math.ceil((height - y0) / dy);
+    if (columns > 0 && rows > 0) bytes += rows * (columns + 1);
+  }
+  return bytes;
+}
+
 /**
  * A black 8-bit grayscale PNG of any size, built directly: its pixels compress to almost nothing, so a
- * 10000x10000 one (a decompression bomb: 400 MB as RGBA) is a few hundred KB.
+ * 10000x10000 one (a decompression bomb: 400 MB as RGBA) is a few hundred KB. `interlaced` (Adam7) makes a
+ * decoder hold and reassemble the whole image rather than stream its rows: seconds of work for a large one.
  */
-export function blackPng(width: number, height: number): Uint8Array<ArrayBuffer> {
+export function blackPng(width: number, height: number, options: { interlaced?: boolean } = {}): Uint8Array<ArrayBuffer> {
+  const interlaced = options.interlaced === true;
   const chunk = (type: string, data: Uint8Array): Buffer => {
     const typed = Buffer.concat([Buffer.from(type, 'latin1'), data]);
     const framed = Buffer.alloc(typed.length + 8);
@@ -86,9 +111,10 @@ export function blackPng(width: number, height: number): Uint8Array<ArrayBuffer>
   const header = Buffer.alloc(13);
   header.writeUInt32BE(width, 0);
   header.writeUInt32BE(height, 4);
-  header[8] = 8; // bit depth; colour type 0 (grayscale), compression, filter and interlace 0
-  // Each row: filter type 0, then `width` zero bytes.
-  const pixels = deflateSync(Buffer.alloc(height * (width + 1)), { level: 9 });
+  header[8] = 8; // bit depth; colour type 0 (grayscale), compression and filter 0
+  header[12] = interlaced ? 1 : 0;
+  // Each row: filter type 0, then zero bytes.
+  const pixels = deflateSync(Buffer.alloc(grayscaleRowBytes(width, height, interlaced)), { level: 9 });
   return new Uint8Array(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]));
 }
 
