@@ -20,12 +20,12 @@ export const DEFAULT_WORKING_SIDE = 1024;
 const WHITE = '#ffffff';
 
 /**
- * What makes libvips refuse an image's pixels, per format. libjpeg reports damaged image data (bad markers inside
- * the compressed data, a scan cut short) only as warnings and fills in what it could not read, so JPEG fails on
- * warnings, as sharp advises for untrusted input; the other loaders report damage as errors, and their warnings
- * (ancillary PNG chunks, unusual TIFF tags) do not touch the pixels.
+ * What makes libvips refuse an image's pixels, per format. A JPEG cut short is refused; libjpeg's other warnings
+ * (extraneous bytes before a marker, a damaged scan it fills in) are common in cameras' own files, so those decode,
+ * as browsers show them, and the detector decides whether a face is there. The other loaders report damage as
+ * errors, and their warnings (ancillary PNG chunks, unusual TIFF tags) do not touch the pixels.
  */
-const FAIL_ON: Record<ImageFormat, FailOnOptions> = { jpeg: 'warning', png: 'error', webp: 'error', gif: 'error', tiff: 'error', bmp: 'error' };
+const FAIL_ON: Record<ImageFormat, FailOnOptions> = { jpeg: 'truncated', png: 'error', webp: 'error', gif: 'error', tiff: 'error', bmp: 'error' };
 
 /** EXIF orientations 5 to 8 turn the image a quarter, swapping width and height. */
 const FIRST_QUARTER_TURN_ORIENTATION = 5;

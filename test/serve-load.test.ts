@@ -63,11 +63,16 @@ describe('serve under load', () => {
       assert.ok(result.requests > 0);
       assert.deepEqual(Object.keys(result.byStatus), ['200']);
       assert.ok(result.okP99 > 0 && Number.isFinite(result.okP99));
-      // The synthetic images hold no face: each request is one detector search (runLoad sends no query string, so
-      // detect=none, and with it the classifiers' batches, is not reachable from here).
+      // The synthetic images hold no face: each request is one detector search.
       const metrics = await (await fetch(`${t.url}/metrics`)).text();
       const searches = Number(/^inference_seconds_count\{model="detector"\} (\d+)$/m.exec(metrics)?.[1]);
       assert.equal(searches, result.requests, 'every image went through the detector');
+      // With detect=none (the query string reaches the server) every image is one face in a classifier batch.
+      const whole = await runLoad({ url: `${t.url}/v1/predict?detect=none`, bodies, contentType: 'image/jpeg', concurrency: 8, durationMs: 1000, maxRequests: 200 });
+      assert.deepEqual(Object.keys(whole.byStatus), ['200']);
+      const after = await (await fetch(`${t.url}/metrics`)).text();
+      assert.equal(Number(/^inference_seconds_count\{model="detector"\} (\d+)$/m.exec(after)?.[1]), searches, 'detect=none runs no detector');
+      assert.ok(/^inference_batch_size_count [1-9]\d*$/m.test(after), 'the faces ran in classifier batches');
     } finally {
       await t.close();
     }

@@ -46,7 +46,7 @@ function assertLoopback(url: string): URL {
 
 /** A prebuilt HTTP/1.1 request: head and body in one buffer, written with one call. */
 function buildRequest(target: URL, contentType: string, body: Uint8Array): Uint8Array {
-  const head = new TextEncoder().encode(`POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: ${contentType}\r\nContent-Length: ${body.length}\r\n\r\n`);
+  const head = new TextEncoder().encode(`POST ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: ${contentType}\r\nContent-Length: ${body.length}\r\n\r\n`);
   const request = new Uint8Array(head.length + body.length);
   request.set(head);
   request.set(body, head.length);
