@@ -9,6 +9,8 @@
  * - `blazefaceInput(image, { inputSize, padding })`: the image, kept whole and centred in a black square
  *   `padding` times its longer side (1 for photos; `CROP_PADDING` for a face filling the frame), area-averaged
  *   to the model input; with the transform back to image pixels.
+ * - `padDetectorInput(input, transform, padding)`: that input shrunk into a larger black square, for a second
+ *   pass on a face filling the frame without going over the image's pixels again.
  * - `decodeDetections(outputs, transform, options)`: scores, boxes and six keypoints per anchor, weighted
  *   non-maximum suppression, in original image pixels. Outputs are recognised by shape, not by name.
  * - `BLAZEFACE_ANCHORS`, `weightedNonMaxSuppression` and `boxIou` are exported for tests and measurement.
@@ -79,7 +81,10 @@ export const DEFAULT_IOU_THRESHOLD = 0.3;
  * (training/bench/face-scenes.ts); `CROP_PADDING` suits a face filling the frame (training/bench/face-detect.ts).
  */
 export const DEFAULT_PADDING = 1;
-/** For an image that is one face filling the frame, as UTKFace's crops: unpadded, the model misses a quarter of them. */
+/**
+ * For an image that is one face filling the frame, as UTKFace's crops (unpadded, the model misses many of them):
+ * the padding FACE_TEMPLATE was measured at. detectFaces' second pass (contract/face/photo.ts) chose its own.
+ */
 export const CROP_PADDING = 1.5;
 
 /** MediaPipe clips logits to this before the sigmoid. */
@@ -173,6 +178,43 @@ export function blazefaceInput(image: PixelBuffer, options: BlazefaceInputOption
     }
   }
   return { input, transform };
+}
+
+/**
+ * The input `blazefaceInput(image, { padding: padding × theirs })` would give, made from an input already prepared:
+ * that input shrunk into the middle of a black square `padding` times its side. A second detector pass at a
+ * larger padding costs this (well under a millisecond) instead of another pass over the photo's pixels.
+ */
+export function padDetectorInput(input: Float32Array, transform: InputTransform, padding: number): { input: Float32Array; transform: InputTransform } {
+  const size = transform.inputSize;
+  if (!(padding >= 1)) throw new RangeError(`padding ${padding} is invalid; expected a number of at least 1`);
+  if (input.length !== size * size * 3) throw new RangeError(`Detector input holds ${input.length} values; expected ${size}x${size}x3`);
+  const offset = -((padding - 1) * size) / 2;
+  const xs = coverage(size, padding, offset, size);
+  const rows = new Float32Array(size * size * 3);
+  // Shifted by one so that black is 0 and the footprint left over outside the old input counts as black.
+  for (let y = 0; y < size; y++) {
+    for (let ox = 0; ox < size; ox++) {
+      const w = xs.weights[ox];
+      for (let c = 0; c < 3; c++) {
+        let acc = 0;
+        for (let k = 0; k < w.length; k++) acc += (input[(y * size + xs.start[ox] + k) * 3 + c] + 1) * w[k];
+        rows[(y * size + ox) * 3 + c] = acc;
+      }
+    }
+  }
+  const out = new Float32Array(size * size * 3);
+  const stride = size * 3;
+  for (let oy = 0; oy < size; oy++) {
+    const w = xs.weights[oy];
+    for (let i = 0; i < stride; i++) {
+      let acc = 0;
+      for (let k = 0; k < w.length; k++) acc += rows[(xs.start[oy] + k) * stride + i] * w[k];
+      out[oy * stride + i] = acc - 1;
+    }
+  }
+  const scale = transform.scale * padding;
+  return { input: out, transform: { inputSize: size, scale, offsetX: transform.offsetX + offset * transform.scale, offsetY: transform.offsetY + offset * transform.scale } };
 }
 
 /** For each output index, the image pixels its footprint covers and the fraction of the footprint each takes. */

@@ -3,6 +3,8 @@
  * and the page both take, so that the two find the same faces and cut the same crops.
  *
  *   const faces = await detectFaces(pixels, runDetector, { minScore, maxFaces });   // largest first
+ *                                   // one detector pass on the photo as it is; a second, padded, when it finds no
+ *                                   // face or a face filling the frame (a portrait, a cropped face)
  *   const crops = faces.map((face) => cropFace(pixels, face, specs));                // per face: crops or why not
  *   ...run the attribute models on each crop...
  *   faceAnswer(face, scale, predictionsOrReason)                                     // in the photo's pixels
@@ -10,9 +12,17 @@
 import type { TaskPrediction, Timings } from '../prediction.ts';
 import type { InputSpec, PixelBuffer } from '../preprocess.ts';
 import { alignFace, alignmentProblem } from './align.ts';
-import { BLAZEFACE_INPUT_SIZE, blazefaceInput, decodeDetections, DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, type Box, type DetectedFace, type FaceLandmarks, type InputTransform, type OutputTensor, type Point } from './blazeface.ts';
+import { BLAZEFACE_INPUT_SIZE, blazefaceInput, decodeDetections, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, padDetectorInput, weightedNonMaxSuppression, type Box, type DetectedFace, type FaceLandmarks, type InputTransform, type OutputTensor, type Point } from './blazeface.ts';
 
 export { DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE };
+
+/**
+ * Chosen on training-split crops and scenes (training/bench/face-detect.ts, face-scenes.ts): padded 2x, the crops'
+ * faces are found as often as at 1.5x with their eyes placed closer to the template; a face box of 0.45 of the
+ * shorter side calls for the second pass on nearly every crop and leaves every scene face found.
+ */
+const CROP_PASS_PADDING = 2;
+const LARGE_FACE_FRACTION = 0.45;
 
 /** Runs the detector on its input ([1, size, size, 3] NHWC) and returns its outputs. */
 export type RunDetector = (input: Float32Array, inputSize: number) => Promise<readonly OutputTensor[]>;
@@ -30,15 +40,67 @@ export interface PreparedDetectorInput {
   transform: InputTransform;
 }
 
+/**
+ * When to look again with the photo padded: the detector misses many faces that fill the frame unpadded, and
+ * finds small faces best unpadded (training/bench/face-detect.ts and face-scenes.ts measure both).
+ */
+export interface CropPass {
+  /** the second pass's padding, a multiple of the photo's longer side */
+  padding: number;
+  /** run it when the first pass finds no face, or a face whose box side is at least this fraction of the photo's shorter side */
+  largeFaceFraction: number;
+}
+
+export const DEFAULT_CROP_PASS: CropPass = { padding: CROP_PASS_PADDING, largeFaceFraction: LARGE_FACE_FRACTION };
+
 /** Boxes and landmarks are rounded to this many decimals in answers. */
 const POSITION_DECIMALS = 1;
 
-/** The faces in `pixels`, largest box first, in `pixels`' coordinates. */
-export async function detectFaces(pixels: PixelBuffer, run: RunDetector, search: FaceSearch, prepared?: PreparedDetectorInput, inputSize = BLAZEFACE_INPUT_SIZE): Promise<DetectedFace[]> {
-  const { input, transform } = prepared ?? blazefaceInput(pixels, { inputSize });
+/**
+ * The faces in `pixels`, largest box first, in `pixels`' coordinates: the detector on the photo as it is, and
+ * again on it padded (`cropPass`) when that finds no face or one filling the frame; the passes' faces are merged
+ * by the detector's own weighted suppression.
+ */
+export async function detectFaces(
+  pixels: PixelBuffer,
+  run: RunDetector,
+  search: FaceSearch,
+  prepared?: PreparedDetectorInput,
+  inputSize = BLAZEFACE_INPUT_SIZE,
+  cropPass: CropPass | null = DEFAULT_CROP_PASS,
+): Promise<DetectedFace[]> {
+  const first = prepared ?? blazefaceInput(pixels, { inputSize });
+  const options = { minScore: search.minScore, maxFaces: search.maxFaces };
+  let faces = decodeDetections(await run(first.input, first.transform.inputSize), first.transform, options);
+  if (cropPass !== null && needsCropPass(faces, pixels, cropPass)) {
+    // Made from the first pass's input, not the photo's pixels again: a fraction of the cost, the same faces.
+    const padded = padDetectorInput(first.input, first.transform, cropPass.padding);
+    const framed = decodeDetections(await run(padded.input, padded.transform.inputSize), padded.transform, options);
+    faces = weightedNonMaxSuppression([...framed, ...smallFacesApart(faces, framed, pixels, cropPass)], DEFAULT_IOU_THRESHOLD).slice(0, search.maxFaces);
+  }
   // Suppression keeps the best-scored faces; the answer lists the largest first, which is the face a caller usually means.
-  const faces = decodeDetections(await run(input, transform.inputSize), transform, { minScore: search.minScore, maxFaces: search.maxFaces });
   return faces.sort((a, b) => b.box.width * b.box.height - a.box.width * a.box.height);
+}
+
+/**
+ * The unpadded pass's faces worth keeping beside the padded pass's: it is trusted for small faces only (on a face
+ * filling the frame it reports parts of it), and not for one whose centre lies in a face the padded pass found.
+ */
+function smallFacesApart(unpadded: readonly DetectedFace[], framed: readonly DetectedFace[], image: { width: number; height: number }, cropPass: CropPass): DetectedFace[] {
+  const inside = (face: DetectedFace, { box }: DetectedFace): boolean => {
+    const [x, y] = [face.box.x + face.box.width / 2, face.box.y + face.box.height / 2];
+    return x >= box.x && x <= box.x + box.width && y >= box.y && y <= box.y + box.height;
+  };
+  return unpadded.filter((face) => !isLargeFace(face, image, cropPass) && !framed.some((other) => inside(face, other)));
+}
+
+function isLargeFace(face: DetectedFace, image: { width: number; height: number }, cropPass: CropPass): boolean {
+  return Math.max(face.box.width, face.box.height) >= cropPass.largeFaceFraction * Math.min(image.width, image.height);
+}
+
+/** Whether the first pass's faces call for the padded pass: none, or one whose box fills most of the photo. */
+export function needsCropPass(faces: readonly DetectedFace[], image: { width: number; height: number }, cropPass: CropPass): boolean {
+  return faces.length === 0 || faces.some((face) => isLargeFace(face, image, cropPass));
 }
 
 /** A face's crop for each input spec (bytes as `preprocessToBytes` gives for a UTKFace crop), or why it is not judged. */
