@@ -1,6 +1,7 @@
 /**
- * `npm start`: serves the models in models/ and the web demo. With `--workers N`, N processes share the port
- * (node:cluster); the primary restarts a worker that dies, forwards SIGTERM, and sums metrics across workers.
+ * `npm start`: serves the models in models/ and the web demo. SIGHUP loads the models folder again and serves it
+ * if it loads (serve/reload.ts). With `--workers N`, N processes share the port (node:cluster); the primary
+ * restarts a worker that dies, forwards SIGTERM and SIGHUP, and sums metrics across workers.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { reportUsageError } from '../node-shared/cli-args.ts';
@@ -63,6 +64,12 @@ async function runWorker(config: ServeConfig): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // The reload logs its own outcome; a failed one leaves the models being served as they were.
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    log.info('SIGHUP: reloading the models');
+    server.reload().catch(() => {});
+  });
 
   try {
     await server.ready;
@@ -139,6 +146,12 @@ function runPrimary(config: ServeConfig): void {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+    log.info(`SIGHUP: asking ${workers.length} worker(s) to reload the models`);
+    for (const worker of workers) worker.process.kill('SIGHUP');
+  });
 }
 
 /** In a worker: asks the primary for every worker's metrics, summed; falls back to its own. */

@@ -1,7 +1,7 @@
 /**
  * One serving process: listens at once (so /healthz answers while the models load), loads the models and
- * starts the decode threads side by side, and shuts down gracefully: stop accepting, finish what is in flight,
- * release everything.
+ * starts the decode threads side by side, reloads the models when asked (reload.ts), and shuts down gracefully:
+ * stop accepting, finish what is in flight, release everything.
  */
 import { createServer, STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,8 +10,7 @@ import { OPTIONS, type ServeConfig } from './config.ts';
 import { DecodePool } from './decode-pool.ts';
 import type { Logger } from './log.ts';
 import { ServeMetrics, type RegistrySnapshot } from './metrics.ts';
-import { loadModels, type LoadedModels } from './models.ts';
-import { Predictor } from './predictor.ts';
+import { describeServingSet, loadServingSet, ModelReloader, publish, type ReloadOutcome } from './reload.ts';
 
 /** What a connection gets when Node's HTTP parser refuses it, by the parser's error code. */
 const CLIENT_ERRORS: Record<string, [number, string, string]> = {
@@ -28,6 +27,11 @@ export interface RunningServer {
   readonly ready: Promise<void>;
   readonly metrics: ServeMetrics;
   readonly state: ServeState;
+  /**
+   * Loads the models folder again and, if it loads, serves it from then on (requests in flight finish on the old
+   * models); if it does not, keeps serving the old ones. Waits for start-up first; rejects if start-up failed.
+   */
+  reload(): Promise<ReloadOutcome>;
   /** Stops accepting, lets requests in flight finish (up to the shutdown time limit), and releases everything. */
   shutdown(): Promise<void>;
 }
@@ -66,40 +70,18 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
   const url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
   log.info(`listening on ${url}`);
 
-  let models: LoadedModels | undefined;
-  let pool: DecodePool | undefined;
-  const ready = (async () => {
+  const reloader = (async (): Promise<ModelReloader> => {
     const started = performance.now();
     const workerEntry = DecodePool.prepare();
     // An unobserved rejection would crash the process before loadModels' own error is reported.
     workerEntry.catch(() => {});
-    models = await loadModels(config.modelsDir, { device: config.device, merge: config.mergeModels, threads: config.inferenceThreads, log });
-    // The first detector the manifest lists finds the faces; without one, every image is taken as one face.
-    const detector = models.detectors[0];
-    pool = await DecodePool.start({
-      threads: config.decodeThreads,
-      perThread: 2,
-      taskTimeoutMs: config.requestTimeoutMs,
-      specs: models.specs,
-      ...(detector === undefined ? {} : { detectorInputSize: detector.input.height }),
-      maxPixels: config.maxPixels,
-      minImageSide: config.minImageSide,
-      onError: (error) => log.error('decode thread failed', error),
-      onReplaced: () => {
-        metrics.threadsReplaced.inc();
-        log.warn(`a decode thread was busy with one image for over ${config.requestTimeoutMs} ms; replaced it`);
-      },
-    }, workerEntry);
-    await pool.ready();
-    state.models = models.report;
-    state.modelFiles = models.files;
-    state.predictor = new Predictor(models.graphs, models.specs, detector, pool, metrics, config);
-    log.info(
-      `ready in ${Math.round(performance.now() - started)} ms: ${detector === undefined ? 'no face detector (every image is one face), ' : `faces found by ${detector.name}, `}` +
-        `${models.graphs.map((g) => g.tasks.join('+')).join(', ')} on ${models.report.provider}, ` +
-        `${config.decodeThreads} decode thread(s) (${pool.entry.how}), batches of up to ${config.maxBatch}`,
-    );
+    const load = () => loadServingSet(config, { metrics, log, workerEntry });
+    const first = await load();
+    publish(state, first);
+    log.info(`ready in ${Math.round(performance.now() - started)} ms: ${describeServingSet(first, config)}`);
+    return new ModelReloader(first, state, load, config, log);
   })();
+  const ready = reloader.then(() => {});
   // The caller decides what a failed start-up means; an unobserved rejection must not crash the process first.
   ready.catch(() => {});
 
@@ -118,14 +100,14 @@ export async function startServer(config: ServeConfig, options: StartOptions): P
         await closed;
       }
       clearInterval(sweeper);
-      await ready.catch(() => {});
-      await pool?.close();
-      await models?.release();
+      await reloader.then((r) => r.close(), () => {});
     })();
     return shutdownPromise;
   };
 
-  return { url, port, ready, metrics, state, shutdown };
+  const reload = async (): Promise<ReloadOutcome> => (await reloader).reload();
+
+  return { url, port, ready, metrics, state, reload, shutdown };
 }
 
 /** Listens on the configured address; a port in use or refused says which and how to choose another. */
