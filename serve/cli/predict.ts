@@ -14,7 +14,7 @@ import { DecodePool } from '../decode-pool.ts';
 import { DETECT_MODES, MAX_FACES_LIMIT } from '../face-query.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { ServeMetrics } from '../metrics.ts';
-import { loadModels } from '../models.ts';
+import { loadServingSet, type ServingSet } from '../reload.ts';
 import { Predictor, type FaceQuery } from '../predictor.ts';
 import { writeAnnotatedPhoto } from './annotate.ts';
 
@@ -137,42 +137,12 @@ function serverConfig(modelsDir: string): ServeConfig {
   }
 }
 
-interface Pipeline {
-  predictor: Predictor;
-  close(): Promise<void>;
-}
-
-/** The server's start-up (serve/server.ts) without the HTTP part: the models, then the decode thread, then the predictor. */
-async function startPipeline(config: ServeConfig, log: Logger): Promise<Pipeline> {
+/** The server's start-up without the HTTP part (serve/reload.ts): the models, the decode thread, the predictor. */
+function startPipeline(config: ServeConfig, log: Logger): Promise<ServingSet> {
   const workerEntry = DecodePool.prepare();
-  // An unobserved rejection would end the process before loadModels' own error is reported.
+  // An unobserved rejection would end the process before the models' own error is reported.
   workerEntry.catch(() => {});
-  const models = await loadModels(config.modelsDir, { device: config.device, merge: config.mergeModels, threads: config.inferenceThreads, log });
-  const detector = models.detectors[0];
-  let pool: DecodePool;
-  try {
-    pool = await DecodePool.start({
-      threads: config.decodeThreads,
-      perThread: 2,
-      taskTimeoutMs: config.requestTimeoutMs,
-      specs: models.specs,
-      ...(detector === undefined ? {} : { detectorInputSize: detector.input.height }),
-      maxPixels: config.maxPixels,
-      minImageSide: config.minImageSide,
-      onError: (error) => log.error('decode thread failed', error),
-    }, workerEntry);
-    await pool.ready();
-  } catch (error) {
-    await models.release();
-    throw error;
-  }
-  return {
-    predictor: new Predictor(models.graphs, models.specs, detector, pool, new ServeMetrics(), config),
-    close: async () => {
-      await pool.close();
-      await models.release();
-    },
-  };
+  return loadServingSet(config, { metrics: new ServeMetrics(), log, workerEntry });
 }
 
 /** The photo's bytes, or an error that says in a person's words why there are none. */
