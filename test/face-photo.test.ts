@@ -100,6 +100,24 @@ describe('detectFaces', () => {
     assert.equal(faces.length, 1, JSON.stringify(faces));
   });
 
+  it('drops a face whose centre lies inside a face half as large again, as a part of it', async () => {
+    const scores = new Float32Array(ROWS_16 + ROWS_8).fill(-100);
+    const boxes = new Float32Array((ROWS_16 + ROWS_8) * COORDS);
+    // Anchors 600 and 601 share a centre: a 60-pixel face and a 30-pixel one inside it.
+    for (const [anchor, size] of [[600, 60], [601, 30]]) {
+      scores[anchor] = 5;
+      boxes.set([0, 0, size, size, -10, -5, 10, -5, 0, 0, 0, 10, -20, 0, 20, 0], anchor * COORDS);
+    }
+    const nested = [
+      { dims: [1, ROWS_16, 1], data: scores.slice(0, ROWS_16) },
+      { dims: [1, ROWS_8, 1], data: scores.slice(ROWS_16) },
+      { dims: [1, ROWS_16, COORDS], data: boxes.slice(0, ROWS_16 * COORDS) },
+      { dims: [1, ROWS_8, COORDS], data: boxes.slice(ROWS_16 * COORDS) },
+    ];
+    const faces = await detectFaces(photo, scriptedDetector([nested]).run, search);
+    assert.deepEqual(faces.map((f) => f.box.width), [60]);
+  });
+
   it('runs one pass only when asked for no crop pass', async () => {
     const detector = scriptedDetector([outputs(null)]);
     assert.deepEqual(await detectFaces(photo, detector.run, search, undefined, undefined, null), []);

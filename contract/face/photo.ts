@@ -23,6 +23,8 @@ export { DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE };
  */
 const CROP_PASS_PADDING = 2;
 const LARGE_FACE_FRACTION = 0.45;
+/** The detector sometimes reports part of a face (eyes and nose) as a second, smaller face inside it. */
+const NESTED_FACE_RATIO = 1.5;
 
 /** Runs the detector on its input ([1, size, size, 3] NHWC) and returns its outputs. */
 export type RunDetector = (input: Float32Array, inputSize: number) => Promise<readonly OutputTensor[]>;
@@ -79,7 +81,7 @@ export async function detectFaces(
     faces = weightedNonMaxSuppression([...framed, ...smallFacesApart(faces, framed, pixels, cropPass)], DEFAULT_IOU_THRESHOLD).slice(0, search.maxFaces);
   }
   // Suppression keeps the best-scored faces; the answer lists the largest first, which is the face a caller usually means.
-  return faces.sort((a, b) => b.box.width * b.box.height - a.box.width * a.box.height);
+  return withoutFacesInFaces(faces).sort((a, b) => b.box.width * b.box.height - a.box.width * a.box.height);
 }
 
 /**
@@ -87,11 +89,18 @@ export async function detectFaces(
  * filling the frame it reports parts of it), and not for one whose centre lies in a face the padded pass found.
  */
 function smallFacesApart(unpadded: readonly DetectedFace[], framed: readonly DetectedFace[], image: { width: number; height: number }, cropPass: CropPass): DetectedFace[] {
-  const inside = (face: DetectedFace, { box }: DetectedFace): boolean => {
-    const [x, y] = [face.box.x + face.box.width / 2, face.box.y + face.box.height / 2];
-    return x >= box.x && x <= box.x + box.width && y >= box.y && y <= box.y + box.height;
-  };
-  return unpadded.filter((face) => !isLargeFace(face, image, cropPass) && !framed.some((other) => inside(face, other)));
+  return unpadded.filter((face) => !isLargeFace(face, image, cropPass) && !framed.some((other) => centreInside(face, other)));
+}
+
+/** Faces don't nest: a face whose centre lies in the box of a face at least `NESTED_FACE_RATIO` times its side is a part of it. */
+function withoutFacesInFaces(faces: DetectedFace[]): DetectedFace[] {
+  const side = (face: DetectedFace): number => Math.max(face.box.width, face.box.height);
+  return faces.filter((face) => !faces.some((other) => other !== face && side(other) >= NESTED_FACE_RATIO * side(face) && centreInside(face, other)));
+}
+
+function centreInside(face: DetectedFace, { box }: DetectedFace): boolean {
+  const [x, y] = [face.box.x + face.box.width / 2, face.box.y + face.box.height / 2];
+  return x >= box.x && x <= box.x + box.width && y >= box.y && y <= box.y + box.height;
 }
 
 function isLargeFace(face: DetectedFace, image: { width: number; height: number }, cropPass: CropPass): boolean {

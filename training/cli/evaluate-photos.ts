@@ -16,12 +16,15 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AGE_SCHEMES, ageGroupIndex, ageGroupLabels, classIndex, TASKS, type FaceLabels, type Task } from '../../contract/labels.ts';
+import sharp from 'sharp';
+import { fitSimilarity, warpToCrop } from '../../contract/face/align.ts';
 import type { FacePrediction, PhotoPrediction } from '../../contract/face/photo.ts';
+import { FACE_TEMPLATE } from '../../contract/face/template.ts';
 import { isMain, parsePositiveInt, runCli, UsageError } from '../../node-shared/cli-args.ts';
 import { defaultDataSource, REPO_ROOT } from '../../node-shared/paths.ts';
-import { cropTruth, matchDetections, TRAINING_SEED, utkFaceSplit, type FoundFace, type TrueFace } from '../data/faces.ts';
+import { cropTruth, matchDetections, readRgb, TRAINING_SEED, utkFaceSplit, type FaceMatches, type FoundFace, type TrueFace } from '../data/faces.ts';
 import { shuffledIndices } from '../data/split.ts';
-import type { Scene } from './make-scenes.ts';
+import type { Scene, SceneFace } from './make-scenes.ts';
 
 const USAGE = `Usage: npm run evaluate:photos -- [--scenes DIR] [--crops N] [--url URL] [--data DIR] [--models DIR] [--concurrency N]
 
@@ -117,7 +120,7 @@ async function waitReady(url: string, child: ChildProcess): Promise<void> {
 }
 
 async function predict(url: string, bytes: Uint8Array, detect: boolean): Promise<PhotoPrediction> {
-  const response = await fetch(`${url}/v1/predict${detect ? '' : '?detect=none'}`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: new Blob([new Uint8Array(bytes)]) });
+  const response = await fetch(`${url}/v1/predict${detect ? '' : '?detect=none'}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: new Blob([new Uint8Array(bytes)]) });
   const body = await response.text();
   if (!response.ok) throw new Error(`POST /v1/predict${detect ? '' : '?detect=none'} answered ${response.status}: ${body.slice(0, 300)}`);
   return JSON.parse(body) as PhotoPrediction;
@@ -193,6 +196,22 @@ function foundFaces(answer: PhotoPrediction): { faces: FacePrediction[]; positio
   return { faces, positions: faces.map((f) => ({ box: f.box, landmarks: f.landmarks! })) };
 }
 
+/** The scene's pixels under a face's placement, as a PNG of the template's size: its UTKFace crop as the scene holds it. */
+async function placedCrop(sceneFile: string, face: SceneFace): Promise<Uint8Array> {
+  const scene = await readRgb(sceneFile);
+  const template = cropTruth(FACE_TEMPLATE.size);
+  const toScene = fitSimilarity([template.rightEye, template.leftEye], [face.rightEye, face.leftEye]);
+  const side = FACE_TEMPLATE.size;
+  const pixels = warpToCrop(scene, toScene, side, { width: side, height: side, channels: 3 });
+  return new Uint8Array(await sharp(pixels, { raw: { width: side, height: side, channels: 3 } }).png().toBuffer());
+}
+
+/** A line per detection that matched no face or a face already taken, to look at. */
+function falseFaceLines(scene: Scene, faces: FacePrediction[], matches: FaceMatches): string[] {
+  const taken = new Set(matches.detectionOf);
+  return faces.flatMap((face, d) => (taken.has(d) ? [] : [`  false face: ${scene.file} score ${face.score} box ${JSON.stringify(face.box)}`]));
+}
+
 // ---- the two evaluations ----
 
 async function evaluateScenes(url: string, config: EvaluationConfig): Promise<string[]> {
@@ -203,15 +222,20 @@ async function evaluateScenes(url: string, config: EvaluationConfig): Promise<st
     const matches = matchDetections(positions, scene.faces);
     return { scene, faces, matches };
   });
-  const found = perScene.flatMap(({ scene, faces, matches }) => matches.detectionOf.flatMap((d, f) => (d < 0 ? [] : [{ truth: scene.faces[f], answer: faces[d] }])));
+  const found = perScene.flatMap(({ scene, faces, matches }) => matches.detectionOf.flatMap((d, f) => (d < 0 ? [] : [{ scene, truth: scene.faces[f], answer: faces[d] }])));
   const wholeAnswers = await mapBounded(found, config.concurrency, async ({ truth }) => (await predict(url, await readFile(join(config.data, truth.source)), false)).faces[0]);
+  // Where the gap comes from: the face cut from the scene exactly where it was placed, judged as a crop.
+  const placedAnswers = await mapBounded(found, config.concurrency, async ({ scene, truth }) => (await predict(url, await placedCrop(join(config.scenes, scene.file), truth), false)).faces[0]);
   const score = new PairedScore();
+  const placedScore = new PairedScore();
   let notJudged = 0;
   found.forEach(({ truth, answer }, i) => {
-    const detected = judgement(answer);
-    const whole = judgement(wholeAnswers[i]);
-    if (detected === null || whole === null) notJudged++;
-    else score.add(truth.labels, detected, whole);
+    const [detected, whole, placed] = [judgement(answer), judgement(wholeAnswers[i]), judgement(placedAnswers[i])];
+    if (detected === null || whole === null || placed === null) notJudged++;
+    else {
+      score.add(truth.labels, detected, whole);
+      placedScore.add(truth.labels, placed, whole);
+    }
   });
   const faceCount = scenes.reduce((sum, s) => sum + s.faces.length, 0);
   const duplicates = perScene.reduce((sum, s) => sum + s.matches.duplicates, 0);
@@ -223,6 +247,9 @@ async function evaluateScenes(url: string, config: EvaluationConfig): Promise<st
     `  false faces per 100 scenes ${perHundred(duplicates + elsewhere)} (duplicates ${perHundred(duplicates)} / elsewhere ${perHundred(elsewhere)})`,
     `  found faces judged both ways: ${score.count} (${notJudged} not judged: the server gave a reason)`,
     ...score.lines('in the scene', 'crop with detect=none'),
+    `  the same faces cut from the scenes where they were placed (no detector, no alignment), detect=none:`,
+    ...placedScore.lines('placed cut', 'crop with detect=none'),
+    ...perScene.flatMap(({ scene, faces, matches }) => falseFaceLines(scene, faces, matches)),
   ];
 }
 
