@@ -1,8 +1,10 @@
 /**
  * Exact resume of the multitask preset through `npm run train`: a run stopped by SIGINT after an epoch and
  * resumed with --resume ends with the same weights, bit for bit, and the same history as a run of the same length
- * that was never stopped; --resume refuses options that differ from the run's. Each run trains two replicas on
- * generated colour faces, in a temporary working folder so that its dataset cache stays there.
+ * that was never stopped; --resume refuses options that differ from the run's. The same holds for a run with every
+ * recipe lever (the weights' moving average, mixup, input size, width, depth, aligned crops), whose state is in the
+ * checkpoint too. Each run trains two replicas on generated colour faces, in a temporary working folder so that its
+ * dataset cache stays there.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -47,8 +49,37 @@ function train(...args: string[]) {
 }
 
 /** The options both runs share: two replicas, so that every replica's state is saved and restored. */
-function runArgs(out: string): string[] {
-  return ['--task', 'all', '--data', faces, '--epochs', String(EPOCHS), '--replicas', '2', '--backend', 'wasm', '--seed', '3', '--out', out];
+function runArgs(out: string, extra: string[] = []): string[] {
+  return ['--task', 'all', '--data', faces, '--epochs', String(EPOCHS), '--replicas', '2', '--backend', 'wasm', '--seed', '3', '--out', out, ...extra];
+}
+
+/**
+ * Every lever at once, each set away from its default: an EMA and mixup whose state (the average, the draws) the
+ * checkpoint must carry, and a smaller, narrower, deeper network on the detector's crops (generated faces have no
+ * face to find, or none it can align, so every one keeps its own crop: the path runs, and the faces stay what the
+ * test can check).
+ */
+const LEVERS = ['--ema', '0.9', '--mixup', '0.4', '--input-size', '48', '--width-multiplier', '0.75', '--blocks', '2', '--crops', 'aligned'];
+
+/** Trains `args` straight, resumes `stopped` (stopped earlier with the same args), and compares their models and histories. */
+function assertResumesExactly(straight: string, stopped: string, args: string[]): Promise<void> {
+  const whole = train(...args);
+  assert.equal(whole.status, 0, whole.stdout + whole.stderr);
+  const resumed = train('--resume', stopped);
+  assert.equal(resumed.status, 0, resumed.stdout + resumed.stderr);
+  assert.match(resumed.stdout, /multitask: resuming after epoch \d of 4/);
+  return (async () => {
+    for (const task of TASKS) {
+      const [want, got] = await Promise.all([straight, stopped].map((run) => readFile(join(run, task, 'model', 'weights.bin'))));
+      assert.ok(want.equals(got), `${task}: weights.bin differs between the straight and the resumed run`);
+      assert.deepEqual(await historyOf(stopped, task), await historyOf(straight, task), task);
+      const [a, b] = await Promise.all([straight, stopped].map(async (run) => JSON.parse(await readFile(join(run, task, 'metrics.json'), 'utf8'))));
+      assert.equal(b.keptEpoch, a.keptEpoch, task);
+      assert.equal(b.epochs, EPOCHS, task);
+      assert.deepEqual(b.recipe, a.recipe, task);
+    }
+    assert.equal(existsSync(join(stopped, 'checkpoint')), false, 'a finished run keeps no checkpoint');
+  })();
 }
 
 /** Runs training and sends SIGINT once the first epoch's line is out; resolves with its exit code and output. */
@@ -114,19 +145,28 @@ describe('npm run train -- --resume (multitask)', () => {
   });
 
   it('ends a resumed run with the weights and history of the run never stopped, bit for bit', { timeout: 300_000 }, async () => {
-    const whole = train(...runArgs(straight()));
-    assert.equal(whole.status, 0, whole.stdout + whole.stderr);
-    const resumed = train('--resume', stopped());
-    assert.equal(resumed.status, 0, resumed.stdout + resumed.stderr);
-    assert.match(resumed.stdout, /multitask: resuming after epoch \d of 4/);
-    for (const task of TASKS) {
-      const [want, got] = await Promise.all([straight(), stopped()].map((run) => readFile(join(run, task, 'model', 'weights.bin'))));
-      assert.ok(want.equals(got), `${task}: weights.bin differs between the straight and the resumed run`);
-      assert.deepEqual(await historyOf(stopped(), task), await historyOf(straight(), task), task);
-      const [a, b] = await Promise.all([straight(), stopped()].map(async (run) => JSON.parse(await readFile(join(run, task, 'metrics.json'), 'utf8'))));
-      assert.equal(b.keptEpoch, a.keptEpoch, task);
-      assert.equal(b.epochs, EPOCHS, task);
-    }
-    assert.equal(existsSync(join(stopped(), 'checkpoint')), false, 'a finished run keeps no checkpoint');
+    await assertResumesExactly(straight(), stopped(), runArgs(straight()));
+  });
+});
+
+describe('npm run train -- --resume with every recipe lever (multitask)', () => {
+  const straight = () => join(root, 'levers-straight');
+  const stopped = () => join(root, 'levers-stopped');
+
+  it('records the levers in the checkpoint, and refuses a resume that asks for another value of one', { timeout: 240_000 }, async () => {
+    const run = await trainUntilSignal(runArgs(stopped(), LEVERS));
+    assert.equal(run.code, SIGINT_EXIT, run.output);
+    assert.match(run.output, /aligned crops: 0 faces cut out as the server cuts them; 220 kept their UTKFace crop \(\d+ no face found/);
+    const meta = JSON.parse(await readFile(join(stopped(), 'checkpoint', 'checkpoint.json'), 'utf8'));
+    assert.deepEqual(meta.options.recipe, { inputSize: 48, widthMultiplier: 0.75, blocksPerStage: 2, ema: 0.9, mixup: 0.4, crops: 'aligned' });
+    const other = train('--resume', stopped(), '--ema', '0.99');
+    assert.equal(other.status, 2, other.stderr);
+    assert.match(other.stderr, /error: --ema 0.99 does not match the run being resumed, which was started with --ema 0.9: drop --ema to resume it, or start a new run/);
+    const same = train('--resume', stopped(), '--input-size', '96');
+    assert.match(same.stderr, /--input-size 96 does not match .* --input-size 48/);
+  });
+
+  it('ends the resumed run with the weights and history of the run never stopped, bit for bit', { timeout: 300_000 }, async () => {
+    await assertResumesExactly(straight(), stopped(), runArgs(straight(), LEVERS));
   });
 });

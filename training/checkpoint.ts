@@ -14,6 +14,7 @@ import { writeFileAtomic } from '../node-shared/files.ts';
 import type { BackendName } from '../node-shared/tfjs/select.ts';
 import type { Dataset } from './data/dataset.ts';
 import type { History } from './fit.ts';
+import type { RecipeOptions } from './recipe.ts';
 
 export const CHECKPOINT_FOLDER = 'checkpoint';
 const META_FILE = 'checkpoint.json';
@@ -31,6 +32,8 @@ export interface RunOptions {
   epochs: number;
   backend: BackendName;
   replicas: number;
+  /** the multitask levers; absent in a checkpoint written before they existed, which ran the defaults */
+  recipe?: RecipeOptions;
 }
 
 /** Which faces a run trained on: a resume must load the same ones, in the same order. */
@@ -38,6 +41,8 @@ export interface DatasetFingerprint {
   count: number;
   /** SHA-256 of the file names in order */
   names: string;
+  /** SHA-256 of the faces' bytes (absent in checkpoints written before it was recorded) */
+  pixels?: string;
 }
 
 export interface ReplicaProgress {
@@ -77,10 +82,10 @@ export function bestWeightsFile(folder: string, epoch: number): string {
   return join(folder, `best.epoch-${epoch}.bin`);
 }
 
-export function datasetFingerprint(dataset: Pick<Dataset, 'count' | 'names'>): DatasetFingerprint {
+export function datasetFingerprint(dataset: Pick<Dataset, 'count' | 'names' | 'pixels'>): DatasetFingerprint {
   const hash = createHash('sha256');
   for (const name of dataset.names) hash.update(name).update('\n');
-  return { count: dataset.count, names: hash.digest('hex') };
+  return { count: dataset.count, names: hash.digest('hex'), pixels: createHash('sha256').update(dataset.pixels).digest('hex') };
 }
 
 /** Writes `arrays` one after the other as little-endian float32, through a rename. */

@@ -20,7 +20,7 @@ import { selectBackend, type BackendName } from '../node-shared/tfjs/select.ts';
 import { augmentFace, drawTransform } from './data/augment.ts';
 import { shuffledIndices } from './data/split.ts';
 import { bestWeightsFile, readFloats, replicaStateFile, writeFloats } from './checkpoint.ts';
-import { ageTargetTable, augmentationSeed, classWeights, countedRandom, epochOrder, learningRateAt, SEED_OFFSET, type CountedRandom } from './recipe.ts';
+import { ageTargetTable, augmentationSeed, betaDraw, classWeights, countedRandom, emaDecayAt, epochOrder, learningRateAt, SEED_OFFSET, updateAverage, type CountedRandom } from './recipe.ts';
 import type { MultitaskConfig } from './fit-multitask.ts';
 import { AGE_BINS, buildMultitaskModels } from './models/residual.ts';
 
@@ -252,6 +252,10 @@ interface Replica {
   /** the faces whose batch statistics replace the running ones after every epoch (this replica's part) */
   statisticsFaces: Int32Array;
   statisticsSize: number;
+  /** with `config.ema`: the moving average of each trainable variable (what is validated and shipped) */
+  average: Float32Array[] | undefined;
+  /** with `config.mixup`: this step's mixing weight and, per face of `mine`, the position of the face mixed into it */
+  mix: { weight: number; partners: Int32Array } | undefined;
   post: (message: ReplicaMessage) => void;
 }
 
@@ -279,6 +283,8 @@ function openReplica(data: ReplicaData, post: (message: ReplicaMessage) => void)
     normalizers: batchNormalizers(trainer.net),
     statisticsFaces: statisticsCount > 0 ? statisticsFaces : new Int32Array(0),
     statisticsSize,
+    average: config.ema === null ? undefined : trainer.variables.map((v) => Float32Array.from(v.dataSync() as Float32Array)),
+    mix: config.mixup === null ? undefined : { weight: 1, partners: new Int32Array(share) },
     post,
   };
 }
@@ -314,8 +320,16 @@ function shareGradient(r: Replica, slot: number): void {
     const x = tf.tensor4d(r.batchInput, [r.share, spec.height, spec.width, spec.channels]);
     return tf.variableGrads(() => {
       const logits = net.apply(x, { training: true }) as tf.Tensor[];
-      const truth = TASKS.map((task) => tf.tensor1d(Array.from(r.mine, (face) => targets[task][face]), 'int32'));
-      const perTask = taskLosses(r, logits, r.mine, truth);
+      const truthOf = (faces: Int32Array) => TASKS.map((task) => tf.tensor1d(Array.from(faces, (face) => targets[task][face]), 'int32'));
+      const truth = truthOf(r.mine);
+      let perTask = taskLosses(r, logits, r.mine, truth);
+      if (r.mix !== undefined) {
+        // mixup: each loss is the mixing weight's blend of the losses against either face's truth
+        const { weight, partners } = r.mix;
+        const partnerFaces = Int32Array.from(partners, (k) => r.mine[k]);
+        const partnerLosses = taskLosses(r, logits, partnerFaces, truthOf(partnerFaces));
+        perTask = perTask.map((loss, t) => loss.mul(weight).add(partnerLosses[t].mul(1 - weight)) as tf.Scalar);
+      }
       losses.push(...perTask.map((l) => tf.keep(l)));
       hits.push(...predictedClasses(r, logits).map((p, t) => tf.keep(p.equal(truth[t]).sum())));
       return tf.addN(perTask.map((l, t) => l.mul(config.lossWeights[TASKS[t]]))) as tf.Scalar;
@@ -364,12 +378,54 @@ function trainEpoch(r: Replica, epoch: number, steps: number): void {
   for (let step = 0; step < steps; step++) {
     for (let k = 0; k < r.share; k++) r.mine[k] = fit[order[step * globalBatch + replica * r.share + k]];
     r.mine.forEach((face, k) => augmentFace(pixels.subarray(face * r.faceSize, (face + 1) * r.faceSize), spec, drawTransform(config.augment, r.random.next), r.batchInput.subarray(k * r.faceSize, (k + 1) * r.faceSize)));
+    if (config.mixup !== null) mixShare(r, config.mixup);
     const slot = (step % 2) * replicas;
     shareGradient(r, slot);
     arriveAndWait(sync, replicas);
     applyMeanGradient(r, slot, learningRateAt(epoch + step / steps, schedule));
+    if (config.ema !== null) updateWeightAverage(r, emaDecayAt(config.ema, epoch * steps + step));
     if (replica === 0) r.post({ type: 'step', epoch: epoch + 1, step: step + 1, steps });
   }
+}
+
+/**
+ * mixup within this replica's share: a mixing weight from Beta(alpha, alpha) and a shuffle of the share, both from
+ * the replica's augmentation stream (so a checkpoint's draw count covers them); each face becomes the weight's blend
+ * of itself and its partner.
+ */
+function mixShare(r: Replica, alpha: number): void {
+  const mix = r.mix!;
+  mix.weight = betaDraw(alpha, r.random.next);
+  const partners = mix.partners;
+  for (let k = 0; k < partners.length; k++) partners[k] = k;
+  for (let k = partners.length - 1; k > 0; k--) {
+    const j = Math.floor(r.random.next() * (k + 1));
+    [partners[k], partners[j]] = [partners[j], partners[k]];
+  }
+  const original = r.batchInput.slice();
+  const size = r.faceSize;
+  for (let k = 0; k < partners.length; k++) {
+    const own = original.subarray(k * size, (k + 1) * size);
+    const other = original.subarray(partners[k] * size, (partners[k] + 1) * size);
+    const out = r.batchInput.subarray(k * size, (k + 1) * size);
+    for (let i = 0; i < size; i++) out[i] = mix.weight * own[i] + (1 - mix.weight) * other[i];
+  }
+}
+
+/** Moves the weights' moving average towards the weights just updated. */
+function updateWeightAverage(r: Replica, decay: number): void {
+  r.trainer.variables.forEach((v, i) => updateAverage(r.average![i], v.dataSync() as Float32Array, decay));
+}
+
+/** Writes `values` (one array per trainable variable) into the variables; returns what they held. */
+function swapWeights(r: Replica, values: Float32Array[]): Float32Array[] {
+  return r.trainer.variables.map((v, i) => {
+    const held = Float32Array.from(v.dataSync() as Float32Array);
+    const value = tf.tensor(values[i], v.shape);
+    v.assign(value);
+    value.dispose();
+    return held;
+  });
 }
 
 /** Precise batch normalization: every replica's running statistics become the mean of the replicas' batch statistics. */
@@ -439,9 +495,10 @@ interface BestEpoch {
   weights: tf.Tensor[];
 }
 
-/** How many values each of the network's weights holds, then each momentum accumulator (one per trainable variable). */
-function stateSizes(trainer: Trainer): number[] {
-  return [...trainer.net.getWeights().map((w) => w.size), ...trainer.variables.map((v) => v.size)];
+/** How many values each of the network's weights holds, then each momentum accumulator (one per trainable variable), then with EMA each average. */
+function stateSizes(r: Replica): number[] {
+  const { net, variables } = r.trainer;
+  return [...net.getWeights().map((w) => w.size), ...variables.map((v) => v.size), ...(r.average ?? []).map((a) => a.length)];
 }
 
 /** Writes this replica's network and momentum after `epoch`, and replica 0 the best weights when they are this epoch's. */
@@ -451,7 +508,7 @@ async function saveReplicaState(r: Replica, epoch: number, best: BestEpoch): Pro
   const { net, optimizer } = r.trainer;
   const momentum = (await optimizer.getWeights()).slice(1).map((w) => w.tensor.dataSync() as Float32Array);
   const weights = net.getWeights().map((w) => w.dataSync() as Float32Array);
-  await writeFloats(replicaStateFile(checkpoint.folder, r.data.replica, epoch), [...weights, ...momentum]);
+  await writeFloats(replicaStateFile(checkpoint.folder, r.data.replica, epoch), [...weights, ...momentum, ...(r.average ?? [])]);
   if (r.data.replica === 0 && best.epoch === epoch) await writeFloats(bestWeightsFile(checkpoint.folder, epoch), best.weights.map((w) => w.dataSync() as Float32Array));
   r.post({ type: 'checkpointed', replica: r.data.replica, epoch, draws: r.random.draws, optimizerSteps: optimizer.iterations });
 }
@@ -463,13 +520,14 @@ async function restoreReplicaState(r: Replica): Promise<BestEpoch> {
   const { net, variables, optimizer } = r.trainer;
   const folder = r.data.checkpoint!.folder;
   const current = net.getWeights();
-  const state = await readFloats(replicaStateFile(folder, r.data.replica, resume.epochsDone), stateSizes(r.trainer));
+  const state = await readFloats(replicaStateFile(folder, r.data.replica, resume.epochsDone), stateSizes(r));
   const weights = current.map((w, i) => tf.tensor(state[i], w.shape));
   net.setWeights(weights);
   tf.dispose(weights);
   const momentum = variables.map((v, i) => ({ name: `${v.name}/momentum`, tensor: tf.tensor(state[current.length + i], v.shape) }));
   await optimizer.setWeights([{ name: 'iter', tensor: tf.scalar(resume.optimizerSteps, 'int32') }, ...momentum]);
   tf.dispose(momentum.map((m) => m.tensor));
+  r.average?.forEach((average, i) => average.set(state[current.length + variables.length + i]));
   const best: BestEpoch = { score: resume.best.score ?? -Infinity, epoch: resume.best.epoch, weights: [] };
   if (r.data.replica === 0 && resume.best.epoch > 0) {
     const values = await readFloats(bestWeightsFile(folder, resume.best.epoch), current.map((w) => w.size));
@@ -492,6 +550,8 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
     const epochStart = performance.now();
     r.views.own.fill(0);
     trainEpoch(r, epoch, steps);
+    // With EMA the average is what is validated and kept: it gets its own batch-normalization statistics.
+    const trained = r.average === undefined ? undefined : swapWeights(r, r.average);
     refreshBatchNorm(r);
     const seconds = (performance.now() - epochStart) / 1000;
     const { tasks, totals } = await validateEpoch(r);
@@ -505,6 +565,8 @@ async function runReplica(data: ReplicaData, post: (message: ReplicaMessage) => 
       best.score = score;
       best.epoch = epoch + 1;
     }
+    // Training goes on from the weights as trained; their running statistics are not read in training mode.
+    if (trained !== undefined) swapWeights(r, trained);
     epochsRun = epoch + 1;
     const stopping = epoch + 1 - best.epoch >= config.patience;
     if (replica === 0) {

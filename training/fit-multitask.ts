@@ -22,7 +22,7 @@ import type { InputSpec } from '../contract/preprocess.ts';
 import type { BackendName } from '../node-shared/tfjs/select.ts';
 import type { Dataset } from './data/dataset.ts';
 import { RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
-import { carveValidation, SEED_OFFSET } from './recipe.ts';
+import { carveValidation, recipeOf, SEED_OFFSET, type RecipeOptions } from './recipe.ts';
 import { batchStatisticsSize, STAT_COUNT, SYNC_ABORTED, SYNC_GENERATION, SYNC_SLOTS, type ReplicaCheckpoint, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
 import { emptyHistory, recordEpoch, type History } from './fit.ts';
 import {
@@ -57,6 +57,10 @@ export interface MultitaskConfig extends ResidualConfig {
    * an age near a boundary)
    */
   ageGroupLoss: number;
+  /** decay of the weights' exponential moving average, which is validated and shipped instead of the weights (null: none) */
+  ema: number | null;
+  /** alpha of mixup's Beta(alpha, alpha) mixing weight (null: no mixup) */
+  mixup: number | null;
 }
 
 export const MULTITASK_TRAINING: MultitaskConfig = {
@@ -71,7 +75,26 @@ export const MULTITASK_TRAINING: MultitaskConfig = {
   lossWeights: { age: 1, ethnicity: 1, gender: 1 },
   batchNormFaces: 2048,
   ageGroupLoss: 1,
+  ema: null,
+  mixup: null,
 };
+
+/** The multitask input at `size` pixels a side. */
+export function multitaskInput(size: number): InputSpec {
+  return { ...MULTITASK_INPUT, height: size, width: size };
+}
+
+/** The multitask preset with a recipe's levers applied; the default recipe gives MULTITASK_TRAINING's values. */
+export function multitaskConfig(recipe: RecipeOptions): MultitaskConfig {
+  const base = MULTITASK_TRAINING.architecture;
+  const scaled = (filters: number) => Math.max(1, Math.round(filters * recipe.widthMultiplier));
+  return {
+    ...MULTITASK_TRAINING,
+    architecture: { ...base, input: multitaskInput(recipe.inputSize), stemWidth: scaled(base.stemWidth ?? base.widths[0]), widths: base.widths.map(scaled), blocksPerStage: recipe.blocksPerStage },
+    ema: recipe.ema,
+    mixup: recipe.mixup,
+  };
+}
 
 export interface MultitaskFitArgs {
   labels: Record<Task, string[]>;
@@ -97,7 +120,7 @@ export interface MultitaskCheckpointArgs {
   /** the run folder; the checkpoint is its checkpoint/ folder */
   runDir: string;
   /** what the run records about itself beyond what fitMultitask is given, for a resume to check */
-  run: Pick<RunOptions, 'preset' | 'data' | 'limit'>;
+  run: Pick<RunOptions, 'preset' | 'data' | 'limit' | 'recipe'>;
   /** the checkpoint to continue from */
   resume?: CheckpointMeta;
 }
@@ -238,9 +261,15 @@ async function prepareResume(resume: CheckpointMeta, options: RunOptions, datase
   for (const key of ['seed', 'ageScheme', 'epochs', 'backend', 'replicas'] as const) {
     if (resume.options[key] !== options[key]) throw new CheckpointError(`the run in ${runDir} was started with ${key} ${resume.options[key]}, not ${options[key]}: a resumed run keeps its options`);
   }
+  const [recorded, asked] = [JSON.stringify(recipeOf(resume.options.recipe)), JSON.stringify(recipeOf(options.recipe))];
+  if (recorded !== asked) throw new CheckpointError(`the run in ${runDir} was started with the recipe ${recorded}, not ${asked}: a resumed run keeps its options`);
   const loaded = datasetFingerprint(dataset);
   if (loaded.count !== resume.dataset.count || loaded.names !== resume.dataset.names) {
     throw new CheckpointError(`the faces loaded (${loaded.count}) are not those the run in ${runDir} trained on (${resume.dataset.count}, another list of files): resume with the run's --data ${resume.options.data} and --limit`);
+  }
+  if (resume.dataset.pixels !== undefined && loaded.pixels !== resume.dataset.pixels) {
+    // Aligned crops are recut when the detector or the code that cuts faces changes; the run goes on with the new ones.
+    log(`multitask: warning: the faces' pixels differ from those the run trained on (the crops were cut again or decoded differently): the run continues on the new pixels, so it is no longer the one an uninterrupted run would give`);
   }
   if (config.architecture.dropout > 0) throw new CheckpointError('this network has dropout, whose draws are not seeded: it cannot be resumed exactly');
   await deleteStaleFiles(checkpointFolder(runDir), resume, { keepLaterEpochs: false });

@@ -99,3 +99,69 @@ export function classWeights(targets: Int32Array, indices: Int32Array, classes: 
   mean /= indices.length;
   return weights.map((w) => w / mean);
 }
+
+/**
+ * The multitask preset's levers for long runs (`npm run train -- --input-size --width-multiplier --blocks --ema
+ * --mixup --crops`), recorded in the checkpoint and the metrics; the defaults are the shipped models' recipe.
+ */
+export interface RecipeOptions {
+  /** side of the square colour input, in pixels */
+  inputSize: number;
+  /** every stage's (and the stem's) filters times this, rounded */
+  widthMultiplier: number;
+  /** residual blocks per stage */
+  blocksPerStage: number;
+  /** decay of the exponential moving average of the weights that is validated and shipped; null: the weights as trained */
+  ema: number | null;
+  /** alpha of the Beta(alpha, alpha) mixing weight of mixup within each replica's share of a batch; null: no mixup */
+  mixup: number | null;
+  /** UTKFace's crops, or the detector's aligned crops of them as the server cuts faces (training/data/aligned-crops.ts) */
+  crops: 'utkface' | 'aligned';
+}
+
+export const DEFAULT_RECIPE: RecipeOptions = { inputSize: 64, widthMultiplier: 1, blocksPerStage: 1, ema: null, mixup: null, crops: 'utkface' };
+
+/** A recorded recipe, or the default for a checkpoint written before recipes were recorded. */
+export function recipeOf(recorded: Partial<RecipeOptions> | undefined): RecipeOptions {
+  return { ...DEFAULT_RECIPE, ...recorded };
+}
+
+/**
+ * The EMA's decay at step `step` (from 0): the asked decay, but less while few steps have been averaged, so that
+ * the first epochs' average is not dominated by the initial weights (as TensorFlow's ExponentialMovingAverage
+ * with num_updates).
+ */
+export function emaDecayAt(decay: number, step: number): number {
+  return Math.min(decay, (1 + step) / (10 + step));
+}
+
+/** shadow <- decay * shadow + (1 - decay) * weights, in float32 as the weights are. */
+export function updateAverage(shadow: Float32Array, weights: ArrayLike<number>, decay: number): void {
+  for (let i = 0; i < shadow.length; i++) shadow[i] = decay * shadow[i] + (1 - decay) * weights[i];
+}
+
+/** A standard normal draw (Box-Muller, two uniforms). */
+function normalDraw(random: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+}
+
+/** A Gamma(shape, 1) draw (Marsaglia and Tsang; for shape < 1, Gamma(shape + 1) times U^(1/shape)). */
+function gammaDraw(shape: number, random: () => number): number {
+  if (shape < 1) return gammaDraw(shape + 1, random) * (1 - random()) ** (1 / shape);
+  const d = shape - 1 / 3;
+  const c = 1 / Math.sqrt(9 * d);
+  for (;;) {
+    const x = normalDraw(random);
+    const v = (1 + c * x) ** 3;
+    if (v <= 0) continue;
+    const u = 1 - random();
+    if (Math.log(u) < 0.5 * x * x + d - d * v + d * Math.log(v)) return d * v;
+  }
+}
+
+/** A Beta(alpha, alpha) draw: mixup's weight of the first face. */
+export function betaDraw(alpha: number, random: () => number): number {
+  const a = gammaDraw(alpha, random);
+  const b = gammaDraw(alpha, random);
+  return a / (a + b);
+}

@@ -16,7 +16,8 @@ import { shuffledIndices, trainTestSplit } from './data/split.ts';
 import { saveModel } from './models/io.ts';
 import { buildSeedModel, SEED_TRAINING } from './models/seed.ts';
 import { fitResidual, RESIDUAL_TEST_FRACTION } from './fit-residual.ts';
-import { fitMultitask, MULTITASK_INPUT, type MultitaskCheckpointArgs, type MultitaskFitArgs } from './fit-multitask.ts';
+import { fitMultitask, MULTITASK_INPUT, multitaskConfig, type MultitaskCheckpointArgs, type MultitaskFitArgs } from './fit-multitask.ts';
+import { DEFAULT_RECIPE, type RecipeOptions } from './recipe.ts';
 import type { BackendName } from '../node-shared/tfjs/select.ts';
 import { evaluate, formatEvaluation, onnxPredictor, taskTargets, tfjsPredictor, type Evaluation, type Predictor } from './evaluate.ts';
 import { ExportError, exportModel } from '../export/export-model.ts';
@@ -73,6 +74,8 @@ export interface TaskMetrics {
   split: TestSplitInfo;
   /** presets that choose on a validation split: the epoch whose weights were kept */
   keptEpoch?: number;
+  /** the multitask preset's levers the run was trained with (recipe.ts), which travel in the exported metadata */
+  recipe?: RecipeOptions;
   /** age models that predict years: mean absolute error on the test split, overall and per age group */
   years?: Evaluation['years'];
   /** the temperature its probabilities are rescaled by, fitted on the validation split */
@@ -113,6 +116,8 @@ export async function trainTogether(
     checkpoint?: MultitaskCheckpointArgs;
     /** stops training at once, keeping the last epoch's checkpoint */
     stop?: AbortSignal;
+    /** the levers of the run (default: the shipped models' recipe); the dataset must be loaded at its input size and crops */
+    recipe?: RecipeOptions;
   },
 ): Promise<TaskMetrics[]> {
   const { dataset, seed, ageScheme, log } = options;
@@ -133,7 +138,8 @@ export async function trainTogether(
     checkpoint: options.checkpoint,
     stop: options.stop,
   };
-  const fitted = await fitMultitask(args);
+  const recipe = options.recipe ?? DEFAULT_RECIPE;
+  const fitted = await fitMultitask(args, multitaskConfig(recipe));
   const metrics: TaskMetrics[] = [];
   for (const task of TASKS) {
     let model = fitted.models[task];
@@ -162,7 +168,7 @@ export async function trainTogether(
       ...(calibration === undefined ? {} : { calibration }),
       release: () => {},
     };
-    metrics.push(await writeTaskRun({ ...options, task, outDir: join(options.runDir, task) }, result, split, testFraction));
+    metrics.push(await writeTaskRun({ ...options, task, outDir: join(options.runDir, task) }, result, split, testFraction, recipe));
   }
   return metrics;
 }
@@ -212,7 +218,7 @@ export async function calibrateOnValidation(
 }
 
 /** Evaluates a fitted model on the test split and writes the task's run folder. */
-async function writeTaskRun(options: TrainTaskOptions, fitted: FitResult, split: { train: Int32Array; test: Int32Array }, testFraction: number): Promise<TaskMetrics> {
+async function writeTaskRun(options: TrainTaskOptions, fitted: FitResult, split: { train: Int32Array; test: Int32Array }, testFraction: number, recipe?: RecipeOptions): Promise<TaskMetrics> {
   const { task, dataset, outDir, seed, ageScheme, log } = options;
   const labels = taskLabels(task, ageScheme);
   await mkdir(outDir, { recursive: true });
@@ -244,6 +250,7 @@ async function writeTaskRun(options: TrainTaskOptions, fitted: FitResult, split:
     confusionMatrix: cm,
     split: { testFraction, seed, limit: options.limit ?? null, datasetCount: dataset.count },
     ...(fitted.keptEpoch === undefined ? {} : { keptEpoch: fitted.keptEpoch }),
+    ...(recipe === undefined ? {} : { recipe }),
     ...(evaluation.years === undefined ? {} : { years: evaluation.years }),
     ...(fitted.calibration === undefined ? {} : { calibration: fitted.calibration }),
   };

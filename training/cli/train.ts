@@ -1,7 +1,8 @@
 /**
  * npm run train -- --task age|ethnicity|gender|all [--preset multitask|residual|seed] [--data <folder-or-csv>]
  *                  [--epochs N] [--limit N] [--out DIR] [--backend B] [--replicas N] [--seed S]
- *                  [--age-scheme coursework|decades]
+ *                  [--age-scheme coursework|decades] [--input-size N] [--width-multiplier X] [--blocks N]
+ *                  [--ema DECAY] [--mixup ALPHA] [--crops utkface|aligned]
  * npm run train -- --resume runs/<run>
  */
 import { spawn } from 'node:child_process';
@@ -19,8 +20,18 @@ import { formatDuration } from '../../node-shared/format.ts';
 import { defaultDataSource, RUNS_DIR } from '../../node-shared/paths.ts';
 import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, trainTogether, type Preset, type TaskMetrics } from '../train-task.ts';
 import { CheckpointError, readCheckpoint, removeCheckpoint, TrainingInterrupted, type CheckpointMeta } from '../checkpoint.ts';
-import { MULTITASK_TRAINING } from '../fit-multitask.ts';
+import { MULTITASK_TRAINING, multitaskInput } from '../fit-multitask.ts';
+import { DEFAULT_RECIPE, recipeOf, type RecipeOptions } from '../recipe.ts';
+import { CROP_SOURCES } from '../data/aligned-crops.ts';
+import type { InputSpec } from '../../contract/preprocess.ts';
 import { isMain, parseChoice, parsePositiveInt, prepareRunFolder, runCli, UsageError } from '../../node-shared/cli-args.ts';
+
+/** The input sizes --input-size takes: the trunk downsamples 8 times, and the browser must afford it. */
+const MIN_INPUT_SIZE = 32;
+const MAX_INPUT_SIZE = 224;
+/** The widest trunk --width-multiplier allows: 8x the filters is 64x the shipped compute. */
+const MAX_WIDTH_MULTIPLIER = 8;
+const MAX_BLOCKS = 8;
 
 const USAGE = `Usage: npm run train -- --task age|ethnicity|gender|all [options]
 
@@ -42,6 +53,15 @@ Options:
   --seed S          split, subset and initial weights                           (default: 42)
   --age-scheme S    ${AGE_SCHEMES.join(', ')}                                 (default: coursework)
   --no-cache        decode the images again instead of reading the dataset cache
+
+Multitask levers (docs/training.md, "Recipes for the long run"; the defaults are the shipped models'):
+  --input-size N        side of the colour input in pixels, ${MIN_INPUT_SIZE} to ${MAX_INPUT_SIZE}                    (default: ${DEFAULT_RECIPE.inputSize})
+  --width-multiplier X  the trunk's filters times X, e.g. 1.5                               (default: ${DEFAULT_RECIPE.widthMultiplier})
+  --blocks N            residual blocks per stage                                          (default: ${DEFAULT_RECIPE.blocksPerStage})
+  --ema DECAY           validate and ship the weights' moving average, e.g. 0.999        (default: off)
+  --mixup ALPHA         mixup within each replica's share of a batch, Beta(ALPHA, ALPHA)  (default: off)
+  --crops C             utkface: UTKFace's crops; aligned: the detector's aligned crops of them, as the
+                        server cuts faces (detected once, cached under .cache/)           (default: utkface)
   --resume RUN      continue the multitask run in folder RUN from its last completed epoch, with the options
                     it was started with (given again, they must match); it ends as an uninterrupted run would
   --help            this text
@@ -60,6 +80,22 @@ export interface TrainConfig {
   seed: number;
   ageScheme: AgeScheme;
   cache: boolean;
+  /** the multitask levers; the defaults for the other presets, which take none */
+  recipe: RecipeOptions;
+}
+
+/** A number in (low, high] (or [low, high] with `inclusive`), or a usage error naming the flag. */
+function parseNumber(flag: string, value: string, low: number, high: number, { inclusive = false } = {}): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n > high || n < low || (!inclusive && n === low)) {
+    throw new UsageError(`${flag} must be a number ${inclusive ? 'from' : 'above'} ${low} ${inclusive ? 'to' : 'and at most'} ${high}; got "${value}"`);
+  }
+  return n;
+}
+
+/** The input a preset trains on: the multitask preset's at the recipe's size. */
+export function trainInput(preset: Preset, recipe: RecipeOptions): InputSpec {
+  return trainsTogether(preset) ? multitaskInput(recipe.inputSize) : PRESET_INPUT[preset];
 }
 
 const OPTIONS = {
@@ -74,6 +110,12 @@ const OPTIONS = {
   seed: { type: 'string' },
   'age-scheme': { type: 'string' },
   'no-cache': { type: 'boolean', default: false },
+  'input-size': { type: 'string' },
+  'width-multiplier': { type: 'string' },
+  blocks: { type: 'string' },
+  ema: { type: 'string' },
+  mixup: { type: 'string' },
+  crops: { type: 'string' },
   resume: { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
@@ -100,7 +142,10 @@ function trainConfig(values: TrainArgs): TrainConfig {
   if (trainsTogether(preset) && task !== 'all' && process.env.FACE_TRAIN_CHILD === undefined) {
     throw new UsageError(`the ${preset} preset trains age, ethnicity and gender as one network: use --task all (or --preset residual for one task)`);
   }
-  const input = PRESET_INPUT[preset];
+  const recipe = recipeFlags(values);
+  const levers = RECIPE_FLAGS.filter(([flag]) => values[flag] !== undefined).map(([flag]) => `--${flag}`);
+  if (!trainsTogether(preset) && levers.length > 0) throw new UsageError(`${levers.join(', ')}: the multitask preset's levers; the ${preset} preset takes none`);
+  const input = trainInput(preset, recipe);
   if (extname(data).toLowerCase() === '.csv' && (input.height !== 48 || input.width !== 48 || input.channels !== 1)) {
     throw new UsageError(
       `the ${preset} preset trains on ${input.height}x${input.width}x${input.channels} faces, and a Kaggle CSV holds 48x48 grayscale ones: ` +
@@ -119,6 +164,46 @@ function trainConfig(values: TrainArgs): TrainConfig {
     seed: parsePositiveInt('--seed', values.seed ?? '42', 0),
     ageScheme: parseChoice('--age-scheme', values['age-scheme'] ?? 'coursework', AGE_SCHEMES),
     cache: !values['no-cache'],
+    recipe,
+  };
+}
+
+/** The recipe flags, each with the recipe key it sets and how its value is written in the recipe. */
+const RECIPE_FLAGS = [
+  ['input-size', 'inputSize'],
+  ['width-multiplier', 'widthMultiplier'],
+  ['blocks', 'blocksPerStage'],
+  ['ema', 'ema'],
+  ['mixup', 'mixup'],
+  ['crops', 'crops'],
+] as const satisfies readonly (readonly [keyof TrainArgs, keyof RecipeOptions])[];
+
+/** The recipe the flags ask for, each flag checked; the default for every flag not given. */
+function recipeFlags(values: TrainArgs): RecipeOptions {
+  const given = (flag: (typeof RECIPE_FLAGS)[number][0]) => values[flag];
+  const value = <T>(flag: (typeof RECIPE_FLAGS)[number][0], parse: (text: string) => T, fallback: T): T => {
+    const text = given(flag);
+    return text === undefined ? fallback : parse(text);
+  };
+  return {
+    inputSize: value('input-size', (t) => {
+      const n = parsePositiveInt('--input-size', t, MIN_INPUT_SIZE);
+      if (n > MAX_INPUT_SIZE) throw new UsageError(`--input-size must be at most ${MAX_INPUT_SIZE}; got "${t}"`);
+      return n;
+    }, DEFAULT_RECIPE.inputSize),
+    widthMultiplier: value('width-multiplier', (t) => parseNumber('--width-multiplier', t, 0, MAX_WIDTH_MULTIPLIER), DEFAULT_RECIPE.widthMultiplier),
+    blocksPerStage: value('blocks', (t) => {
+      const n = parsePositiveInt('--blocks', t);
+      if (n > MAX_BLOCKS) throw new UsageError(`--blocks must be at most ${MAX_BLOCKS}; got "${t}"`);
+      return n;
+    }, DEFAULT_RECIPE.blocksPerStage),
+    ema: value('ema', (t) => {
+      const decay = Number(t);
+      if (t.trim() === '' || !(decay > 0 && decay < 1)) throw new UsageError(`--ema must be a decay above 0 and below 1, e.g. 0.999; got "${t}"`);
+      return decay;
+    }, DEFAULT_RECIPE.ema),
+    mixup: value('mixup', (t) => parseNumber('--mixup', t, 0, 100), DEFAULT_RECIPE.mixup),
+    crops: value('crops', (t) => parseChoice('--crops', t, CROP_SOURCES), DEFAULT_RECIPE.crops),
   };
 }
 
@@ -130,6 +215,7 @@ function trainConfig(values: TrainArgs): TrainConfig {
  */
 export function resumeConfig(values: TrainArgs, runDir: string, meta: CheckpointMeta): TrainConfig {
   const recorded = meta.options;
+  const recipe = recipeOf(recorded.recipe);
   if (values.out !== undefined) throw new UsageError(`--resume continues the run in its own folder (${runDir}); drop --out`);
   if (!trainsTogether(recorded.preset as Preset)) throw new UsageError(`--resume continues multitask runs only; the run in ${runDir} is a ${recorded.preset} run`);
   const given: [string, string | undefined, string | number | null][] = [
@@ -141,6 +227,7 @@ export function resumeConfig(values: TrainArgs, runDir: string, meta: Checkpoint
     ['--replicas', values.replicas, recorded.replicas],
     ['--seed', values.seed, recorded.seed],
     ['--age-scheme', values['age-scheme'], recorded.ageScheme],
+    ...RECIPE_FLAGS.map(([flag, key]): [string, string | undefined, string | number | null] => [`--${flag}`, values[flag], recipe[key]]),
   ];
   for (const [flag, value, wanted] of given) {
     if (value === undefined || value === String(wanted)) continue;
@@ -160,6 +247,7 @@ export function resumeConfig(values: TrainArgs, runDir: string, meta: Checkpoint
     seed: recorded.seed,
     ageScheme: recorded.ageScheme,
     cache: !values['no-cache'],
+    recipe,
   };
 }
 
@@ -177,7 +265,7 @@ const log = (line: string) => console.log(line);
 
 async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetrics> {
   const backend = await selectBackend(config.backend, log);
-  const dataset = await loadDataset(config.data, PRESET_INPUT[config.preset], { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
+  const dataset = await loadDataset(config.data, trainInput(config.preset, config.recipe), { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
   return trainTask({
     task: config.task,
     preset: config.preset,
@@ -199,7 +287,7 @@ async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetri
 async function trainShared(config: TrainConfig, resume?: CheckpointMeta): Promise<void> {
   const started = performance.now();
   const backend = await selectBackend(config.backend, log);
-  const dataset = await loadDataset(config.data, PRESET_INPUT[config.preset], { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
+  const dataset = await loadDataset(config.data, trainInput(config.preset, config.recipe), { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false, crops: config.recipe.crops });
   const stopper = new AbortController();
   const stop = (signal: NodeJS.Signals) => {
     // Once training is over nothing listens, and the signal ends the process as it would without this handler.
@@ -223,8 +311,9 @@ async function trainShared(config: TrainConfig, resume?: CheckpointMeta): Promis
     backend: backend.name,
     replicas: config.replicas,
     log,
-    checkpoint: { runDir: config.out, run: { preset: config.preset, data: config.data, limit: config.limit ?? null }, resume },
+    checkpoint: { runDir: config.out, run: { preset: config.preset, data: config.data, limit: config.limit ?? null, recipe: config.recipe }, resume },
     stop: stopper.signal,
+    recipe: config.recipe,
   }).finally(() => {
     for (const signal of signals) process.off(signal, stop);
   });

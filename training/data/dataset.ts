@@ -1,5 +1,6 @@
 /** The in-memory form of a labelled face set, whatever it was read from. */
 import type { InputSpec } from '../../contract/preprocess.ts';
+import type { CropSource } from './aligned-crops.ts';
 
 export interface Dataset {
   /** what the pixels are: size, channels, scaling */
@@ -18,6 +19,8 @@ export interface Dataset {
   names: string[];
   /** what was skipped while reading, and why */
   skipped: SkipReport;
+  /** with aligned crops: the faces that kept their UTKFace crop, by reason (the detector found no face, or one it could not align) */
+  unaligned?: SkipReport;
   /** set by `loadDataset`: whether the faces came from the binary cache, and its file */
   cache?: { status: 'hit' | 'written' | 'rebuilt' | 'off'; file?: string };
 }
@@ -42,6 +45,8 @@ export interface LoadOptions {
   workers?: number;
   /** seed of the `limit` subset (default 42) */
   seed?: number;
+  /** UTKFace folders: their own crops (default), or the detector's aligned crops of them (training/data/aligned-crops.ts) */
+  crops?: CropSource;
   /** where `loadDataset` writes its summary and cache notes (default: a line each on stderr) */
   log?: (line: string) => void;
 }

@@ -11,6 +11,7 @@ import type { Dataset, LoadOptions, SkipReport } from './dataset.ts';
 import { DEFAULT_SUBSET_SEED, formatDuration, validateLimit } from './ingest.ts';
 import { assertCsvServes, loadKaggleCsv } from './kaggle-csv.ts';
 import { loadUtkFace } from './utkface.ts';
+import { alignedCropsKey, servedDetectorFile } from './aligned-crops.ts';
 
 export const DEFAULT_CACHE_DIR = join('.cache', 'datasets');
 
@@ -50,6 +51,7 @@ export async function loadDataset(source: string, spec: InputSpec, options: Load
   const path = resolve(source);
   const kind = await sourceKind(source, path);
   if (kind === 'csv') assertCsvServes(spec, path);
+  if (kind === 'csv' && options.crops === 'aligned') throw new Error(`Aligned crops are cut from UTKFace's images; ${path} is a CSV of 48x48 faces`);
 
   const started = performance.now();
   let dataset: Dataset | undefined;
@@ -58,7 +60,8 @@ export async function loadDataset(source: string, spec: InputSpec, options: Load
   let key = '';
   if (options.cacheDir !== false) {
     key = await cacheKey(kind, path, spec, options);
-    cacheFile = join(resolve(options.cacheDir ?? DEFAULT_CACHE_DIR), `${kind}-${slug(basename(path))}-${key.slice(0, 16)}.bin`);
+    const name = options.crops === 'aligned' ? `${kind}-aligned` : kind;
+    cacheFile = join(resolve(options.cacheDir ?? DEFAULT_CACHE_DIR), `${name}-${slug(basename(path))}-${key.slice(0, 16)}.bin`);
     const cached = await readCache(cacheFile, key, spec);
     if (cached.dataset !== undefined) {
       dataset = cached.dataset;
@@ -108,6 +111,11 @@ function summarize(dataset: Dataset, path: string, seconds: number, log: (line: 
     log(`skipped ${dataset.skipped.count.toLocaleString('en-US')}: ${describeSkips(dataset.skipped)}`);
     for (const { entry, reason } of dataset.skipped.examples) log(`  e.g. ${entry}: ${reason}`);
   }
+  if (dataset.unaligned !== undefined) {
+    const kept = dataset.unaligned.count;
+    log(`aligned crops: ${(dataset.count - kept).toLocaleString('en-US')} faces cut out as the server cuts them; ${kept.toLocaleString('en-US')} kept their UTKFace crop${kept === 0 ? '' : ` (${describeSkips(dataset.unaligned)})`}`);
+    for (const { entry, reason } of dataset.unaligned.examples.slice(0, 3)) log(`  e.g. ${entry}: ${reason}`);
+  }
 }
 
 function describeSkips(skipped: SkipReport): string {
@@ -128,6 +136,8 @@ async function cacheKey(kind: SourceKind, path: string, spec: InputSpec, options
     spec: { height: spec.height, width: spec.width, channels: spec.channels, scaling: spec.scaling },
     limit,
     seed: limit === null ? null : (options.seed ?? DEFAULT_SUBSET_SEED),
+    // absent for UTKFace's own crops, so that their caches keep their keys
+    ...(options.crops === 'aligned' ? { crops: 'aligned', aligned: await alignedCropsKey(await servedDetectorFile()) } : {}),
   }));
   if (kind === 'csv') {
     const { size, mtimeMs } = await stat(path);
@@ -164,6 +174,8 @@ interface CacheHeader {
   skipped: SkipReport;
   namesBytes: number;
   payloadSha256: string;
+  /** aligned crops only: the faces that kept their UTKFace crop */
+  unaligned?: SkipReport;
 }
 
 async function writeCache(file: string, key: string, dataset: Dataset): Promise<void> {
@@ -179,6 +191,7 @@ async function writeCache(file: string, key: string, dataset: Dataset): Promise<
     skipped: dataset.skipped,
     namesBytes: names.length,
     payloadSha256: digest.digest('hex'),
+    ...(dataset.unaligned === undefined ? {} : { unaligned: dataset.unaligned }),
   };
   const headerBytes = utf8.encode(JSON.stringify(header));
   const prefix = new Uint8Array(12);
@@ -249,5 +262,6 @@ async function readCache(file: string, key: string, spec: InputSpec): Promise<{ 
   if (!Array.isArray(names) || names.length !== count || !names.every((name) => typeof name === 'string')) {
     return { problem: 'names do not match the count' };
   }
-  return { dataset: { spec: { ...spec }, count, pixels, ages, genders, ethnicities, names: names as string[], skipped: header.skipped } };
+  const unaligned = header.unaligned === undefined ? {} : { unaligned: header.unaligned };
+  return { dataset: { spec: { ...spec }, count, pixels, ages, genders, ethnicities, names: names as string[], skipped: header.skipped, ...unaligned } };
 }

@@ -10,7 +10,8 @@ import type { Worker } from 'node:worker_threads';
 import { MAX_AGE, MIN_AGE, type FaceLabels } from '../../contract/labels.ts';
 import type { InputSpec } from '../../contract/preprocess.ts';
 import type { Dataset, LoadOptions } from './dataset.ts';
-import { decodeFaceFile, type DecodeBatch, type DecodedBatch, type DecodeWorkerData } from './decode-worker.ts';
+import { loadFaceFile, type DecodeBatch, type DecodedBatch, type DecodeWorkerData } from './decode-worker.ts';
+import { openAlignedCropper, servedDetectorFile, type ServedDetectorFile } from './aligned-crops.ts';
 import { startTsWorker } from '../../node-shared/ts-worker.ts';
 import { compareNames, createProgress, DEFAULT_SUBSET_SEED, SkipCollector, subsetOrder, validateLimit } from './ingest.ts';
 
@@ -60,6 +61,8 @@ export async function loadUtkFace(folder: string, spec: InputSpec, options: Load
     throw new RangeError(`workers must be a whole number of at least 1; got ${workerCount}`);
   }
   const skipped = new SkipCollector();
+  const unaligned = new SkipCollector();
+  const detector = options.crops === 'aligned' ? await servedDetectorFile() : undefined;
   const faces = listFaces(await readdir(folder, { withFileTypes: true }), skipped);
 
   const order = options.limit === undefined ? faces.map((_, i) => i) : subsetOrder(faces.map((f) => f.name), options.seed ?? DEFAULT_SUBSET_SEED);
@@ -73,12 +76,14 @@ export async function loadUtkFace(folder: string, spec: InputSpec, options: Load
     const round = order.slice(next, next + wanted - decoded.size);
     next += round.length;
     const before = attempted;
-    const result = await decodeFiles(round.map((i) => join(folder, faces[i].name)), spec, workerCount, (done) => progress.update(Math.min(before + done, wanted)));
+    const result = await decodeFiles(round.map((i) => join(folder, faces[i].name)), spec, workerCount, detector, (done) => progress.update(Math.min(before + done, wanted)));
     attempted += round.length;
     round.forEach((faceIndex, k) => {
       const failure = result.failures[k];
       if (failure === null) decoded.set(faceIndex, result.pixels.subarray(k * faceBytes, (k + 1) * faceBytes));
       else skipped.add(faces[faceIndex].name, failure.reason, failure.detail);
+      const kept = result.unaligned[k];
+      if (failure === null && kept !== null) unaligned.add(faces[faceIndex].name, kept.reason, kept.detail);
     });
   }
   progress.finish();
@@ -93,6 +98,7 @@ export async function loadUtkFace(folder: string, spec: InputSpec, options: Load
     ethnicities: new Uint8Array(kept.length),
     names: [],
     skipped: skipped.toReport(),
+    ...(detector === undefined ? {} : { unaligned: unaligned.toReport() }),
   };
   kept.forEach((faceIndex, i) => {
     const face = faces[faceIndex];
@@ -145,18 +151,31 @@ interface DecodedFiles {
   /** paths.length faces, in the order of `paths` */
   pixels: Uint8Array;
   failures: DecodedBatch['failures'];
+  unaligned: DecodedBatch['unaligned'];
 }
 
-/** Decodes and preprocesses files in `workerCount` worker threads (on this thread when there are only a few). */
-async function decodeFiles(paths: string[], spec: InputSpec, workerCount: number, onProgress: (done: number) => void): Promise<DecodedFiles> {
+/**
+ * Decodes and preprocesses files in `workerCount` worker threads (on this thread when there are only a few); with
+ * `detector`, cuts each face out as the server does.
+ */
+async function decodeFiles(paths: string[], spec: InputSpec, workerCount: number, detector: ServedDetectorFile | undefined, onProgress: (done: number) => void): Promise<DecodedFiles> {
   const faceBytes = spec.height * spec.width * spec.channels;
-  const result: DecodedFiles = { pixels: new Uint8Array(paths.length * faceBytes), failures: new Array(paths.length).fill(null) };
+  const result: DecodedFiles = { pixels: new Uint8Array(paths.length * faceBytes), failures: new Array(paths.length).fill(null), unaligned: new Array(paths.length).fill(null) };
   if (paths.length < MIN_FILES_FOR_WORKERS) {
-    for (let i = 0; i < paths.length; i++) {
-      const decoded = await decodeFaceFile(paths[i], spec);
-      if (decoded instanceof Uint8Array) result.pixels.set(decoded, i * faceBytes);
-      else result.failures[i] = decoded;
-      onProgress(i + 1);
+    const cropper = detector === undefined ? undefined : await openAlignedCropper(detector);
+    try {
+      for (let i = 0; i < paths.length; i++) {
+        const loaded = await loadFaceFile(paths[i], spec, cropper);
+        if ('bytes' in loaded) {
+          result.pixels.set(loaded.bytes, i * faceBytes);
+          result.unaligned[i] = loaded.unaligned;
+        } else {
+          result.failures[i] = loaded;
+        }
+        onProgress(i + 1);
+      }
+    } finally {
+      await cropper?.release();
     }
     return result;
   }
@@ -174,12 +193,13 @@ async function decodeFiles(paths: string[], spec: InputSpec, workerCount: number
         worker.postMessage(request);
       };
       for (let w = 0; w < Math.min(workerCount, batchCount); w++) {
-        const worker = startDecodeWorker(spec);
+        const worker = startDecodeWorker(spec, detector);
         workers.push(worker);
         worker.on('message', (reply: DecodedBatch) => {
           const start = reply.batch * BATCH_SIZE;
           result.pixels.set(reply.pixels, start * faceBytes);
           reply.failures.forEach((failure, k) => (result.failures[start + k] = failure));
+          reply.unaligned.forEach((kept, k) => (result.unaligned[start + k] = kept));
           done += reply.failures.length;
           onProgress(done);
           if (done === paths.length) {
@@ -202,7 +222,7 @@ async function decodeFiles(paths: string[], spec: InputSpec, workerCount: number
   return result;
 }
 
-function startDecodeWorker(spec: InputSpec): Worker {
-  const workerData: DecodeWorkerData = { role: 'utkface-decode', spec };
+function startDecodeWorker(spec: InputSpec, detector: ServedDetectorFile | undefined): Worker {
+  const workerData: DecodeWorkerData = { role: 'utkface-decode', spec, ...(detector === undefined ? {} : { detector: { bytes: detector.bytes, entry: detector.entry } }) };
   return startTsWorker(new URL('./decode-worker.ts', import.meta.url), workerData);
 }
