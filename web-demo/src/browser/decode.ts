@@ -1,11 +1,13 @@
 /**
  * Decoding in the browser: an image file (or a webcam frame) to an RGBA pixel buffer, upright per its EXIF
- * orientation. Everything after decoding (crop, greyscale, resize, scaling) is contract/preprocess.ts,
- * the same module the server and training use.
+ * orientation, then, as the server does, shrunk to its working size (working-size.ts). Everything after that
+ * (detection, alignment, crop, greyscale, resize, scaling) is contract/, the same modules the server and
+ * training use.
  */
 import { ImageDecodeError, readImageHeader } from '../../../contract/image-header.ts';
 import { imageSizeProblem } from '../../../contract/limits.ts';
 import type { PixelBuffer } from '../../../contract/preprocess.ts';
+import { toWorkingSize, workingSize, type WorkingPhoto } from './working-size.ts';
 
 /** The file is not an image this browser can decode; the message is meant for the page. */
 export class NotAnImageError extends Error {
@@ -108,4 +110,26 @@ export async function decodeImageBlob(blob: Blob): Promise<PixelBuffer> {
   } finally {
     bitmap.close();
   }
+}
+
+/** Decodes an image file and shrinks it to the working size the server finds faces at (`decodeImageBlob`, then `toWorkingSize`). */
+export async function decodePhoto(blob: Blob): Promise<WorkingPhoto> {
+  return toWorkingSize(await decodeImageBlob(blob));
+}
+
+let frameCanvas: OffscreenCanvas | undefined;
+
+/**
+ * A video frame at most `maxSide` a side, scaled by the canvas (a live view needs speed, not the server's
+ * resampling), with `scale` back to the video's pixels. One canvas is reused from frame to frame.
+ */
+export function readFrame(video: HTMLVideoElement, maxSide: number): WorkingPhoto {
+  const { videoWidth: width, videoHeight: height } = video;
+  const size = workingSize(width, height, maxSide);
+  if (frameCanvas === undefined || frameCanvas.width !== size.width || frameCanvas.height !== size.height) frameCanvas = new OffscreenCanvas(size.width, size.height);
+  const context = frameCanvas.getContext('2d', { willReadFrequently: true });
+  if (context === null) throw new Error('This browser cannot create a 2D canvas to read the webcam');
+  context.drawImage(video, 0, 0, width, height, 0, 0, size.width, size.height);
+  const { data } = context.getImageData(0, 0, size.width, size.height, { colorSpace: 'srgb' });
+  return { pixels: { width: size.width, height: size.height, channels: 4, data }, width, height, scale: width / size.width };
 }

@@ -1,8 +1,9 @@
 /**
  * The models in the browser: the manifest's files fetched from the page's own origin and loaded by
  * contract/model-set.ts (sha256, metadata, preprocessing version, models that read the same input merged into
- * one graph so that a shared trunk runs once) in onnxruntime-web, and one prediction per image in exactly the
- * shape of the server's POST /v1/predict answer. Nothing here knows a label or a size.
+ * one graph so that a shared trunk runs once) in onnxruntime-web, and one prediction per photo in exactly the
+ * shape of the server's POST /v1/predict answer: the manifest's face detector finds the faces and
+ * contract/face/photo.ts cuts them out, the same code as the server's. Nothing here knows a label or a size.
  */
 import type { ModelMetadata } from '../../../contract/metadata.ts';
 import {
@@ -17,11 +18,34 @@ import {
   type ModelSource,
 } from '../../../contract/model-set.ts';
 import { preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../contract/preprocess.ts';
-import { taskPrediction, type Prediction, type TaskPrediction } from '../../../contract/prediction.ts';
+import { taskPrediction, type TaskPrediction } from '../../../contract/prediction.ts';
+import { blazefaceInput } from '../../../contract/face/blazeface.ts';
+import {
+  cropFace,
+  DEFAULT_MAX_FACES,
+  DEFAULT_MIN_SCORE,
+  detectFaces,
+  faceAnswer,
+  facePosition,
+  wholeImagePosition,
+  type FacePrediction,
+  type FaceSearch,
+  type PhotoPrediction,
+  type RunDetector,
+} from '../../../contract/face/photo.ts';
 import { webRuntime, type WebSession } from './runtime.ts';
+import type { WorkingPhoto } from './working-size.ts';
 
 export { MANIFEST_FILE, ModelLoadError } from '../../../contract/model-set.ts';
-export type { Prediction, TaskPrediction, Timings } from '../../../contract/prediction.ts';
+export type { TaskPrediction } from '../../../contract/prediction.ts';
+export type { FacePrediction, PhotoPrediction } from '../../../contract/face/photo.ts';
+
+/** How to read a photo: find its faces (the server's default), or take the whole image as one face (`detect=none`). */
+export type DetectMode = 'faces' | 'none';
+export const DETECT_MODES: readonly DetectMode[] = ['faces', 'none'];
+
+/** The server's defaults for a request that names no `maxFaces` or `minScore`. */
+export const DEFAULT_FACE_SEARCH: Readonly<FaceSearch> = { minScore: DEFAULT_MIN_SCORE, maxFaces: DEFAULT_MAX_FACES };
 
 /** A classifier: its task, file and the metadata it carries. */
 export type LoadedModel = LoadedClassifier;
@@ -80,23 +104,40 @@ export class Classifier {
     return new Classifier(set.classifiers, set.graphs, set.specs, set.detectors);
   }
 
-  /** The model inputs of a decoded image, one per distinct spec (shared preprocessing, as in the server). */
+  /** The first of the manifest's detectors, as the server uses; undefined where the manifest lists none. */
+  private get runDetector(): RunDetector | undefined {
+    const detector = this.detectors[0];
+    if (detector === undefined) return undefined;
+    const { session, inputName } = detector;
+    return async (input, size) => Object.values(await webRuntime.run(session, { [inputName]: { data: input, dims: [1, size, size, 3] } }));
+  }
+
+  /** Whether the page can find faces (else every image is taken as one face). */
+  get detects(): boolean {
+    return this.detectors.length > 0;
+  }
+
+  /** Model inputs from a face's crop bytes (one per spec, from `cropFace` or `preprocessToBytes`). */
+  private inputsOf(crops: readonly Uint8Array[]): ModelInput[] {
+    return this.specs.map((spec, i) => ({ spec, bytes: crops[i], data: scaleBytes(crops[i], spec) }));
+  }
+
+  /** The model inputs of a whole image, one per distinct spec (the server's `detect=none`). */
   preprocess(image: PixelBuffer): ModelInput[] {
-    return this.specs.map((spec) => {
-      const bytes = preprocessToBytes(image, spec);
-      return { spec, bytes, data: scaleBytes(bytes, spec) };
-    });
+    return this.inputsOf(this.specs.map((spec) => preprocessToBytes(image, spec)));
   }
 
-  /** One run of every model on a blank image, so that the first prediction shown is not the one that pays for set-up. */
+  /** One run of every model on a blank image and of the detector on a blank input, so that the first prediction shown is not the one that pays for set-up. */
   async warmUp(): Promise<void> {
-    await this.infer(this.specs.map((spec) => {
-      const bytes = new Uint8Array(spec.height * spec.width * spec.channels);
-      return { spec, bytes, data: scaleBytes(bytes, spec) };
-    }));
+    await this.infer(this.inputsOf(this.specs.map((spec) => new Uint8Array(spec.height * spec.width * spec.channels))));
+    const detector = this.detectors[0];
+    if (detector !== undefined) {
+      const size = detector.input.height;
+      await this.runDetector?.(new Float32Array(size * size * 3), size);
+    }
   }
 
-  /** Runs every model on inputs from `preprocess`; returns the tasks' answers and the time the runs took. */
+  /** Runs every model on one face's inputs; returns the tasks' answers and the time the runs took. */
   async infer(inputs: readonly ModelInput[]): Promise<{ tasks: Record<string, TaskPrediction>; ms: number }> {
     const started = performance.now();
     const tasks: Record<string, TaskPrediction> = {};
@@ -110,15 +151,56 @@ export class Classifier {
   }
 
   /**
-   * The whole prediction for an image: `decode` turns it into pixels (timed with preprocessing, as the server's
-   * decode time is), then every model runs. `startedAt` is when the caller got the image (performance.now()).
+   * The whole answer for a photo, in the server's shape: `decode` gives it at its working size (timed with
+   * preparing the detector's input, as the server's decode time is), then the detector finds the faces and each
+   * is cut out and judged, or with `detect` 'none' the whole image is one face. `inputs[i]` is face i's model
+   * inputs (undefined where it was not judged). `startedAt` is when the caller got the image (performance.now()).
    */
-  async predict(decode: () => Promise<PixelBuffer>, startedAt = performance.now()): Promise<{ prediction: Prediction; inputs: ModelInput[] }> {
+  async predict(
+    decode: () => Promise<WorkingPhoto>,
+    detect: DetectMode = 'faces',
+    startedAt = performance.now(),
+    search: FaceSearch = DEFAULT_FACE_SEARCH,
+  ): Promise<{ prediction: PhotoPrediction; inputs: (ModelInput[] | undefined)[]; photo: WorkingPhoto }> {
+    const run = this.runDetector;
+    if (detect === 'faces' && run === undefined) throw new Error('The manifest lists no face detector, so the page cannot find faces; tick "The photo is a face crop" to take the whole image as one face');
     const decodeStarted = performance.now();
-    const inputs = this.preprocess(await decode());
-    const decodeMs = performance.now() - decodeStarted;
-    const { tasks, ms } = await this.infer(inputs);
-    const prediction: Prediction = { ...tasks, timingsMs: { decode: round(decodeMs), inference: round(ms), total: round(performance.now() - startedAt) } };
-    return { prediction, inputs };
+    const photo = await decode();
+    const image = { width: photo.width, height: photo.height };
+    if (detect === 'none' || run === undefined) {
+      const inputs = this.preprocess(photo.pixels);
+      const decodeMs = performance.now() - decodeStarted;
+      const { tasks, ms } = await this.infer(inputs);
+      const timingsMs = { decode: round(decodeMs), detect: 0, align: 0, inference: round(ms), total: round(performance.now() - startedAt) };
+      return { prediction: { image, faces: [faceAnswer(wholeImagePosition(photo.width, photo.height), tasks)], timingsMs }, inputs: [inputs], photo };
+    }
+    const prepared = blazefaceInput(photo.pixels, { inputSize: this.detectors[0].input.height });
+    const detectStarted = performance.now();
+    const found = await detectFaces(photo.pixels, run, search, prepared);
+    const alignStarted = performance.now();
+    const crops = found.map((face) => cropFace(photo.pixels, face, this.specs));
+    const inferenceStarted = performance.now();
+    const faces: FacePrediction[] = [];
+    const inputs: (ModelInput[] | undefined)[] = [];
+    for (const [i, crop] of crops.entries()) {
+      const position = facePosition(found[i], photo.scale);
+      if ('reason' in crop) {
+        faces.push(faceAnswer(position, { reason: crop.reason }));
+        inputs.push(undefined);
+        continue;
+      }
+      const faceInputs = this.inputsOf(crop.crops);
+      faces.push(faceAnswer(position, (await this.infer(faceInputs)).tasks));
+      inputs.push(faceInputs);
+    }
+    const done = performance.now();
+    const timingsMs = {
+      decode: round(detectStarted - decodeStarted),
+      detect: round(alignStarted - detectStarted),
+      align: round(inferenceStarted - alignStarted),
+      inference: round(done - inferenceStarted),
+      total: round(done - startedAt),
+    };
+    return { prediction: { image, faces, timingsMs }, inputs, photo };
   }
 }
