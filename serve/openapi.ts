@@ -3,6 +3,7 @@
  * from their metadata (as enums), so the document describes the models actually served.
  */
 import { DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE } from '../contract/face/photo.ts';
+import { UNCERTAIN_BELOW } from '../contract/prediction.ts';
 import { IMAGE_FIELD } from './body.ts';
 import type { ServeConfig } from './config.ts';
 import type { ModelsReport } from './models.ts';
@@ -32,8 +33,15 @@ function taskSchema(task: string, labels: readonly string[] | undefined, nameFie
     index: { type: 'integer', minimum: 0, description: 'Index of that class in `probabilities`.' },
     probabilities: { type: 'array', items: { type: 'number' }, ...(labels === undefined ? {} : { minItems: labels.length, maxItems: labels.length }), description: 'One per class, in metadata order; models/MODEL_CARD.md measures how often answers given with each probability are right.' },
   };
+  properties.classes = {
+    type: 'object',
+    additionalProperties: { type: 'number' },
+    ...(labels === undefined ? {} : { required: [...labels], properties: Object.fromEntries(labels.map((name) => [name, { type: 'number' }])) }),
+    description: 'Each class\'s probability under its name, the same numbers as `probabilities`.',
+  };
+  properties.uncertain = { type: 'boolean', description: `Whether the top probability is under ${UNCERTAIN_BELOW}: the probabilities are calibrated, so such an answer is right about that often or less.` };
   if (hasYears) properties.years = { type: 'number', description: 'Age in years, where the age model predicts it: the mean of its distribution over ages, which can fall outside the most probable group.' };
-  return { type: 'object', description: `The ${task} prediction.`, required: [nameField, 'index', 'probabilities'], properties };
+  return { type: 'object', description: `The ${task} prediction.`, required: [nameField, 'index', 'probabilities', 'classes', 'uncertain'], properties };
 }
 
 export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefined): object {

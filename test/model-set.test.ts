@@ -174,7 +174,7 @@ describe('the model-set loader, against a fake runtime', () => {
     assert.ok(merged.nodes !== undefined && merged.nodes.merged < merged.nodes.separate, 'the shared trunk is kept once');
     assert.match(log.lines.join('\n'), /info: age, gender: one merged graph, \d+ nodes where the separate graphs have \d+/);
     const outputs = await runtime.run(merged.session, { [merged.inputName]: { data: new Float32Array(8), dims: [2, 2, 2, 1] } });
-    assert.deepEqual(merged.interpret(outputs, 1).gender, { label: 'f', index: 1, probabilities: [Math.fround(0.1), Math.fround(0.2)] });
+    assert.deepEqual(merged.interpret(outputs, 1).gender, { label: 'f', index: 1, probabilities: [Math.fround(0.1), Math.fround(0.2)], classes: { m: Math.fround(0.1), f: Math.fround(0.2) }, uncertain: true });
     assert.equal(merged.interpret(outputs, 0).age.group, 'old');
     const gender = set.classifiers.find((m) => m.task === 'gender');
     assert.deepEqual(gender?.onnx, { inputs: [imageInput('image', SMALL)], outputs: [probabilities('probabilities', 'gender')] });

@@ -104,8 +104,9 @@ function assertDetectedFace(face: FaceBody, image: { width: number; height: numb
   assert.equal(face.reason, undefined, `the face is judged, not set aside: ${face.reason}`);
   assert.ok(face.score !== null && face.score >= 0.5 && face.score <= 1, `score ${face.score}`);
   assert.ok(inside(centre(face.box), { left: 0, top: 0, ...image }), `the box's centre lies in the image: ${JSON.stringify(face.box)}`);
-  // A face filling the frame gets a box that may reach a little past its edge (the detector's box is not clipped).
-  assert.ok(fractionInside(face.box, image) >= 0.9, `the box lies (almost all) inside the image: ${JSON.stringify(face.box)}`);
+  // A face filling the frame gets a box that may reach past its edge (a face turned aside, as in the first crop, by
+  // an eighth): the detector's box is not clipped, so that it keeps the face's true size.
+  assert.ok(fractionInside(face.box, image) >= 0.8, `the box lies mostly inside the image: ${JSON.stringify(face.box)}`);
   const landmarks = face.landmarks;
   assert.ok(landmarks !== null, 'a detected face has landmarks');
   for (const name of ['rightEye', 'leftEye', 'nose', 'mouth'] as const) assert.ok(inside(landmarks[name], { left: face.box.x, top: face.box.y, width: face.box.width, height: face.box.height }), `${name} lies in the box`);
