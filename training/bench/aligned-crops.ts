@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { classIndex, TASKS, type AgeScheme, type Task } from '../../contract/labels.ts';
-import type { ModelMetadata } from '../../contract/metadata.ts';
+import { isDetectorEntry, type ModelMetadata } from '../../contract/metadata.ts';
 import { loadModelSet, MANIFEST_FILE, parseManifest, type ModelSet } from '../../contract/model-set.ts';
 import type { TaskPrediction } from '../../contract/prediction.ts';
 import { preprocessToBytes, scaleBytes } from '../../contract/preprocess.ts';
@@ -29,7 +29,9 @@ const USAGE = `Usage: npx tsx training/bench/aligned-crops.ts [--limit N] [--dat
 
   --limit N      the first N validation faces (a seeded random subset)        (default: all 1,709)
   --data DIR     the UTKFace folder the models were trained on       (default: ../shared/data/utkface)
-  --models DIR   a model folder with manifest.json, classifiers and detector  (default: models/)`;
+  --models DIR   a model folder with manifest.json and the three classifiers    (default: models/)
+                 (its detector, or models/'s where its manifest lists none, as a run exported
+                 with npm run export -- --all --out-dir DIR)`;
 
 /** Faces per model run. */
 const BATCH = 64;
@@ -102,7 +104,7 @@ async function main(argv: string[]): Promise<void> {
   const entries = parseManifest(await readFile(manifestPath, 'utf8'), manifestPath).models;
   const log = { info: () => {}, warn: (line: string) => console.error(line) };
   const set = await loadModelSet(folderModelSource(modelsDir), entries, nodeRuntime({ provider: 'cpu', threads: 1 }), { merge: true, log });
-  const detector = await servedDetectorFile(modelsDir);
+  const detector = await servedDetectorFile(entries.some(isDetectorEntry) ? modelsDir : SERVED_MODELS_DIR);
   const cropper = await openAlignedCropper(detector);
   const age = set.classifiers.find((model) => model.task === 'age');
   if (age === undefined || set.classifiers.length !== TASKS.length) throw new UsageError(`${manifestPath} must list the three classifiers (${TASKS.join(', ')})`);
