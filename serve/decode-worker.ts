@@ -5,7 +5,8 @@
  * input spec, as one face.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { blazefaceInput, type InputTransform } from '../contract/face/blazeface.ts';
+import type { InputTransform } from '../contract/face/blazeface.ts';
+import { firstDetectorInput } from '../contract/face/photo.ts';
 import { ImageDecodeError, type ImageDecodeFailure } from '../contract/image-header.ts';
 import { preprocess, type InputSpec, type PixelBuffer } from '../contract/preprocess.ts';
 import { decodePhoto, ImageSizeError } from '../imaging/photo-decode.ts';
@@ -59,7 +60,7 @@ async function decodeOne(bytes: Uint8Array, detect: boolean): Promise<DecodedPho
   const photo = await decodePhoto(bytes, { maxPixels, minImageSide });
   let prepared: PhotoInputs;
   if (detect && detectorInputSize !== undefined) {
-    const { input, transform } = blazefaceInput(photo.pixels, { inputSize: detectorInputSize });
+    const { input, transform } = firstDetectorInput(photo.pixels, detectorInputSize);
     prepared = { kind: 'detect', detectorInput: input, transform, pixels: { ...photo.pixels, data: Uint8Array.from(photo.pixels.data) } };
   } else {
     prepared = { kind: 'whole', inputs: specs.map((spec) => preprocess(photo.pixels, spec)) };

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { blazefaceInput, padDetectorInput, type DetectedFace, type OutputTensor } from '../contract/face/blazeface.ts';
-import { DEFAULT_CROP_PASS, detectFaces, needsCropPass, type RunDetector } from '../contract/face/photo.ts';
+import { DEFAULT_CROP_PASS, detectFaces, firstDetectorInput, needsCropPass, type RunDetector } from '../contract/face/photo.ts';
 import { FACE_TEMPLATE } from '../contract/face/template.ts';
 import { cropTruth, matchDetections, type FoundFace } from '../training/data/faces.ts';
 
@@ -73,7 +73,9 @@ describe('padDetectorInput', () => {
 });
 
 describe('detectFaces', () => {
-  const photo = smoothImage(256, 256);
+  // Larger than a face crop (see the crop-sized case below): twice the detector's input a side.
+  const photo = smoothImage(512, 512);
+  const photoPixelsPerInputPixel = 512 / 256;
 
   it('runs the detector once when the unpadded pass finds a face that does not fill the frame', async () => {
     const detector = scriptedDetector([outputs({ size: 40 })]);
@@ -89,7 +91,7 @@ describe('detectFaces', () => {
     assert.deepEqual(detector.inputs[1], padDetectorInput(blazefaceInput(photo).input, blazefaceInput(photo).transform, DEFAULT_CROP_PASS.padding).input);
     assert.equal(faces.length, 1);
     // 40 input pixels at the crop pass's scale.
-    assert.ok(Math.abs(faces[0].box.width - 40 * DEFAULT_CROP_PASS.padding) < 1e-6, `width ${faces[0].box.width}`);
+    assert.ok(Math.abs(faces[0].box.width - 40 * DEFAULT_CROP_PASS.padding * photoPixelsPerInputPixel) < 1e-6, `width ${faces[0].box.width}`);
   });
 
   it('looks again when a face fills the frame, and merges the two passes into one face', async () => {
@@ -115,7 +117,16 @@ describe('detectFaces', () => {
       { dims: [1, ROWS_8, COORDS], data: boxes.slice(ROWS_16 * COORDS) },
     ];
     const faces = await detectFaces(photo, scriptedDetector([nested]).run, search);
-    assert.deepEqual(faces.map((f) => f.box.width), [60]);
+    assert.deepEqual(faces.map((f) => f.box.width), [60 * photoPixelsPerInputPixel]);
+  });
+
+  it('takes a photo no larger than the detector input as a face crop: one pass, padded, even when it finds no face', async () => {
+    const crop = smoothImage(200, 200);
+    const detector = scriptedDetector([outputs(null)]);
+    assert.deepEqual(await detectFaces(crop, detector.run, search), []);
+    assert.equal(detector.inputs.length, 1);
+    assert.deepEqual(detector.inputs[0], blazefaceInput(crop, { padding: DEFAULT_CROP_PASS.padding }).input);
+    assert.deepEqual(firstDetectorInput(crop).input, detector.inputs[0], 'the input the server prepares in its decode thread');
   });
 
   it('runs one pass only when asked for no crop pass', async () => {

@@ -4,7 +4,8 @@
  *
  *   const faces = await detectFaces(pixels, runDetector, { minScore, maxFaces });   // largest first
  *                                   // one detector pass on the photo as it is; a second, padded, when it finds no
- *                                   // face or a face filling the frame (a portrait, a cropped face)
+ *                                   // face or a face filling the frame (a portrait); a photo no larger than the
+ *                                   // detector's input is a face crop: one pass, padded (firstDetectorInput)
  *   const crops = faces.map((face) => cropFace(pixels, face, specs));                // per face: crops or why not
  *   ...run the attribute models on each crop...
  *   faceAnswer(face, scale, predictionsOrReason)                                     // in the photo's pixels
@@ -23,6 +24,12 @@ export { DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE };
  */
 const CROP_PASS_PADDING = 2;
 const LARGE_FACE_FRACTION = 0.45;
+/**
+ * Photos no larger than the detector's input a side are taken as face crops (a UTKFace crop is 200x200): they get
+ * one pass, padded as the second pass would pad them, which finds every training-split crop's face (face-detect.ts);
+ * one detector run instead of two is what keeps a server of face crops fast.
+ */
+const CROP_SIZED_SIDE = BLAZEFACE_INPUT_SIZE;
 /** The detector sometimes reports part of a face (eyes and nose) as a second, smaller face inside it. */
 const NESTED_FACE_RATIO = 1.5;
 
@@ -55,6 +62,17 @@ export interface CropPass {
 
 export const DEFAULT_CROP_PASS: CropPass = { padding: CROP_PASS_PADDING, largeFaceFraction: LARGE_FACE_FRACTION };
 
+/** Whether a photo is small enough to be taken as a face crop: one detector pass, padded. */
+export function isCropSized(image: { width: number; height: number }): boolean {
+  return Math.max(image.width, image.height) <= CROP_SIZED_SIDE;
+}
+
+/** The detector's first input for a photo: padded for a crop-sized photo, as it is otherwise. */
+export function firstDetectorInput(pixels: PixelBuffer, inputSize = BLAZEFACE_INPUT_SIZE, cropPass: CropPass | null = DEFAULT_CROP_PASS): PreparedDetectorInput {
+  const padding = cropPass !== null && isCropSized(pixels) ? cropPass.padding : 1;
+  return blazefaceInput(pixels, { inputSize, padding });
+}
+
 /** Boxes and landmarks are rounded to this many decimals in answers. */
 const POSITION_DECIMALS = 1;
 
@@ -71,10 +89,10 @@ export async function detectFaces(
   inputSize = BLAZEFACE_INPUT_SIZE,
   cropPass: CropPass | null = DEFAULT_CROP_PASS,
 ): Promise<DetectedFace[]> {
-  const first = prepared ?? blazefaceInput(pixels, { inputSize });
+  const first = prepared ?? firstDetectorInput(pixels, inputSize, cropPass);
   const options = { minScore: search.minScore, maxFaces: search.maxFaces };
   let faces = decodeDetections(await run(first.input, first.transform.inputSize), first.transform, options);
-  if (cropPass !== null && needsCropPass(faces, pixels, cropPass)) {
+  if (cropPass !== null && !isCropSized(pixels) && needsCropPass(faces, pixels, cropPass)) {
     // Made from the first pass's input, not the photo's pixels again: a fraction of the cost, the same faces.
     const padded = padDetectorInput(first.input, first.transform, cropPass.padding);
     const framed = decodeDetections(await run(padded.input, padded.transform.inputSize), padded.transform, options);

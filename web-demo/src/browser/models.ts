@@ -19,13 +19,13 @@ import {
 } from '../../../contract/model-set.ts';
 import { preprocessToBytes, scaleBytes, type InputSpec, type PixelBuffer } from '../../../contract/preprocess.ts';
 import { taskPrediction, type TaskPrediction } from '../../../contract/prediction.ts';
-import { blazefaceInput } from '../../../contract/face/blazeface.ts';
 import {
   cropFace,
   DEFAULT_MAX_FACES,
   DEFAULT_MIN_SCORE,
   detectFaces,
   faceAnswer,
+  firstDetectorInput,
   facePosition,
   wholeImagePosition,
   type FacePrediction,
@@ -174,7 +174,7 @@ export class Classifier {
       const timingsMs = { decode: round(decodeMs), detect: 0, align: 0, inference: round(ms), total: round(performance.now() - startedAt) };
       return { prediction: { image, faces: [faceAnswer(wholeImagePosition(photo.width, photo.height), tasks)], timingsMs }, inputs: [inputs], photo };
     }
-    const prepared = blazefaceInput(photo.pixels, { inputSize: this.detectors[0].input.height });
+    const prepared = firstDetectorInput(photo.pixels, this.detectors[0].input.height);
     const detectStarted = performance.now();
     const found = await detectFaces(photo.pixels, run, search, prepared);
     const alignStarted = performance.now();
