@@ -7,6 +7,7 @@ import { Jimp } from 'jimp';
 import {
   blues,
   CORRECT_COLOR,
+  KEPT_EPOCH_COLOR,
   niceTicks,
   plotConfusionMatrix,
   plotHistory,
@@ -106,6 +107,42 @@ describe('plotHistory', () => {
     const image = await readPng(file, 800, 360);
     assert.ok(countColor(image, TRAIN_COLOR) > 200);
     assert.equal(countColor(image, VALIDATION_COLOR, 10, plot.panels.loss), 0);
+  });
+
+  test('marks the kept epoch with a labelled line in both panels, and nowhere without one', async () => {
+    const file = join(dir, 'curves-kept.png');
+    const plot = await plotHistory(history, file, 'age: loss and accuracy', { keptEpoch: 7 });
+    const image = await readPng(file, 1000, 420);
+    assert.ok(plot.kept !== undefined, 'the kept epoch is reported');
+    for (const [name, panel] of Object.entries(plot.panels) as [keyof typeof plot.panels, Box][]) {
+      const x = plot.kept.x[name];
+      assert.ok(x > panel.x + panel.width / 2 && x < panel.x + panel.width, `epoch 7 of 12 lies right of the ${name} panel's middle`);
+      // a dashed line: the colour down most of the column's height
+      const column = countColor(image, KEPT_EPOCH_COLOR, 10, { x: x - 1, y: panel.y, width: 2, height: panel.height });
+      assert.ok(column > panel.height * 0.6, `${column} kept-epoch pixels in the ${name} panel's column at x ${x}`);
+    }
+    for (const label of plot.kept.labels) assert.ok(countColor(image, KEPT_EPOCH_COLOR, 60, label) > 20, 'the "kept: epoch 7" label is drawn');
+    const unmarked = await plotHistory(history, join(dir, 'curves-unmarked.png'), 'no kept epoch');
+    assert.equal(unmarked.kept, undefined);
+    assert.equal(countColor(await readPng(unmarked.file, 1000, 420), KEPT_EPOCH_COLOR), 0);
+  });
+
+  test('puts a described loss legend above the loss panel, where it hides no curve', async () => {
+    const file = join(dir, 'curves-losses.png');
+    const loss = { train: 'train: label-smoothed cross-entropy, faces augmented', validation: 'validation: cross-entropy', note: 'different losses, not comparable' };
+    const plot = await plotHistory(history, file, 'gender: loss and accuracy', { loss });
+    const image = await readPng(file, 1000, 420);
+    const plain = await plotHistory(history, join(dir, 'curves-plain.png'), 'gender: loss and accuracy');
+    assert.ok(plot.panels.loss.y > plain.panels.loss.y, 'the panels move down to make room for the legend rows');
+    assert.equal(plot.panels.accuracy.y, plot.panels.loss.y, 'both panels keep one top');
+    const above: Box = { x: plot.panels.loss.x - 24, y: plain.panels.loss.y - 4, width: plot.panels.loss.width, height: plot.panels.loss.y - plain.panels.loss.y };
+    assert.ok(countColor(image, TRAIN_COLOR, 10, above) > 20, 'the train entry is above the panel');
+    assert.ok(countColor(image, VALIDATION_COLOR, 10, above) > 20, 'the validation entry is above the panel');
+    // no legend text inside the loss panel, where the plain plot prints its legend's names
+    const inner = (panel: Box): Box => ({ x: panel.x + 2, y: panel.y + 2, width: panel.width - 4, height: panel.height - 4 });
+    const TEXT: RGB = [0x22, 0x22, 0x22];
+    assert.ok(countColor(await readPng(plain.file, 1000, 420), TEXT, 10, inner(plain.panels.loss)) > 20, 'the plain plot has its legend inside');
+    assert.equal(countColor(image, TEXT, 10, inner(plot.panels.loss)), 0);
   });
 
   test('rejects a history whose series lengths disagree, naming the series', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { formatDuration } from '../node-shared/format.ts';
-import { formatEpochLine, ProgressBar } from '../training/report/progress.ts';
+import { formatEpochLine, formatSharedEpochLine, ProgressBar } from '../training/report/progress.ts';
 
 describe('formatEpochLine', () => {
   test('keeps every column at the same position from epoch 1 to the last', () => {
@@ -14,6 +14,26 @@ describe('formatEpochLine', () => {
 
   test('prints a diverged loss as nan and leaves out what was not measured', () => {
     assert.equal(formatEpochLine({ epoch: 2, epochs: 5, loss: NaN }), 'epoch 2/5  loss     nan');
+  });
+});
+
+describe('formatSharedEpochLine', () => {
+  const tasks = [
+    { task: 'age', valAccuracy: 0.60417, valMae: 16.744 },
+    { task: 'ethnicity', valAccuracy: 0.45833 },
+    { task: 'gender', valAccuracy: 0.75 },
+  ];
+
+  test('puts an epoch of every task on one line: validation accuracies, the age error, the score and the time left', () => {
+    const line = formatSharedEpochLine({ epoch: 2, epochs: 32, tasks, score: 0.60417, improved: true, seconds: 18.24, imagesPerSecond: 21.3, elapsedSeconds: 58, leftSeconds: 870 });
+    assert.equal(line, 'epoch 2/32 done, validation: age 60.4% (MAE 16.74 years), ethnicity 45.8%, gender 75.0%, score 0.6042 (best); 18.2 s, 21 img/s; 0:58 elapsed, about 14:30 left');
+    assert.doesNotMatch(line, /\n/);
+  });
+
+  test('says nothing of a best epoch that was not one, and prints a diverged score as nan', () => {
+    const line = formatSharedEpochLine({ epoch: 3, epochs: 3, tasks, score: NaN, improved: false, seconds: 1, imagesPerSecond: 100, elapsedSeconds: 3, leftSeconds: 0 });
+    assert.match(line, /^epoch 3\/3 done, .* score nan; /);
+    assert.doesNotMatch(line, /best/);
   });
 });
 

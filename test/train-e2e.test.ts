@@ -49,16 +49,22 @@ describe('training end to end', () => {
   it('trains the seed gender model on generated faces and writes every artifact of a run', async () => {
     const dataset = brightnessDataset(800);
     const lines: string[] = [];
-    const metrics = await trainTask({ task: 'gender', preset: 'seed', dataset, outDir: dir, epochs: 6, seed: 7, ageScheme: 'coursework', backend: 'wasm', log: (l) => lines.push(l) });
+    const details: string[] = [];
+    const metrics = await trainTask({ task: 'gender', preset: 'seed', dataset, outDir: dir, epochs: 6, seed: 7, ageScheme: 'coursework', backend: 'wasm', log: (l) => lines.push(l), detail: (l) => details.push(l) });
     assert.ok(metrics.testAccuracy > 0.9, `test accuracy ${metrics.testAccuracy} on a trivially separable set`);
     assert.equal(metrics.testCount, 240);
     assert.equal(metrics.parameters, 673);
-    for (const file of ['model/model.json', 'model/weights.bin', 'history.json', 'metrics.json', 'training-info.json', 'test-split.json', 'curves.png', 'confusion.png', 'samples.png']) {
+    for (const file of ['model/model.json', 'model/weights.bin', 'history.json', 'metrics.json', 'training-info.json', 'test-split.json', 'evaluation.txt', 'subgroups.txt', 'curves.png', 'confusion.png', 'samples.png']) {
       assert.ok(existsSync(join(dir, file)), `${file} is written`);
     }
     const history = JSON.parse(await readFile(join(dir, 'history.json'), 'utf8'));
     assert.equal(history.loss.length, 6);
     assert.equal(lines.filter((l) => /epoch\s+\d+\/6/.test(l)).length, 6, 'one line per epoch');
+    // the test split's tables go to `detail` (what --verbose prints) and to evaluation.txt, not to `log`
+    assert.ok(!lines.some((l) => l.includes('Confusion matrix')), lines.join('\n'));
+    assert.equal(details.length, 1);
+    assert.match(details[0], /^gender: accuracy [\d.]+% on 240 faces\n[\s\S]*Confusion matrix[\s\S]*Accuracy by subgroup/);
+    assert.equal(await readFile(join(dir, 'evaluation.txt'), 'utf8'), details[0] + '\n');
 
     const reloaded = await loadModel(join(dir, 'model'));
     const x = tf.tensor4d(dataset.pixels.slice(0, 2 * 48 * 48), [2, 48, 48, 1]).div(255);

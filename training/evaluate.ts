@@ -196,9 +196,10 @@ function yearsError(predicted: number[], ages: number[], ageScheme: AgeScheme): 
   };
 }
 
-export function formatEvaluation(evaluation: Evaluation): string {
+/** The full report: accuracy, the per-class report, confusion matrix, subgroups, calibration and, for age, the error in years; headed by `heading` (default: the task). */
+export function formatEvaluation(evaluation: Evaluation, heading: string = evaluation.task): string {
   return [
-    `${evaluation.task}: accuracy ${(evaluation.accuracy * 100).toFixed(2)}% on ${evaluation.count} faces`,
+    `${heading}: accuracy ${(evaluation.accuracy * 100).toFixed(2)}% on ${evaluation.count} faces`,
     '',
     formatClassificationReport(evaluation.report),
     'Confusion matrix (rows: true, columns: predicted)',
@@ -215,4 +216,14 @@ export function formatEvaluation(evaluation: Evaluation): string {
           ...evaluation.years.byAgeGroup.map((g) => `  ${g.label.padEnd(6)} ${g.mae === null ? '     -' : g.mae.toFixed(2).padStart(6)} years  (${g.count} faces)`),
         ]),
   ].join('\n');
+}
+
+/**
+ * One line per task, for the end of a report: `age:      79.82% accuracy (age group), 5.20 years MAE (4272 faces)`.
+ * `heading` defaults to the task; `faces` names what was counted (e.g. "test faces").
+ */
+export function formatEvaluationSummary(evaluation: Pick<Evaluation, 'task' | 'accuracy' | 'count' | 'years'>, { heading = evaluation.task as string, faces = 'faces' }: { heading?: string; faces?: string } = {}): string {
+  const accuracy = `${(evaluation.accuracy * 100).toFixed(2)}% accuracy${evaluation.task === 'age' ? ' (age group)' : ''}`;
+  const years = evaluation.years === undefined ? '' : `, ${evaluation.years.mae.toFixed(2)} years MAE`;
+  return `${`${heading}:`.padEnd(10)} ${accuracy}${years} (${evaluation.count} ${faces})`;
 }

@@ -38,7 +38,7 @@ import {
   type RunOptions,
 } from './checkpoint.ts';
 import { buildMultitaskModels } from './models/residual.ts';
-import { formatDuration, formatEpochLine, ProgressBar } from './report/progress.ts';
+import { formatEpochLine, formatSharedEpochLine, ProgressBar } from './report/progress.ts';
 
 /** The multitask preset's input: UTKFace's colour, at a size the browser and two CPU cores can afford. */
 export const MULTITASK_INPUT: InputSpec = { height: 64, width: 64, channels: 3, scaling: 'unit' };
@@ -110,6 +110,8 @@ export interface MultitaskFitArgs {
   /** data-parallel replicas (default: one per core on wasm and cpu; one on tfjs-node, which has its own threads) */
   replicas?: number;
   log: (line: string) => void;
+  /** each task's epoch line, which only --verbose prints (`log` prints one line per epoch); absent: they go to `log` */
+  detail?: (line: string) => void;
   /** absent: no checkpoint is written and the run cannot be resumed */
   checkpoint?: MultitaskCheckpointArgs;
   /** when it aborts, the run stops at once, keeping the checkpoint of the last completed epoch (`TrainingInterrupted`) */
@@ -219,7 +221,7 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     batchStats: new SharedArrayBuffer(replicas * statisticsSize * Float64Array.BYTES_PER_ELEMENT),
     sync: new SharedArrayBuffer(SYNC_SLOTS * Int32Array.BYTES_PER_ELEMENT),
   };
-  const journal = new RunJournal({ epochs, replicas, patience: config.patience, log, folder: args.checkpoint && checkpointFolder(args.checkpoint.runDir), options, dataset: datasetFingerprint(dataset), resume });
+  const journal = new RunJournal({ epochs, replicas, patience: config.patience, log, detail: args.detail ?? log, folder: args.checkpoint && checkpointFolder(args.checkpoint.runDir), options, dataset: datasetFingerprint(dataset), resume });
   const replicaCheckpoint = (replica: number): ReplicaCheckpoint | undefined =>
     args.checkpoint && {
       folder: checkpointFolder(args.checkpoint.runDir),
@@ -302,6 +304,7 @@ class RunJournal {
       replicas: number;
       patience: number;
       log: (line: string) => void;
+      detail: (line: string) => void;
       /** absent: no checkpoint is written */
       folder?: string;
       options?: RunOptions;
@@ -324,7 +327,7 @@ class RunJournal {
   }
 
   recordEpoch(message: EpochMessage): void {
-    const { epochs, log } = this.run;
+    const { epochs, log, detail } = this.run;
     this.stepBar?.clear();
     this.stepBar = undefined;
     const elapsed = (performance.now() - this.started) / 1000;
@@ -333,9 +336,11 @@ class RunJournal {
       const t = message.tasks[task];
       const entry = { epoch: message.epoch, epochs, loss: t.loss, accuracy: t.accuracy, valLoss: t.valLoss, valAccuracy: t.valAccuracy, seconds: message.seconds, imagesPerSecond: message.imagesPerSecond, valMae: t.valMae };
       recordEpoch(this.history[task], entry);
-      log(`${task.padEnd(9)}: ${formatEpochLine(entry)}${t.valMae === undefined ? '' : `  val_mae ${t.valMae.toFixed(2)}`}`);
+      detail(`${task.padEnd(9)}: ${formatEpochLine(entry)}${t.valMae === undefined ? '' : `  val_mae ${t.valMae.toFixed(2)}`}`);
     }
-    log(`multitask: epoch ${message.epoch}/${epochs} done, validation score ${message.score.toFixed(4)}${message.improved ? ' (best)' : ''}, ${formatDuration(elapsed)} elapsed, about ${formatDuration(left)} left`);
+    const tasks = TASKS.map((task) => ({ task, valAccuracy: message.tasks[task].valAccuracy, valMae: message.tasks[task].valMae }));
+    const { score, improved, seconds, imagesPerSecond } = message;
+    log(`multitask: ${formatSharedEpochLine({ epoch: message.epoch, epochs, tasks, score, improved, seconds, imagesPerSecond, elapsedSeconds: elapsed, leftSeconds: left })}`);
     if (message.stopping) log(`multitask: stopping early: the validation score did not improve for ${this.run.patience} epochs`);
     if (message.improved) this.best = { epoch: message.epoch, score: Number.isFinite(message.score) ? message.score : null };
     if (!this.closed && this.run.folder !== undefined) this.reported.set(message.epoch, { message, best: { ...this.best } });

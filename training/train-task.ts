@@ -22,7 +22,7 @@ import type { BackendName } from '../node-shared/tfjs/select.ts';
 import { evaluate, formatEvaluation, onnxPredictor, taskTargets, tfjsPredictor, type Evaluation, type Predictor } from './evaluate.ts';
 import { ExportError, exportModel } from '../export/export-model.ts';
 import { formatSubgroupTable } from './report/metrics.ts';
-import { plotConfusionMatrix, plotHistory, plotSampleGrid } from './report/plots.ts';
+import { plotConfusionMatrix, plotHistory, plotSampleGrid, type LossLegend } from './report/plots.ts';
 import { formatEpochLine } from './report/progress.ts';
 
 export type Preset = 'multitask' | 'residual' | 'seed';
@@ -53,6 +53,8 @@ export interface TrainTaskOptions {
   /** name of the tfjs backend in use, recorded in the metrics */
   backend: BackendName;
   log: (line: string) => void;
+  /** lines only `--verbose` prints (the test split's tables, the temperature fits, each task's epoch lines); absent: they go to `log` */
+  detail?: (line: string) => void;
 }
 
 export interface TaskMetrics {
@@ -135,6 +137,7 @@ export async function trainTogether(
     backend: options.backend,
     replicas: options.replicas,
     log,
+    detail: options.detail,
     checkpoint: options.checkpoint,
     stop: options.stop,
   };
@@ -149,7 +152,7 @@ export async function trainTogether(
       try {
         const calibrated = await calibrateOnValidation(model, info, dataset, fitted.validation, args.targets[task], log);
         ({ model, fit: calibration } = calibrated);
-        log(formatTemperatureFit(task, calibration, calibrated.seconds));
+        (options.detail ?? log)(formatTemperatureFit(task, calibration, calibrated.seconds));
       } catch (error) {
         // A model whose probabilities cannot be calibrated (a diverged run's NaN) is still written, as it is.
         if (!(error instanceof RangeError)) throw error;
@@ -227,7 +230,7 @@ async function writeTaskRun(options: TrainTaskOptions, fitted: FitResult, split:
   const scorer = await testPredictor(model, { task, labels, outputs, input: dataset.spec, ageScheme }, log);
   const evaluation = await evaluate(scorer.predict, dataset, split.test, task, labels, ageScheme);
   await scorer.release();
-  log(formatEvaluation(evaluation));
+  (options.detail ?? log)(formatEvaluation(evaluation));
   const { predicted, truth, subgroups } = evaluation;
   const cm = evaluation.confusionMatrix;
   const report = evaluation.report;
@@ -271,12 +274,45 @@ async function writeTaskRun(options: TrainTaskOptions, fitted: FitResult, split:
   await writeJson(join(outDir, 'history.json'), history);
   await writeJson(join(outDir, 'test-split.json'), split.test.length > 0 ? Array.from(split.test, (i) => dataset.names[i]) : []);
   await writeFile(join(outDir, 'subgroups.txt'), formatSubgroupTable(subgroups) + '\n');
-  await plotHistory(history, join(outDir, 'curves.png'), `${task} (${options.preset} preset): loss and accuracy`);
+  await writeFile(join(outDir, 'evaluation.txt'), formatEvaluation(evaluation) + '\n');
+  await plotHistory(history, join(outDir, 'curves.png'), `${task} (${options.preset} preset): loss and accuracy`, {
+    keptEpoch: fitted.keptEpoch,
+    loss: lossLegend(options.preset, task, recipe),
+  });
   await plotConfusionMatrix(cm, labels, join(outDir, 'confusion.png'), `${task}: confusion matrix (test split)`);
   await plotSampleGrid(pickSamples(dataset, split.test, predicted, truth, labels, seed), join(outDir, 'samples.png'), `${task}: sample test faces, correct (green) and misclassified (red)`);
   fitted.release();
   model.dispose();
   return metrics;
+}
+
+/** Validation's loss where training's differs: the cross-entropy of the true class (for age, of its age group), on faces as they are. */
+const VALIDATION_LOSS: Record<Task, string> = {
+  age: 'validation: age-group cross-entropy, faces unaugmented',
+  ethnicity: 'validation: cross-entropy, faces unaugmented',
+  gender: 'validation: cross-entropy, faces unaugmented',
+};
+
+/** Training's loss in the residual and multitask presets (fit-residual.ts lossOf, fit-multitask-worker.ts taskLosses). */
+const TRAINING_LOSS: Record<Task, string> = {
+  age: 'train: age-distribution cross-entropy (smoothed targets)',
+  ethnicity: 'train: class-weighted cross-entropy (smoothed labels)',
+  gender: 'train: cross-entropy (smoothed labels)',
+};
+
+/**
+ * What the curves' two losses are: the seed preset's model.fit computes one loss on both splits; the others train on
+ * augmented faces against smoothed targets (and the multitask age head adds its age-group term), which validation does not.
+ */
+function lossLegend(preset: Preset, task: Task, recipe?: RecipeOptions): LossLegend | undefined {
+  if (preset === 'seed') return undefined;
+  const groupTerm = preset === 'multitask' && task === 'age' ? ' + age-group term' : '';
+  const mixup = recipe?.mixup === null || recipe?.mixup === undefined ? '' : ', mixup';
+  return {
+    train: `${TRAINING_LOSS[task]}${groupTerm}, faces augmented${mixup}`,
+    validation: VALIDATION_LOSS[task],
+    note: 'different losses, not comparable: follow each curve on its own',
+  };
 }
 
 /** The coursework's way: model.fit on the 70% training split, the test split shown as validation data. */

@@ -13,7 +13,7 @@ import { BACKEND_NAMES, selectBackend } from '../../node-shared/tfjs/select.ts';
 import type { Dataset } from '../data/dataset.ts';
 import { loadDataset, missingDataMessage } from '../data/load.ts';
 import { trainTestSplit } from '../data/split.ts';
-import { evaluate, formatEvaluation, onnxPredictor, tfjsPredictor, type OutputsInfo, type Predictor } from '../evaluate.ts';
+import { evaluate, formatEvaluation, formatEvaluationSummary, onnxPredictor, tfjsPredictor, type OutputsInfo, type Predictor } from '../evaluate.ts';
 import { loadModel } from '../models/io.ts';
 import { defaultDataSource } from '../../node-shared/paths.ts';
 import type { TestSplitInfo } from '../train-task.ts';
@@ -90,6 +90,12 @@ async function candidates(path: string): Promise<Candidate[]> {
   throw new UsageError(`"${path}" holds no model: expected a training run (training-info.json and model/, or age/, ethnicity/, gender/ folders) or .onnx files`);
 }
 
+/** What a model's report is headed with: its file or folder name, and its task where the name does not say it. */
+function heading(candidate: Candidate): string {
+  const name = basename(candidate.name);
+  return name.replace(/\.onnx$/, '') === candidate.info.task ? name : `${name} (${candidate.info.task})`;
+}
+
 /** The faces the run held out for testing: the same seeded split over the same loaded data. */
 function testIndices(split: TestSplitInfo | undefined, dataset: Dataset, name: string): ArrayLike<number> | undefined {
   if (split === undefined) {
@@ -129,6 +135,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
 
   const models = await candidates(resolve(values.model));
   if (models.some((m) => !m.name.endsWith('.onnx'))) await selectBackend(backend, (line) => console.error(line));
+  const summaries: string[] = [];
   for (const candidate of models) {
     const { info } = candidate;
     const runLimit = limit ?? candidate.split?.limit ?? undefined;
@@ -136,8 +143,12 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
     const indices = (split === 'test' ? testIndices(candidate.split, dataset, basename(candidate.name)) : undefined) ?? Int32Array.from({ length: dataset.count }, (_, i) => i);
     const { predict, release } = await candidate.predictor();
     const evaluation = await evaluate(predict, dataset, indices, info.task, info.labels, info.ageScheme);
-    console.log(`${basename(candidate.name)}: ${formatEvaluation(evaluation)}\n`);
+    console.log(`${formatEvaluation(evaluation, heading(candidate))}\n`);
+    // Two models of one task (a folder of .onnx files) are told apart by their file names.
+    const sameTask = models.filter((m) => m.info.task === info.task).length > 1;
+    summaries.push(formatEvaluationSummary(evaluation, sameTask ? { heading: heading(candidate) } : {}));
     await release();
   }
+  for (const line of summaries) console.log(line);
   tf.disposeVariables();
 });

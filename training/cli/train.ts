@@ -2,7 +2,7 @@
  * npm run train -- --task age|ethnicity|gender|all [--preset multitask|residual|seed] [--data <folder-or-csv>]
  *                  [--epochs N] [--limit N] [--out DIR] [--backend B] [--replicas N] [--seed S]
  *                  [--age-scheme coursework|decades] [--input-size N] [--width-multiplier X] [--blocks N]
- *                  [--ema DECAY] [--mixup ALPHA] [--crops utkface|aligned]
+ *                  [--ema DECAY] [--mixup ALPHA] [--crops utkface|aligned] [--verbose]
  * npm run train -- --resume runs/<run>
  */
 import { spawn } from 'node:child_process';
@@ -21,6 +21,7 @@ import { defaultDataSource, RUNS_DIR } from '../../node-shared/paths.ts';
 import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, trainTogether, type Preset, type TaskMetrics } from '../train-task.ts';
 import { CheckpointError, readCheckpoint, removeCheckpoint, TrainingInterrupted, type CheckpointMeta } from '../checkpoint.ts';
 import { MULTITASK_TRAINING, multitaskInput } from '../fit-multitask.ts';
+import { formatEvaluationSummary } from '../evaluate.ts';
 import { DEFAULT_RECIPE, recipeOf, type RecipeOptions } from '../recipe.ts';
 import { CROP_SOURCES } from '../data/aligned-crops.ts';
 import type { InputSpec } from '../../contract/preprocess.ts';
@@ -53,6 +54,8 @@ Options:
   --seed S          split, subset and initial weights                           (default: 42)
   --age-scheme S    ${AGE_SCHEMES.join(', ')}                                 (default: coursework)
   --no-cache        decode the images again instead of reading the dataset cache
+  --verbose         also print the test split's tables (per-class report, confusion matrix, subgroups,
+                    calibration) and each task's epoch line; the tables are in <task>/evaluation.txt either way
 
 Multitask levers (docs/training.md, "Recipes for the long run"; the defaults are the shipped models'):
   --input-size N        side of the colour input in pixels, ${MIN_INPUT_SIZE} to ${MAX_INPUT_SIZE}                    (default: ${DEFAULT_RECIPE.inputSize})
@@ -82,6 +85,8 @@ export interface TrainConfig {
   cache: boolean;
   /** the multitask levers; the defaults for the other presets, which take none */
   recipe: RecipeOptions;
+  /** print the tables and each task's epoch line, not only a line per epoch and the summary */
+  verbose: boolean;
 }
 
 /** A number in (low, high] (or [low, high] with `inclusive`), or a usage error naming the flag. */
@@ -110,6 +115,7 @@ const OPTIONS = {
   seed: { type: 'string' },
   'age-scheme': { type: 'string' },
   'no-cache': { type: 'boolean', default: false },
+  verbose: { type: 'boolean', default: false },
   'input-size': { type: 'string' },
   'width-multiplier': { type: 'string' },
   blocks: { type: 'string' },
@@ -165,6 +171,7 @@ function trainConfig(values: TrainArgs): TrainConfig {
     ageScheme: parseChoice('--age-scheme', values['age-scheme'] ?? 'coursework', AGE_SCHEMES),
     cache: !values['no-cache'],
     recipe,
+    verbose: values.verbose,
   };
 }
 
@@ -248,6 +255,7 @@ export function resumeConfig(values: TrainArgs, runDir: string, meta: Checkpoint
     ageScheme: recorded.ageScheme,
     cache: !values['no-cache'],
     recipe,
+    verbose: values.verbose,
   };
 }
 
@@ -263,6 +271,23 @@ async function readResumedRun(runDir: string): Promise<CheckpointMeta> {
 
 const log = (line: string) => console.log(line);
 
+/** Where the lines only --verbose prints go. */
+function detailLog(config: TrainConfig): (line: string) => void {
+  return config.verbose ? log : () => {};
+}
+
+/** The run's last lines: one per task, then where it all is (`heading`: what was trained, and how long it took). */
+function printSummary(metrics: TaskMetrics[], config: TrainConfig, heading: string): void {
+  if (config.verbose) log('');
+  for (const m of metrics) log(formatEvaluationSummary({ task: m.task, accuracy: m.testAccuracy, count: m.testCount, years: m.years }, { faces: 'test faces' }));
+  const [first] = metrics;
+  const kept = metrics.every((m) => m.keptEpoch === first.keptEpoch && m.epochs === first.epochs)
+    ? first.keptEpoch === undefined ? `${first.epochs} epochs` : `kept epoch ${first.keptEpoch} of ${first.epochs}`
+    : metrics.map((m) => `${m.task}: ${m.keptEpoch === undefined ? `${m.epochs} epochs` : `kept epoch ${m.keptEpoch} of ${m.epochs}`}`).join(', ');
+  log(`${heading}; ${kept}; run folder ${relative(process.cwd(), config.out) || '.'}`);
+  log(`  each task's folder: model/, evaluation.txt (the tables${config.verbose ? '' : ', which --verbose prints'}), curves.png, confusion.png, metrics.json`);
+}
+
 async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetrics> {
   const backend = await selectBackend(config.backend, log);
   const dataset = await loadDataset(config.data, trainInput(config.preset, config.recipe), { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false });
@@ -277,6 +302,7 @@ async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetri
     ageScheme: config.ageScheme,
     backend: backend.name,
     log,
+    detail: detailLog(config),
   });
 }
 
@@ -311,6 +337,7 @@ async function trainShared(config: TrainConfig, resume?: CheckpointMeta): Promis
     backend: backend.name,
     replicas: config.replicas,
     log,
+    detail: detailLog(config),
     checkpoint: { runDir: config.out, run: { preset: config.preset, data: config.data, limit: config.limit ?? null, recipe: config.recipe }, resume },
     stop: stopper.signal,
     recipe: config.recipe,
@@ -320,8 +347,7 @@ async function trainShared(config: TrainConfig, resume?: CheckpointMeta): Promis
   const wallSeconds = (performance.now() - started) / 1000;
   await writeFile(join(config.out, 'run.json'), JSON.stringify({ tasks: TASKS, preset: config.preset, wallSeconds, trainSeconds: metrics[0].trainSeconds, failed: [] }, null, 2) + '\n');
   await removeCheckpoint(config.out);
-  for (const m of metrics) console.log(`${m.task}: test accuracy ${(m.testAccuracy * 100).toFixed(1)}%${m.years === undefined ? '' : `, MAE ${m.years.mae.toFixed(2)} years`}, model in ${relative(process.cwd(), join(config.out, m.task, 'model'))}`);
-  console.log(`all: trained ${TASKS.length} models as one network in ${formatDuration(wallSeconds)} (wall time, data loading included); run folder ${relative(process.cwd(), config.out) || '.'}`);
+  printSummary(metrics, config, `all: trained ${TASKS.length} models as one network in ${formatDuration(wallSeconds)} (wall time, data loading included)`);
 }
 
 /** Trains the three tasks in parallel child processes, their output prefixed with the task. */
@@ -410,7 +436,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
     } else {
       const metrics = await trainOne({ ...config, task: config.task });
       if (process.env.FACE_TRAIN_CHILD === undefined) await markLatest(config.out);
-      console.log(`${config.task}: done, test accuracy ${(metrics.testAccuracy * 100).toFixed(1)}%, model in ${relative(process.cwd(), join(config.out, config.task, 'model'))}`);
+      printSummary([metrics], config, `${config.task}: done`);
     }
   } catch (error) {
     if (error instanceof TrainingInterrupted) return reportInterrupted(error, config, removeIfEmpty);

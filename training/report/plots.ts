@@ -36,6 +36,8 @@ export const TRAIN_COLOR: RGB = [0x1f, 0x77, 0xb4];
 export const VALIDATION_COLOR: RGB = [0xff, 0x7f, 0x0e];
 export const CORRECT_COLOR: RGB = [0x2c, 0xa0, 0x2c];
 export const WRONG_COLOR: RGB = [0xd6, 0x27, 0x28];
+/** matplotlib's tab:green, for the line that marks the kept epoch on the curves. */
+export const KEPT_EPOCH_COLOR: RGB = [0x2c, 0xa0, 0x2c];
 const WHITE: RGB = [255, 255, 255];
 const TEXT: RGB = [0x22, 0x22, 0x22];
 const MUTED_TEXT: RGB = [0x55, 0x55, 0x55];
@@ -252,6 +254,18 @@ export interface TrainingHistory {
 export interface HistoryPlot extends PlotFile {
   /** plot areas of the loss and accuracy panels */
   panels: { loss: Box; accuracy: Box };
+  /** where the kept epoch's line is drawn (its x in both panels) and the boxes of its "kept: epoch N" labels */
+  kept?: { x: { loss: number; accuracy: number }; labels: Box[] };
+}
+
+/** What the two loss curves measure, where training's loss is not the quantity validation reports. */
+export interface LossLegend {
+  /** legend entry of the training curve, e.g. "train: label-smoothed cross-entropy, augmented faces" */
+  train: string;
+  /** legend entry of the validation curve */
+  validation: string;
+  /** a line under the panel's title, e.g. that the two are not comparable */
+  note?: string;
 }
 
 export interface HistoryPlotOptions {
@@ -259,6 +273,10 @@ export interface HistoryPlotOptions {
   width?: number;
   /** default 420 */
   height?: number;
+  /** the epoch whose weights were kept: a dashed vertical line labelled "kept: epoch N" in both panels */
+  keptEpoch?: number;
+  /** what the loss curves are (default: "train" and "validation", the same loss) */
+  loss?: LossLegend;
 }
 
 interface Series {
@@ -267,7 +285,10 @@ interface Series {
   values: readonly number[];
 }
 
-/** Loss (left) and accuracy (right) per epoch, train and validation, like the notebook's two plots. */
+/**
+ * Loss (left) and accuracy (right) per epoch, train and validation, like the notebook's two plots; the kept
+ * epoch marked in both, and the loss legend saying what each loss is where the two are different quantities.
+ */
 export async function plotHistory(
   history: TrainingHistory,
   file: string,
@@ -282,36 +303,62 @@ export async function plotHistory(
       throw new RangeError(`history.${key} has ${length} values but history.epoch has ${n}${optional ? ' (or leave it empty)' : ''}`);
     }
   }
-  const { width = 1000, height = 420 } = options;
+  const { width = 1000, height = 420, keptEpoch, loss } = options;
   const canvas = new Canvas(width, height, await loadFonts());
   canvas.text(title, width / 2, 10, { size: 16, align: 'center' });
   const panelWidth = width / 2;
-  const top = 62;
+  // A described loss has its legend above the panel, where long entries hide no curve; the panels' titles rise with it.
+  const legendRows = loss === undefined ? 0 : 2 + (loss.note === undefined ? 0 : 1);
+  const titleOffset = 24 + legendRows * LEGEND_ROW_PX;
+  const top = 62 + legendRows * LEGEND_ROW_PX;
   const bottom = height - 52;
   const boxFor = (panel: number): Box => {
     const x = Math.round(panel * panelWidth + 62);
     return { x, y: top, width: Math.round((panel + 1) * panelWidth - 24) - x, height: bottom - top };
   };
   const panels = { loss: boxFor(0), accuracy: boxFor(1) };
-  drawPanel(canvas, panels.loss, 'loss', history.epoch, [
-    { name: 'train', color: TRAIN_COLOR, values: history.loss },
-    { name: 'validation', color: VALIDATION_COLOR, values: history.valLoss },
-  ]);
-  drawPanel(canvas, panels.accuracy, 'accuracy', history.epoch, [
+  const lossPanel = drawPanel(canvas, panels.loss, { name: 'loss', titleOffset, legendAbove: loss !== undefined, note: loss?.note }, history.epoch, [
+    { name: loss?.train ?? 'train', color: TRAIN_COLOR, values: history.loss },
+    { name: loss?.validation ?? 'validation', color: VALIDATION_COLOR, values: history.valLoss },
+  ], undefined, keptEpoch);
+  const accuracyPanel = drawPanel(canvas, panels.accuracy, { name: 'accuracy', titleOffset }, history.epoch, [
     { name: 'train', color: TRAIN_COLOR, values: history.accuracy },
     { name: 'validation', color: VALIDATION_COLOR, values: history.valAccuracy },
-  ], [0, 1]);
-  return { ...(await canvas.save(file)), panels };
+  ], [0, 1], keptEpoch);
+  const kept = lossPanel.kept !== undefined && accuracyPanel.kept !== undefined
+    ? { x: { loss: lossPanel.kept.x, accuracy: accuracyPanel.kept.x }, labels: [lossPanel.kept.label, accuracyPanel.kept.label] }
+    : undefined;
+  return { ...(await canvas.save(file)), panels, ...(kept === undefined ? {} : { kept }) };
+}
+
+const KEPT_LABEL_SIZE: FontSize = 10;
+/** Height of a row of the legend drawn above a panel. */
+const LEGEND_ROW_PX = 15;
+const DASH_PX = 5;
+
+/** A dashed vertical line at `x` over the plot box, and its label at the top, beside it on the side with room. */
+function drawKeptEpoch(canvas: Canvas, box: Box, x: number, epoch: number): Box {
+  for (let y = box.y + 1; y < box.y + box.height; y += 2 * DASH_PX) canvas.fillRect(x - 1, y, 2, Math.min(DASH_PX, box.y + box.height - y), KEPT_EPOCH_COLOR);
+  const text = `kept: epoch ${epoch}`;
+  const width = canvas.textWidth(text, KEPT_LABEL_SIZE);
+  const height = canvas.textHeight(KEPT_LABEL_SIZE);
+  const left = x + 4 + width <= box.x + box.width - 2 ? x + 4 : x - 4 - width;
+  const label = { x: Math.round(left) - 2, y: box.y + 3, width: Math.round(width) + 4, height };
+  canvas.fillRect(label.x, label.y, label.width, label.height, WHITE);
+  canvas.text(text, left, box.y + 3, { size: KEPT_LABEL_SIZE, color: KEPT_EPOCH_COLOR });
+  return label;
 }
 
 function drawPanel(
   canvas: Canvas,
   box: Box,
-  name: string,
+  /** the panel's title, `titleOffset` pixels above the plot; `legendAbove`: the legend in rows between the two, then the note */
+  heading: { name: string; titleOffset: number; legendAbove?: boolean; note?: string },
   epochs: readonly number[],
   allSeries: readonly Series[],
   clamp?: readonly [number, number],
-): void {
+  keptEpoch?: number,
+): { kept?: { x: number; label: Box } } {
   const series = allSeries.filter((s) => s.values.length > 0);
   const finite = series.flatMap((s) => s.values.filter(Number.isFinite));
   let yMin = finite.length > 0 ? Math.min(...finite) : 0;
@@ -336,7 +383,7 @@ function drawPanel(
   const px = (epoch: number): number => box.x + ((epoch - xMin) / (xMax - xMin)) * box.width;
   const py = (value: number): number => box.y + box.height - ((value - y.min) / (y.max - y.min)) * box.height;
 
-  canvas.text(name, box.x + box.width / 2, box.y - 24, { size: 14, align: 'center' });
+  canvas.text(heading.name, box.x + box.width / 2, box.y - heading.titleOffset, { size: 14, align: 'center' });
   for (const tick of y.ticks) {
     const ty = Math.round(py(tick));
     canvas.fillRect(box.x, ty, box.width, 1, GRID);
@@ -362,18 +409,40 @@ function drawPanel(
     });
     return { ...s, runs: runs.filter((r) => r.length > 0) };
   });
+  const keptShown = keptEpoch !== undefined && Number.isFinite(keptEpoch) && keptEpoch >= xMin && keptEpoch <= xMax;
+  const kept = keptShown ? { x: Math.round(px(keptEpoch)), label: drawKeptEpoch(canvas, box, Math.round(px(keptEpoch)), keptEpoch) } : undefined;
   for (const s of pixelSeries) for (const run of s.runs) canvas.polyline(run, s.color, 2, markerRadius);
-  drawLegend(canvas, box, pixelSeries, markerRadius);
+  if (heading.legendAbove === true) drawLegendAbove(canvas, box, pixelSeries, markerRadius, heading.note);
+  else drawLegend(canvas, box, pixelSeries, markerRadius, kept === undefined ? [] : [kept.label]);
+  return kept === undefined ? {} : { kept };
 }
 
-/** A legend box in whichever inner corner of the plot covers the fewest data points. */
-function drawLegend(canvas: Canvas, box: Box, series: readonly (Series & { runs: [number, number][][] })[], markerRadius: number): void {
+/** The legend as rows between the panel's title and the plot, the last row a muted `note`. */
+function drawLegendAbove(canvas: Canvas, box: Box, series: readonly Series[], markerRadius: number, note?: string): void {
+  const size: FontSize = 10;
+  const rows = series.length + (note === undefined ? 0 : 1);
+  const rowY = (row: number): number => box.y - 6 - (rows - row - 0.5) * LEGEND_ROW_PX;
+  // the rows may reach into the gap between the panels, where nothing else is drawn at that height
+  const textWidth = box.width + 60;
+  series.forEach((s, i) => {
+    const y = rowY(i);
+    canvas.polyline([[box.x - 20, y], [box.x + 4, y]], s.color, 2, 0);
+    if (markerRadius > 0) canvas.polyline([[box.x - 8, y]], s.color, 0, markerRadius);
+    canvas.text(fitText(canvas, s.name, textWidth, size), box.x + 10, y, { size, baseline: 'middle' });
+  });
+  if (note !== undefined) canvas.text(fitText(canvas, note, textWidth, size), box.x + 10, rowY(series.length), { size, baseline: 'middle', color: MUTED_TEXT });
+}
+
+/** A legend box in whichever inner corner of the plot covers the fewest data points, and none of the boxes in `avoid`. */
+function drawLegend(canvas: Canvas, box: Box, series: readonly (Series & { runs: [number, number][][] })[], markerRadius: number, avoid: readonly Box[] = []): void {
   if (series.length === 0) return;
   const size: FontSize = 12;
   const rowHeight = 18;
-  const legendWidth = 16 + 28 + 6 + Math.max(...series.map((s) => canvas.textWidth(s.name, size)));
-  const legendHeight = 8 + rowHeight * series.length;
   const margin = 8;
+  const swatchWidth = 16 + 28 + 6;
+  const names = series.map((s) => fitText(canvas, s.name, box.width - swatchWidth - 2 * margin, size));
+  const legendWidth = swatchWidth + Math.max(...names.map((name) => canvas.textWidth(name, size)));
+  const legendHeight = 8 + rowHeight * series.length;
   const corners: Box[] = [
     { x: box.x + box.width - legendWidth - margin, y: box.y + margin, width: legendWidth, height: legendHeight },
     { x: box.x + box.width - legendWidth - margin, y: box.y + box.height - legendHeight - margin, width: legendWidth, height: legendHeight },
@@ -398,7 +467,9 @@ function drawLegend(canvas: Canvas, box: Box, series: readonly (Series & { runs:
     }
     return count;
   };
-  const scores = corners.map(overlap);
+  const intersects = (a: Box, b: Box): boolean => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+  // covering a label costs more than covering every data point
+  const scores = corners.map((corner) => overlap(corner) + (avoid.some((a) => intersects(a, corner)) ? 1e9 : 0));
   const legend = corners[scores.indexOf(Math.min(...scores))];
   canvas.fillRect(legend.x, legend.y, legend.width, legend.height, WHITE);
   canvas.strokeRect(legend, [0xcc, 0xcc, 0xcc]);
@@ -406,7 +477,7 @@ function drawLegend(canvas: Canvas, box: Box, series: readonly (Series & { runs:
     const rowY = legend.y + 4 + rowHeight * i + rowHeight / 2;
     canvas.polyline([[legend.x + 8, rowY], [legend.x + 36, rowY]], s.color, 2, 0);
     if (markerRadius > 0) canvas.polyline([[legend.x + 22, rowY]], s.color, 0, markerRadius);
-    canvas.text(s.name, legend.x + 42, rowY, { size, baseline: 'middle' });
+    canvas.text(names[i], legend.x + 42, rowY, { size, baseline: 'middle' });
   });
 }
 

@@ -38,6 +38,35 @@ export function formatEpochLine(stats: EpochStats): string {
   return parts.join('  ');
 }
 
+/** One epoch of a network trained for several tasks at once, as `formatSharedEpochLine` prints it. */
+export interface SharedEpochStats {
+  epoch: number;
+  epochs: number;
+  /** in the order printed; valMae: the mean absolute error in years of a task that predicts the age */
+  tasks: { task: string; valAccuracy: number; valMae?: number }[];
+  /** what chooses the kept epoch */
+  score: number;
+  improved: boolean;
+  seconds: number;
+  imagesPerSecond: number;
+  elapsedSeconds: number;
+  leftSeconds: number;
+}
+
+/**
+ * The one line an epoch of the multitask run prints without --verbose:
+ *
+ *     epoch 2/32 done, validation: age 60.4% (MAE 16.74 years), ethnicity 45.8%, gender 75.0%, score 0.6042 (best); 18.2 s, 21 img/s; 0:58 elapsed, about 29:00 left
+ */
+export function formatSharedEpochLine(stats: SharedEpochStats): string {
+  const percent = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : String(x).toLowerCase());
+  const tasks = stats.tasks.map((t) => `${t.task} ${percent(t.valAccuracy)}${t.valMae === undefined ? '' : ` (MAE ${column(t.valMae, 2, 0)} years)`}`);
+  return (
+    `epoch ${stats.epoch}/${stats.epochs} done, validation: ${tasks.join(', ')}, score ${column(stats.score, 4, 0)}${stats.improved ? ' (best)' : ''}; ` +
+    `${column(stats.seconds, 1, 0)} s, ${column(stats.imagesPerSecond, 0, 0)} img/s; ${formatDuration(stats.elapsedSeconds)} elapsed, about ${formatDuration(stats.leftSeconds)} left`
+  );
+}
+
 export { formatDuration };
 
 /** Where the bar writes: process.stderr, or anything with `write` (tests). */
