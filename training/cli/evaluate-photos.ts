@@ -215,7 +215,7 @@ function falseFaceLines(scene: Scene, faces: FacePrediction[], matches: FaceMatc
 // ---- the two evaluations ----
 
 async function evaluateScenes(url: string, config: EvaluationConfig): Promise<string[]> {
-  const { scenes, split } = JSON.parse(await readFile(join(config.scenes, 'scenes.json'), 'utf8')) as { scenes: Scene[]; split?: string };
+  const { scenes, split, composition } = JSON.parse(await readFile(join(config.scenes, 'scenes.json'), 'utf8')) as { scenes: Scene[]; split?: string; composition?: string };
   const perScene = await mapBounded(scenes, config.concurrency, async (scene) => {
     const answer = await predict(url, await readFile(join(config.scenes, scene.file)), true);
     const { faces, positions } = foundFaces(answer);
@@ -242,7 +242,8 @@ async function evaluateScenes(url: string, config: EvaluationConfig): Promise<st
   const elsewhere = perScene.reduce((sum, s) => sum + s.matches.elsewhere, 0);
   const perHundred = (n: number): string => ((100 * n) / scenes.length).toFixed(2);
   return [
-    `scenes: ${scenes.length} from ${config.scenes} (${split ?? 'test'}-split faces)`,
+    // Scenes written before the composition was recorded are all ellipse ones.
+    `scenes: ${scenes.length} from ${config.scenes} (${split ?? 'test'}-split faces, ${composition ?? 'ellipse'} crops)`,
     `  faces ${faceCount}, found ${found.length}, recall ${((100 * found.length) / faceCount).toFixed(2)}%`,
     `  false faces per 100 scenes ${perHundred(duplicates + elsewhere)} (duplicates ${perHundred(duplicates)} / elsewhere ${perHundred(elsewhere)})`,
     `  found faces judged both ways: ${score.count} (${notJudged} not judged: the server gave a reason)`,

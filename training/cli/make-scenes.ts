@@ -1,10 +1,12 @@
 /**
- * npx tsx training/cli/make-scenes.ts --out .cache/scenes [--count 200] [--seed 1] [--split test|train] [--data DIR]
+ * npx tsx training/cli/make-scenes.ts --out .cache/scenes [--count 200] [--seed 1] [--split test|train] [--composition whole|ellipse] [--data DIR]
  *
  * Seeded synthetic photos for measuring face detection: one to four UTKFace faces per scene (test split for the
- * figures we report, train split for choosing thresholds), scaled,
- * rotated and blended through a soft elliptical mask onto procedural backgrounds (gradients, noise, rectangles and
- * blobs: nothing a detector could rightly call a face). Writes scene-NNNN.jpg files and scenes.json with each
+ * figures we report, train split for choosing thresholds), scaled, rotated and drawn onto procedural backgrounds
+ * (gradients, noise, rectangles and blobs: nothing a detector could rightly call a face). By default each face is
+ * its whole square crop (hair, neck, shoulders and the crop's own background kept, as a photo of a person keeps
+ * them; the models learnt from whole crops), its edge feathered over a few pixels; `--composition ellipse` blends
+ * only a soft ellipse around the face instead. Writes scene-NNNN.jpg files and scenes.json with each
  * face's source file, labels, box and eye positions in scene pixels: where the detector puts them on UTKFace's own
  * crops (FACE_TEMPLATE's box and eyes), carried by the transform that placed the crop, so that a detection of the
  * face lands on its ground truth. The scenes are derived from UTKFace: keep them out of the repository.
@@ -22,12 +24,13 @@ import { defaultDataSource } from '../../node-shared/paths.ts';
 import { readRgb, utkFaceSplit } from '../data/faces.ts';
 import { seededRandom, shuffledIndices } from '../data/split.ts';
 
-const USAGE = `Usage: npx tsx training/cli/make-scenes.ts --out DIR [--count N] [--seed S] [--split test|train] [--data DIR]
+const USAGE = `Usage: npx tsx training/cli/make-scenes.ts --out DIR [--count N] [--seed S] [--split test|train] [--composition C] [--data DIR]
 
   --out DIR     where the scenes and scenes.json go; keep it under .cache/            (required)
   --count N     scenes to make                                                        (default: 200)
   --seed S      the same seed makes the same scenes                                   (default: 1)
   --split S     whose faces: test (the figures we report) or train (choosing thresholds) (default: test)
+  --composition C  whole: the whole square crop, edge feathered; ellipse: a soft ellipse of it (default: whole)
   --data DIR    the UTKFace folder                                (default: ../shared/data/utkface)`;
 
 const MIN_WIDTH_PX = 640;
@@ -41,7 +44,9 @@ const MAX_FACE_FRACTION = 0.55;
 const MAX_ROTATION_DEGREES = 12;
 const PLACEMENT_TRIES = 100;
 const JPEG_QUALITY = 90;
-/** The mask: an ellipse of these half-axes (fractions of the crop side) fading to nothing over its outer part. */
+/** Scene pixels over which a whole crop's edge fades into the background, so that the square has no razor edge. */
+const EDGE_FEATHER_PX = 3;
+/** The ellipse composition's mask: an ellipse of these half-axes (fractions of the crop side) fading over its outer part. */
 const MASK_HALF_WIDTH = 0.47;
 const MASK_HALF_HEIGHT = 0.5;
 const MASK_FADE_FROM = 0.8;
@@ -65,6 +70,10 @@ export interface SceneFace {
 export const SCENE_SPLITS = ['test', 'train'] as const;
 export type SceneSplit = (typeof SCENE_SPLITS)[number];
 
+/** How much of each crop goes into the scene: the whole square, or the ellipse the first scenes used. */
+export const SCENE_COMPOSITIONS = ['whole', 'ellipse'] as const;
+export type SceneComposition = (typeof SCENE_COMPOSITIONS)[number];
+
 export interface Scene {
   file: string;
   width: number;
@@ -75,7 +84,15 @@ export interface Scene {
 async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { out: { type: 'string' }, count: { type: 'string' }, seed: { type: 'string' }, split: { type: 'string' }, data: { type: 'string' }, help: { type: 'boolean' } },
+    options: {
+      out: { type: 'string' },
+      count: { type: 'string' },
+      seed: { type: 'string' },
+      split: { type: 'string' },
+      composition: { type: 'string' },
+      data: { type: 'string' },
+      help: { type: 'boolean' },
+    },
     strict: true,
   });
   if (values.help) throw new UsageError('');
@@ -85,6 +102,7 @@ async function main(argv: string[]): Promise<void> {
   const count = values.count === undefined ? 200 : parsePositiveInt('--count', values.count);
   const seed = values.seed === undefined ? 1 : parsePositiveInt('--seed', values.seed, 0);
   const split = parseChoice('--split', values.split ?? 'test', SCENE_SPLITS);
+  const composition = COMPOSITIONS[parseChoice('--composition', values.composition ?? 'whole', SCENE_COMPOSITIONS)];
   const out = resolve(values.out);
   await mkdir(out, { recursive: true });
 
@@ -98,22 +116,22 @@ async function main(argv: string[]): Promise<void> {
     const width = Math.round(between(MIN_WIDTH_PX, MAX_WIDTH_PX));
     const height = Math.round(between(MIN_HEIGHT_PX, MAX_HEIGHT_PX));
     const pixels = drawBackground(width, height, random);
-    const placements = placeFaces(width, height, 1 + Math.floor(random() * MAX_FACES), between);
+    const placements = placeFaces(width, height, 1 + Math.floor(random() * MAX_FACES), between, composition.footprint);
     const faces: SceneFace[] = [];
     for (const placement of placements) {
       const face = faceFiles[order[nextFace++ % order.length]];
       const crop = await readRgb(join(data, face.name));
       const toScene = placementTransform(placement, crop.width);
-      blendFace(pixels, width, height, crop, toScene);
+      blendFace(pixels, width, height, crop, toScene, composition.alpha);
       faces.push(describeFace(face.name, face.labels, placement, toScene, crop.width));
     }
     const file = `scene-${String(s).padStart(4, '0')}.jpg`;
     await sharp(pixels, { raw: { width, height, channels: 3 } }).jpeg({ quality: JPEG_QUALITY }).toFile(join(out, file));
     scenes.push({ file, width, height, faces });
   }
-  await writeFile(join(out, 'scenes.json'), `${JSON.stringify({ seed, count, split, scenes }, null, 1)}\n`);
+  await writeFile(join(out, 'scenes.json'), `${JSON.stringify({ seed, count, split, composition: composition.name, scenes }, null, 1)}\n`);
   const faceCount = scenes.reduce((sum, scene) => sum + scene.faces.length, 0);
-  console.log(`wrote ${count} scenes with ${faceCount} ${split}-split faces to ${out}`);
+  console.log(`wrote ${count} scenes with ${faceCount} ${split}-split faces (${composition.name} crops) to ${out}`);
 }
 
 interface Placement {
@@ -123,20 +141,60 @@ interface Placement {
   rotationDegrees: number;
 }
 
-/** Up to `wanted` faces whose masks' circles neither overlap nor leave the scene. */
-function placeFaces(width: number, height: number, wanted: number, between: (low: number, high: number) => number): Placement[] {
+/** The scene area a placed face covers, which must stay inside the scene and off every other face. */
+interface Footprint {
+  /** half the width (and height) of its upright bounding box */
+  halfExtent(placement: Placement): number;
+  overlaps(a: Placement, b: Placement): boolean;
+}
+
+/** The inscribed circle: what the ellipse composition draws on. */
+const CIRCLE_FOOTPRINT: Footprint = {
+  halfExtent: (p) => p.size / 2,
+  overlaps: (a, b) => Math.hypot(a.centreX - b.centreX, a.centreY - b.centreY) < (a.size + b.size) / 2,
+};
+
+/** The whole rotated square. */
+const SQUARE_FOOTPRINT: Footprint = {
+  halfExtent: (p) => {
+    const angle = (p.rotationDegrees * Math.PI) / 180;
+    return (p.size / 2) * (Math.abs(Math.cos(angle)) + Math.abs(Math.sin(angle)));
+  },
+  overlaps: (a, b) => {
+    const [cornersA, cornersB] = [squareCorners(a), squareCorners(b)];
+    // Separating axes: two convex polygons are apart when their projections on some edge's normal are.
+    return [a, b].every((p) => {
+      const angle = (p.rotationDegrees * Math.PI) / 180;
+      return [[Math.cos(angle), Math.sin(angle)], [-Math.sin(angle), Math.cos(angle)]].every(([nx, ny]) => {
+        const along = (corners: Point[]): number[] => corners.map(([x, y]) => x * nx + y * ny);
+        const [onA, onB] = [along(cornersA), along(cornersB)];
+        return Math.max(...onA) > Math.min(...onB) && Math.max(...onB) > Math.min(...onA);
+      });
+    });
+  },
+};
+
+function squareCorners(p: Placement): Point[] {
+  const angle = (p.rotationDegrees * Math.PI) / 180;
+  const [cos, sin] = [Math.cos(angle), Math.sin(angle)];
+  const half = p.size / 2;
+  return [[-1, -1], [1, -1], [1, 1], [-1, 1]].map(([sx, sy]): Point => [p.centreX + half * (sx * cos - sy * sin), p.centreY + half * (sx * sin + sy * cos)]);
+}
+
+/** Up to `wanted` faces whose footprints neither overlap nor leave the scene. */
+function placeFaces(width: number, height: number, wanted: number, between: (low: number, high: number) => number, footprint: Footprint): Placement[] {
   const short = Math.min(width, height);
   const placed: Placement[] = [];
   for (let tries = 0; placed.length < wanted && tries < PLACEMENT_TRIES; tries++) {
     const size = short * between(MIN_FACE_FRACTION, MAX_FACE_FRACTION);
-    const radius = size / 2;
-    const candidate = {
-      centreX: between(radius, width - radius),
-      centreY: between(radius, height - radius),
-      size,
-      rotationDegrees: between(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES),
-    };
-    if (placed.every((p) => Math.hypot(p.centreX - candidate.centreX, p.centreY - candidate.centreY) >= (p.size + size) / 2)) placed.push(candidate);
+    // Drawn in this order so that the ellipse composition places its faces as the first (ellipse-only) scenes did.
+    const across = between(0, 1);
+    const down = between(0, 1);
+    const rotationDegrees = between(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES);
+    const reach = footprint.halfExtent({ centreX: 0, centreY: 0, size, rotationDegrees });
+    const along = (low: number, high: number, t: number): number => low + (high - low) * t;
+    const candidate = { centreX: along(reach, width - reach, across), centreY: along(reach, height - reach, down), size, rotationDegrees };
+    if (placed.every((p) => !footprint.overlaps(p, candidate))) placed.push(candidate);
   }
   return placed;
 }
@@ -162,29 +220,65 @@ function describeFace(source: string, labels: FaceLabels, placement: Placement, 
   return { source, labels, box, rightEye: eye('rightEye'), leftEye: eye('leftEye'), size: placement.size, rotationDegrees: placement.rotationDegrees };
 }
 
-/** Draws the crop into the scene through `toScene`, bilinear, weighted by the soft elliptical mask. */
-function blendFace(scene: Uint8Array, width: number, height: number, crop: { width: number; height: number; data: Uint8Array }, toScene: Similarity): void {
+/** How opaque the crop is at (u, v), its position as fractions of the crop side, when placed `sidePx` scene pixels wide. */
+type CropAlpha = (u: number, v: number, sidePx: number) => number;
+
+/** The whole square, fading to the background over its outer EDGE_FEATHER_PX scene pixels. */
+const featheredSquareAlpha: CropAlpha = (u, v, sidePx) => {
+  const inside = Math.min(u, 1 - u, v, 1 - v) * sidePx;
+  return inside <= 0 ? 0 : inside >= EDGE_FEATHER_PX ? 1 : smoothFade(inside / EDGE_FEATHER_PX);
+};
+
+/** A soft ellipse around the face: the crop's corners, much of its hair and its neck left out. */
+const ellipseAlpha: CropAlpha = (u, v) => {
+  const r = Math.hypot((u - 0.5) / MASK_HALF_WIDTH, (v - 0.5) / MASK_HALF_HEIGHT);
+  return r >= 1 ? 0 : r <= MASK_FADE_FROM ? 1 : smoothFade((1 - r) / (1 - MASK_FADE_FROM));
+};
+
+const COMPOSITIONS: Record<SceneComposition, { name: SceneComposition; alpha: CropAlpha; footprint: Footprint }> = {
+  whole: { name: 'whole', alpha: featheredSquareAlpha, footprint: SQUARE_FOOTPRINT },
+  ellipse: { name: 'ellipse', alpha: ellipseAlpha, footprint: CIRCLE_FOOTPRINT },
+};
+
+/**
+ * Draws the crop into the scene through `toScene`, weighted by `alpha`: each scene pixel is the mean of bilinear
+ * samples on a grid fine enough that a shrunk crop is averaged, not aliased (as warpToCrop does the other way).
+ */
+function blendFace(scene: Uint8Array, width: number, height: number, crop: RgbImage, toScene: Similarity, alpha: CropAlpha): void {
   const side = crop.width;
   const norm = toScene.a * toScene.a + toScene.b * toScene.b;
+  const scale = Math.sqrt(norm);
   const inverse = { a: toScene.a / norm, b: -toScene.b / norm };
-  const reach = Math.sqrt(norm) * side * Math.SQRT1_2;
+  const samples = Math.max(1, Math.ceil(1 / scale - 1e-9));
+  const reach = scale * side * Math.SQRT1_2;
   const centre = applySimilarity(toScene, [side / 2, side / 2]);
   const x0 = Math.max(0, Math.floor(centre[0] - reach));
   const x1 = Math.min(width - 1, Math.ceil(centre[0] + reach));
   const y0 = Math.max(0, Math.floor(centre[1] - reach));
   const y1 = Math.min(height - 1, Math.ceil(centre[1] + reach));
+  // Scene position back to crop coordinates.
+  const toCrop = (x: number, y: number): Point => {
+    const dx = x - toScene.tx;
+    const dy = y - toScene.ty;
+    return [inverse.a * dx - inverse.b * dy, inverse.b * dx + inverse.a * dy];
+  };
+  const rgb = [0, 0, 0];
+  const mean = [0, 0, 0];
   for (let y = y0; y <= y1; y++) {
     for (let x = x0; x <= x1; x++) {
-      // Scene pixel centre back to crop coordinates.
-      const dx = x + 0.5 - toScene.tx;
-      const dy = y + 0.5 - toScene.ty;
-      const u = inverse.a * dx - inverse.b * dy;
-      const v = inverse.b * dx + inverse.a * dy;
-      const r = Math.hypot((u / side - 0.5) / MASK_HALF_WIDTH, (v / side - 0.5) / MASK_HALF_HEIGHT);
-      if (r >= 1) continue;
-      const alpha = r <= MASK_FADE_FROM ? 1 : smoothFade((1 - r) / (1 - MASK_FADE_FROM));
+      const [u, v] = toCrop(x + 0.5, y + 0.5);
+      const weight = alpha(u / side, v / side, scale * side);
+      if (weight <= 0) continue;
+      mean[0] = mean[1] = mean[2] = 0;
+      for (let sy = 0; sy < samples; sy++) {
+        for (let sx = 0; sx < samples; sx++) {
+          const [su, sv] = toCrop(x + (sx + 0.5) / samples, y + (sy + 0.5) / samples);
+          sampleBilinear(crop, su, sv, rgb);
+          for (let c = 0; c < 3; c++) mean[c] += rgb[c] / (samples * samples);
+        }
+      }
       const d = (y * width + x) * 3;
-      for (let c = 0; c < 3; c++) scene[d + c] = Math.round(scene[d + c] * (1 - alpha) + sampleBilinear(crop, u, v, c) * alpha);
+      for (let c = 0; c < 3; c++) scene[d + c] = Math.round(scene[d + c] * (1 - weight) + mean[c] * weight);
     }
   }
 }
@@ -193,7 +287,10 @@ function smoothFade(t: number): number {
   return t * t * (3 - 2 * t);
 }
 
-function sampleBilinear(image: { width: number; height: number; data: Uint8Array }, u: number, v: number, channel: number): number {
+type RgbImage = { width: number; height: number; data: Uint8Array };
+
+/** The crop's colour at (u, v) in its pixels, edges clamped, into `rgb`. */
+function sampleBilinear(image: RgbImage, u: number, v: number, rgb: number[]): void {
   const fx = Math.min(image.width - 1, Math.max(0, u - 0.5));
   const fy = Math.min(image.height - 1, Math.max(0, v - 0.5));
   const xa = Math.floor(fx);
@@ -202,8 +299,10 @@ function sampleBilinear(image: { width: number; height: number; data: Uint8Array
   const yb = Math.min(image.height - 1, ya + 1);
   const tx = fx - xa;
   const ty = fy - ya;
-  const at = (x: number, y: number): number => image.data[(y * image.width + x) * 3 + channel];
-  return (at(xa, ya) * (1 - tx) + at(xb, ya) * tx) * (1 - ty) + (at(xa, yb) * (1 - tx) + at(xb, yb) * tx) * ty;
+  for (let c = 0; c < 3; c++) {
+    const at = (x: number, y: number): number => image.data[(y * image.width + x) * 3 + c];
+    rgb[c] = (at(xa, ya) * (1 - tx) + at(xb, ya) * tx) * (1 - ty) + (at(xa, yb) * (1 - tx) + at(xb, yb) * tx) * ty;
+  }
 }
 
 /** A gradient between two random colours, then rectangles, blurred-edged blobs and per-pixel noise. */
