@@ -4,7 +4,7 @@
  * The header is read first, so a format we do not take or an image outside the size limits is refused before
  * any pixel is allocated. BMP, which libvips does not read, goes through the guarded jimp decoder.
  */
-import sharp, { type FailOnOptions } from 'sharp';
+import sharp, { type FailOnOptions, type Sharp } from 'sharp';
 import { imageSizeProblem, type ImageSizeLimits, type ImageSizeProblem } from '../contract/limits.ts';
 import type { PixelBuffer } from '../contract/preprocess.ts';
 import { ImageDecodeError, readImageHeader, type ImageFormat } from '../contract/image-header.ts';
@@ -71,15 +71,8 @@ export async function decodePhoto(bytes: Uint8Array, options: PhotoDecodeOptions
     const { orientation = 1 } = await input.metadata();
     const turned = orientation >= FIRST_QUARTER_TURN_ORIENTATION;
     const [width, height] = turned ? [header.height, header.width] : [header.width, header.height];
-    const { data, info } = await input
-      .rotate()
-      .resize({ width: maxSide, height: maxSide, fit: 'inside', withoutEnlargement: true })
-      .flatten({ background: WHITE })
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
-    const pixels: PixelBuffer = { width: info.width, height: info.height, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-    return { format: header.format, pixels, width, height, scale: width / info.width };
+    const pixels = await workingPixels(input.rotate(), maxSide);
+    return { format: header.format, pixels, width, height, scale: width / pixels.width };
   } catch (error) {
     throw new ImageDecodeError('corrupt', `The ${header.format} image could not be decoded (${firstLine(error)}); the file may be truncated or corrupted`, { cause: error });
   }
@@ -89,14 +82,19 @@ export async function decodePhoto(bytes: Uint8Array, options: PhotoDecodeOptions
 async function fromPixels(format: ImageFormat, image: PixelBuffer, maxSide: number): Promise<DecodedPhoto> {
   const longest = Math.max(image.width, image.height);
   if (longest <= maxSide && image.channels === 3) return { format, pixels: image, width: image.width, height: image.height, scale: 1 };
-  const { data, info } = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: image.channels as 1 | 2 | 3 | 4 } })
+  const pixels = await workingPixels(sharp(image.data, { raw: { width: image.width, height: image.height, channels: image.channels as 1 | 2 | 3 | 4 } }), maxSide);
+  return { format, pixels, width: image.width, height: image.height, scale: image.width / pixels.width };
+}
+
+/** RGB bytes at most `maxSide` a side (never enlarged), transparency over white. */
+async function workingPixels(image: Sharp, maxSide: number): Promise<PixelBuffer> {
+  const { data, info } = await image
     .resize({ width: maxSide, height: maxSide, fit: 'inside', withoutEnlargement: true })
     .flatten({ background: WHITE })
     .toColourspace('srgb')
     .raw({ depth: 'uchar' })
     .toBuffer({ resolveWithObject: true });
-  const pixels: PixelBuffer = { width: info.width, height: info.height, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-  return { format, pixels, width: image.width, height: image.height, scale: image.width / info.width };
+  return { width: info.width, height: info.height, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
 const firstLine = (error: unknown): string => (error instanceof Error ? error.message : String(error)).split('\n')[0];

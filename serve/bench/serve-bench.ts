@@ -8,12 +8,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { runCli, UsageError } from '../../node-shared/cli-args.ts';
 import { DEFAULT_UTKFACE, REPO_ROOT } from '../../node-shared/paths.ts';
 import { createSession, run } from '../../node-shared/onnxruntime-node.ts';
 import { runLoad, type LoadResult } from './load.ts';
+import { freePort } from '../../node-shared/ports.ts';
 
 const TASKS = ['age', 'ethnicity', 'gender'] as const;
 /** Large-photo requests sent before timing, so the first decodes' set-up is not counted. */
@@ -126,18 +126,6 @@ async function largePhoto(faces: readonly Uint8Array[]): Promise<Uint8Array> {
   );
   const photo = await sharp(noise, { raw: { width: LARGE_PHOTO_WIDTH, height: LARGE_PHOTO_HEIGHT, channels: 3 } }).composite(placed).jpeg({ quality: 92 }).toBuffer();
   return new Uint8Array(photo);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      probe.close(() => resolvePort(port));
-    });
-  });
 }
 
 async function waitReady(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {

@@ -12,7 +12,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AGE_SCHEMES, ageGroupIndex, ageGroupLabels, classIndex, TASKS, type FaceLabels, type Task } from '../../contract/labels.ts';
@@ -25,6 +24,7 @@ import { defaultDataSource, REPO_ROOT } from '../../node-shared/paths.ts';
 import { cropTruth, matchDetections, readRgb, TRAINING_SEED, utkFaceSplit, type FaceMatches, type FoundFace, type TrueFace } from '../data/faces.ts';
 import { shuffledIndices } from '../data/split.ts';
 import type { Scene, SceneFace } from './make-scenes.ts';
+import { freePort } from '../../node-shared/ports.ts';
 
 const USAGE = `Usage: npm run evaluate:photos -- [--scenes DIR] [--crops N] [--url URL] [--data DIR] [--models DIR] [--concurrency N]
 
@@ -74,18 +74,6 @@ function parseConfig(argv: string[]): EvaluationConfig {
 }
 
 // ---- the server ----
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      probe.close(() => resolvePort(port));
-    });
-  });
-}
 
 /** serve/main.ts on a free port, ready; `stop` ends it. */
 async function startServer(models: string): Promise<{ url: string; stop(): Promise<void> }> {
