@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads';
 import type { InputSpec } from '../contract/preprocess.ts';
 import { errorFromCode, RequestTimeoutError, ShuttingDownError } from './errors.ts';
 import type { DecodedPhotoReply, DecodeReply, DecodeRequest, DecodeWorkerData } from './decode-worker.ts';
-import { prepareWorker, type WorkerEntry } from '../node-shared/worker-bundle.ts';
+import { prepareWorker, type WorkerEntry } from '../node-shared/workers.ts';
 
 /** A decoded upload and what its models read (see decode-worker.ts). */
 export type DecodedImage = DecodedPhotoReply;
@@ -50,7 +50,7 @@ export class DecodePool {
   private closed = false;
   private readonly watchdog: NodeJS.Timeout;
 
-  /** Prepares the thread's code (see worker-bundle.ts); independent of the models, so it can run beside their loading. */
+  /** Prepares the thread's code (see node-shared/workers.ts); independent of the models, so it can run beside their loading. */
   static prepare(): Promise<WorkerEntry> {
     return prepareWorker(WORKER_ENTRY);
   }
@@ -62,7 +62,7 @@ export class DecodePool {
 
   private constructor(
     private readonly options: DecodePoolOptions,
-    /** How the threads were started (see worker-bundle.ts). */
+    /** How the threads were started (see node-shared/workers.ts). */
     readonly entry: WorkerEntry,
   ) {
     for (let i = 0; i < options.threads; i++) this.threads.push(this.spawn());

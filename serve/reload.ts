@@ -11,7 +11,7 @@ import type { Logger } from './log.ts';
 import type { ServeMetrics } from './metrics.ts';
 import { loadModels, type LoadedModels } from './models.ts';
 import { Predictor } from './predictor.ts';
-import type { WorkerEntry } from '../node-shared/worker-bundle.ts';
+import type { WorkerEntry } from '../node-shared/workers.ts';
 
 /** One loaded model set and what serves it. */
 export interface ServingSet {

@@ -14,7 +14,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import { startTsWorker } from '../node-shared/ts-worker.ts';
+import { startTsWorker } from '../node-shared/workers.ts';
 import * as tf from '@tensorflow/tfjs';
 import { TASKS, type AgeScheme, type Task } from '../contract/labels.ts';
 import type { OutputSpec } from '../contract/metadata.ts';

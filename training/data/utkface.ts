@@ -12,7 +12,7 @@ import type { InputSpec } from '../../contract/preprocess.ts';
 import type { Dataset, LoadOptions } from './dataset.ts';
 import { loadFaceFile, type DecodeBatch, type DecodedBatch, type DecodeWorkerData } from './decode-worker.ts';
 import { openAlignedCropper, servedDetectorFile, type ServedDetectorFile } from './aligned-crops.ts';
-import { startTsWorker } from '../../node-shared/ts-worker.ts';
+import { startTsWorker } from '../../node-shared/workers.ts';
 import { compareNames, createProgress, DEFAULT_SUBSET_SEED, SkipCollector, subsetOrder, validateLimit } from './ingest.ts';
 
 /** File extensions taken for images; anything else in the folder is skipped as "not an image file". */

@@ -1,4 +1,7 @@
 /**
+ * Worker threads on TypeScript entries, the one place that starts them. `startTsWorker` runs an entry through tsx
+ * (training's workers); `prepareWorker` bundles one for a thread started many times (the server's decode threads).
+ *
  * How a TypeScript worker file runs in a worker thread. Loader hooks (tsx) do not reach worker threads, and
  * registering them inside one routes every dynamic import through a hooks thread: jimp imports a module on
  * each decode, which cost ~15% more CPU per image. So the worker is bundled once with esbuild (what tsx itself
@@ -9,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { REPO_ROOT } from './paths.ts';
 
 export interface WorkerEntry {
@@ -47,8 +51,20 @@ export async function prepareWorker(entry: URL): Promise<WorkerEntry> {
     }
     return { source: pathToFileURL(file), eval: false, how: 'bundled with esbuild' };
   } catch (error) {
-    const tsx = import.meta.resolve('tsx/esm/api');
-    const bootstrap = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`;
-    return { source: bootstrap, eval: true, how: `through tsx (bundling failed: ${(error as Error).message.split('\n')[0]})` };
+    return { source: tsxBootstrapUrl(entry), eval: false, how: `through tsx (bundling failed: ${(error as Error).message.split('\n')[0]})` };
   }
+}
+
+/**
+ * An ES module that registers tsx, then imports `entry`: Node 20 does not run a worker's .ts entry through the
+ * --import hooks the parent was started with (`node --import tsx` and the tsx CLI alike).
+ */
+function tsxBootstrapUrl(entry: URL): URL {
+  const source = `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};\nregister();\nawait import(${JSON.stringify(entry.href)});`;
+  return new URL(`data:text/javascript,${encodeURIComponent(source)}`);
+}
+
+/** Starts a worker thread on a TypeScript entry, through tsx. */
+export function startTsWorker(entry: URL, workerData: unknown): Worker {
+  return new Worker(tsxBootstrapUrl(entry), { workerData });
 }
