@@ -258,6 +258,9 @@ describe('web demo in headless Chromium', { skip: missing }, () => {
       assert.deepEqual(names, model.labels, `${model.task}: bars named by the metadata's labels, in order`);
       const answer = await card.locator('.answer').textContent();
       assert.ok(answer?.startsWith(top.group ?? top.label ?? '?'), `${model.task}: shows "${top.group ?? top.label}", got "${answer}"`);
+      // An answer close to a guess says so, as the API marks it; a sure one does not.
+      assert.equal(await card.evaluate((el) => el.classList.contains('uncertain')), top.uncertain, `${model.task}: marked uncertain exactly when the API says so`);
+      assert.equal(answer?.includes('uncertain'), top.uncertain, `${model.task}: says "uncertain" exactly when the API says so`);
     }
     const crop = await page.locator('#crop-canvas').evaluate((canvas: HTMLCanvasElement) => ({ width: canvas.width, height: canvas.height }));
     assert.deepEqual(crop, { width: info.models[0].input.width, height: info.models[0].input.height }, 'the crop is the model input, drawn at its own size');

@@ -6,6 +6,7 @@
  */
 import type { Task } from '../../../contract/labels.ts';
 import type { InputSpec } from '../../../contract/preprocess.ts';
+import { UNCERTAIN_BELOW } from '../../../contract/prediction.ts';
 import { PageConfigError, readPageConfig, DEFAULT_PAGE_CONFIG, type PageConfig } from './config.ts';
 import { decodePhoto, ImageSizeError, NotAnImageError, readFrame } from './decode.ts';
 import { Classifier, DETECT_MODES, type DetectMode, type FacePrediction, type ModelInput, type PhotoPrediction, type TaskPrediction } from './models.ts';
@@ -227,6 +228,9 @@ function drawModelInput(canvas: HTMLCanvasElement, input: ModelInput): void {
   canvas.getContext('2d')?.putImageData(image, 0, 0);
 }
 
+/** What an uncertain answer says beside its label. */
+const UNCERTAIN_TEXT = `uncertain: under ${Math.round(UNCERTAIN_BELOW * 100)}%, close to a guess`;
+
 const topLabel = (prediction: TaskPrediction): string => prediction.group ?? prediction.label ?? String(prediction.index);
 const expectedAge = (years: number): string => `expected age ${Math.round(years)} years`;
 const EXPECTED_AGE_TITLE = 'The mean of the predicted distribution over ages: it can fall outside the most likely age group shown';
@@ -294,6 +298,14 @@ function taskCard(task: string, prediction: TaskPrediction, labels: readonly str
     years.textContent = expectedAge(prediction.years);
     years.title = EXPECTED_AGE_TITLE;
     answer.append(separator(', '), document.createElement('wbr'), years);
+  }
+  if (prediction.uncertain) {
+    // The probabilities are calibrated: under UNCERTAIN_BELOW the answer is close to a guess, and says so.
+    card.classList.add('uncertain');
+    const doubt = document.createElement('small');
+    doubt.className = 'doubt';
+    doubt.textContent = UNCERTAIN_TEXT;
+    answer.append(separator(', '), document.createElement('wbr'), doubt);
   }
   const list = document.createElement('ul');
   list.className = 'bars';
