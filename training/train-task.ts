@@ -178,8 +178,8 @@ export async function trainTogether(
 
 /**
  * What scores the test split: the model exported to ONNX and run in onnxruntime-node, as `npm run evaluate` scores
- * the shipped files, and 6 to 7 times faster than tfjs on wasm (the multitask models' 4,272 test faces: about 5 s a
- * task instead of 27-35 s, the same class for every face), or the tfjs model itself where the exporter does not take it.
+ * the shipped files (several times faster than tfjs on wasm, with the same class for every face), or the tfjs
+ * model itself where the exporter does not take it.
  */
 export async function testPredictor(
   model: tf.LayersModel,
