@@ -32,7 +32,7 @@ const USAGE = `Usage: npm run calibrate -- --run DIR [--data PATH]
 
 Fits a temperature for the ethnicity and gender models of a multitask training run on its validation split,
 so that their probabilities mean what they say, and saves the models with it (in place). Runs trained since
-calibration was added to training already have it. Then export again: npm run export -- --all --runs DIR
+calibration was added to training already have it. Then export again: npm run export -- --all --runs DIR --out-dir DIR/onnx
 
   --run DIR     a multitask training run (ethnicity/ and gender/ inside)                    (required)
   --data PATH   the UTKFace folder it was trained on                   (default: ../shared/data/utkface)`;
@@ -155,7 +155,7 @@ if (isMain(import.meta.url)) {
     await selectBackend('cpu', () => {});
     const folder = resolve(data);
     await calibrateRun(resolve(values.run), (input, options) => loadDataset(folder, input, options), console.log);
-    console.log(`Export it again: npm run export -- --all --runs ${values.run}`);
+    console.log(`Export it again: npm run export -- --all --runs ${values.run} --out-dir ${values.run}/onnx`);
     tf.disposeVariables();
   });
 }

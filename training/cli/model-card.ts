@@ -236,7 +236,7 @@ age. Ethnicity "Others" is a catch-all class with few faces and no visual defini
 \`\`\`sh
 npm run train -- --task all --preset <preset>   # see each model's preset above; multitask runs also fit the temperatures
                                                 # (a run trained before they did: npm run calibrate -- --run DIR)
-npm run export -- --all
+npm run export -- --all --force                  # replaces the files in models/ (refused without --force)
 ${command}
 npm run evaluate -- --model models              # the same figures, printed in full
 \`\`\`
@@ -253,7 +253,7 @@ if (isMain(import.meta.url)) runCli(USAGE, async (argv) => {
   if (modelsInfo === undefined) throw new UsageError(`--models "${modelsDir}" does not exist`);
   if (!modelsInfo.isDirectory()) throw new UsageError(`--models "${modelsDir}" is not a folder; expected a folder of exported .onnx models`);
   const files = (await readdir(modelsDir)).filter((f) => f.endsWith('.onnx')).sort();
-  if (files.length === 0) throw new UsageError(`no .onnx models in "${modelsDir}"; export them first (npm run export -- --all)`);
+  if (files.length === 0) throw new UsageError(`no .onnx models in "${modelsDir}"; export them first (npm run export -- --all --out-dir DIR)`);
   const out = resolve(values.out ?? join(modelsDir, 'MODEL_CARD.md'));
   // The card is written at the end; a wrong --out should not cost the whole measurement.
   await prepareOutputFile('--out', out);
