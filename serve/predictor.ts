@@ -113,7 +113,7 @@ export class Predictor {
     const found = await detectFaces(pixels, this.runDetector, search, { input: detectorInput, transform });
     const alignStarted = performance.now();
     this.metrics.inference.observe((alignStarted - detectStarted) / 1000, { model: 'detector' });
-    const crops = found.map((face) => cropFace(pixels, face, this.specs));
+    const crops = found.map((face) => cropFace(pixels, face, this.specs, image.scale));
     const inferenceStarted = performance.now();
     const judged = await Promise.all(
       crops.map((crop) => ('reason' in crop ? undefined : this.batcher.submit({ inputs: crop.crops.map((bytes, i) => scaleBytes(bytes, this.specs[i])) }))),

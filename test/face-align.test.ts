@@ -133,6 +133,11 @@ describe('alignmentProblem', () => {
     assert.match(alignmentProblem(landmarksFor(similarity(0.1, 0, 10, 10)), { width: 400, height: 400 }) ?? '', /^face too small: eyes 7\.9 px apart, under \d+/);
   });
 
+  it("judges the size on the pixels the face is cut from and says it in the photo's pixels (a photo shrunk 4x)", () => {
+    const message = alignmentProblem(landmarksFor(similarity(0.1, 0, 10, 10)), { width: 400, height: 400 }, 4) ?? '';
+    assert.match(message, /^face too small: eyes 31\.6 px apart, under 48 \(12 once the photo is shrunk to 400 px a side/);
+  });
+
   it('names a face whose crop is mostly outside the image', () => {
     assert.match(alignmentProblem(landmarksFor(similarity(1, 0, -120, 0)), { width: 400, height: 400 }) ?? '', /^face too cut off: 60% of its crop is outside the image/);
   });

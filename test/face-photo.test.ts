@@ -169,3 +169,27 @@ describe('matchDetections', () => {
     assert.equal(half.box.width, FACE_TEMPLATE.box.width / 2);
   });
 });
+
+describe('detectFaces: maxFaces', () => {
+  it('keeps the largest faces, chosen after the parts of faces are dropped, whatever their scores', async () => {
+    const rows = ROWS_16 + ROWS_8;
+    const scores = new Float32Array(rows).fill(-100);
+    const boxes = new Float32Array(rows * COORDS);
+    // Anchor 600: a 60-pixel face; 601, the same centre: a 30-pixel part of it, scored higher; 100: a 40-pixel face elsewhere.
+    for (const [anchor, size, score] of [[600, 60, 3], [601, 30, 8], [100, 40, 2]]) {
+      scores[anchor] = score;
+      boxes.set([0, 0, size, size, -10, -5, 10, -5, 0, 0, 0, 10, -20, 0, 20, 0], anchor * COORDS);
+    }
+    const outputs = [
+      { dims: [1, ROWS_16, 1], data: scores.slice(0, ROWS_16) },
+      { dims: [1, ROWS_8, 1], data: scores.slice(ROWS_16) },
+      { dims: [1, ROWS_16, COORDS], data: boxes.slice(0, ROWS_16 * COORDS) },
+      { dims: [1, ROWS_8, COORDS], data: boxes.slice(ROWS_16 * COORDS) },
+    ];
+    const photo = smoothImage(512, 512);
+    const widths = async (maxFaces: number) => (await detectFaces(photo, scriptedDetector([outputs]).run, { minScore: 0.5, maxFaces }, undefined, undefined, null)).map((f) => f.box.width);
+    assert.deepEqual(await widths(20), [120, 80], 'the two faces, largest first, without the part');
+    assert.deepEqual(await widths(1), [120], 'maxFaces=1 is the largest face, not the best-scored part');
+    assert.deepEqual(await widths(2), [120, 80]);
+  });
+});

@@ -164,10 +164,12 @@ function toByte(value: number): number {
  * Why a face should not be aligned and passed to the models, or null: its eyes are under
  * `MIN_EYE_DISTANCE_PX` apart, or more than `MAX_OUTSIDE_FRACTION` of its aligned crop is outside the image.
  */
-export function alignmentProblem(landmarks: FaceLandmarks, image: { width: number; height: number }): string | null {
+export function alignmentProblem(landmarks: FaceLandmarks, image: { width: number; height: number }, scale = 1): string | null {
   const eyeDistance = Math.hypot(landmarks.leftEye[0] - landmarks.rightEye[0], landmarks.leftEye[1] - landmarks.rightEye[1]);
+  // Judged on the pixels the face is cut from; said in the photo's pixels (`scale` of them to one), as boxes are.
   if (eyeDistance < MIN_EYE_DISTANCE_PX) {
-    return `face too small: eyes ${eyeDistance.toFixed(1)} px apart, under ${MIN_EYE_DISTANCE_PX}`;
+    const shrunk = scale > 1 ? ` (${MIN_EYE_DISTANCE_PX} once the photo is shrunk to ${Math.max(image.width, image.height)} px a side to cut faces from it)` : '';
+    return `face too small: eyes ${(eyeDistance * scale).toFixed(1)} px apart, under ${Number((MIN_EYE_DISTANCE_PX * scale).toFixed(1))}${shrunk}`;
   }
   const toImage = cropToImage(landmarks);
   let outside = 0;

@@ -90,16 +90,19 @@ export async function detectFaces(
   cropPass: CropPass | null = DEFAULT_CROP_PASS,
 ): Promise<DetectedFace[]> {
   const first = prepared ?? firstDetectorInput(pixels, inputSize, cropPass);
-  const options = { minScore: search.minScore, maxFaces: search.maxFaces };
+  // Every face is decoded: maxFaces keeps the largest ones, chosen once the passes are merged and parts dropped.
+  const options = { minScore: search.minScore, maxFaces: Number.POSITIVE_INFINITY };
   let faces = decodeDetections(await run(first.input, first.transform.inputSize), first.transform, options);
   if (cropPass !== null && !isCropSized(pixels) && needsCropPass(faces, pixels, cropPass)) {
     // Made from the first pass's input, not the photo's pixels again: a fraction of the cost, the same faces.
     const padded = padDetectorInput(first.input, first.transform, cropPass.padding);
     const framed = decodeDetections(await run(padded.input, padded.transform.inputSize), padded.transform, options);
-    faces = weightedNonMaxSuppression([...framed, ...smallFacesApart(faces, framed, pixels, cropPass)], DEFAULT_IOU_THRESHOLD).slice(0, search.maxFaces);
+    faces = weightedNonMaxSuppression([...framed, ...smallFacesApart(faces, framed, pixels, cropPass)], DEFAULT_IOU_THRESHOLD);
   }
-  // Suppression keeps the best-scored faces; the answer lists the largest first, which is the face a caller usually means.
-  return withoutFacesInFaces(faces).sort((a, b) => b.box.width * b.box.height - a.box.width * a.box.height);
+  // The answer lists the largest first, which is the face a caller usually means, and keeps at most maxFaces of them.
+  return withoutFacesInFaces(faces)
+    .sort((a, b) => b.box.width * b.box.height - a.box.width * a.box.height)
+    .slice(0, search.maxFaces);
 }
 
 /**
@@ -133,8 +136,9 @@ export function needsCropPass(faces: readonly DetectedFace[], image: { width: nu
 /** A face's crop for each input spec (bytes as `preprocessToBytes` gives for a UTKFace crop), or why it is not judged. */
 export type FaceCrops = { crops: Uint8Array[] } | { reason: string };
 
-export function cropFace(pixels: PixelBuffer, face: DetectedFace, specs: readonly InputSpec[]): FaceCrops {
-  const reason = alignmentProblem(face.landmarks, pixels);
+/** `scale` is photo pixels per pixel of `pixels` (a shrunk photo), so that "too small" is judged in the photo's pixels. */
+export function cropFace(pixels: PixelBuffer, face: DetectedFace, specs: readonly InputSpec[], scale = 1): FaceCrops {
+  const reason = alignmentProblem(face.landmarks, pixels, scale);
   if (reason !== null) return { reason };
   return { crops: specs.map((spec) => alignFace(pixels, face.landmarks, spec)) };
 }

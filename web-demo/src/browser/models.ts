@@ -178,7 +178,7 @@ export class Classifier {
     const detectStarted = performance.now();
     const found = await detectFaces(photo.pixels, run, search, prepared);
     const alignStarted = performance.now();
-    const crops = found.map((face) => cropFace(photo.pixels, face, this.specs));
+    const crops = found.map((face) => cropFace(photo.pixels, face, this.specs, photo.scale));
     const inferenceStarted = performance.now();
     const faces: FacePrediction[] = [];
     const inputs: (ModelInput[] | undefined)[] = [];
