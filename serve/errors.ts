@@ -92,6 +92,12 @@ export class DetectionUnavailableError extends HttpError {
   }
 }
 
+/** The client closed the connection before its answer (nginx's 499): its work is dropped, and it is no server fault. */
+export class ClientClosedError extends HttpError {
+  readonly status = 499;
+  readonly code = 'client_closed_request';
+}
+
 export class NotFoundError extends HttpError {
   readonly status = 404;
   readonly code = 'not_found';

@@ -2,7 +2,7 @@
 import type { RequestHandler } from 'express';
 import type { RequestContext } from './app-state.ts';
 import type { ServeConfig } from './config.ts';
-import { MalformedUrlError, RequestTimeoutError, UploadTimeoutError } from './errors.ts';
+import { ClientClosedError, MalformedUrlError, RequestTimeoutError, UploadTimeoutError } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { Responder } from './respond.ts';
@@ -23,7 +23,7 @@ export function trackRequests(config: ServeConfig, metrics: ServeMetrics, log: L
     res.on('close', () => {
       clearTimeout(timer);
       // A client gone before its answer: what it queued is skipped rather than decoded for no one.
-      if (!res.writableFinished) ctx.abort.abort(new Error('The client closed the connection'));
+      if (!res.writableFinished) ctx.abort.abort(new ClientClosedError('The client closed the connection before its answer'));
       releaseWhenWorkEnds(ctx);
       const seconds = (performance.now() - ctx.startedAt) / 1000;
       metrics.requests.inc({ route: ctx.route, method: req.method, status: String(res.statusCode) });

@@ -282,6 +282,15 @@ describe('serve: bad input', () => {
     await expectServing();
   });
 
+  it('takes a client that hangs up before its answer as no server fault: nothing logged as failed, no internal_error', async () => {
+    const head = `POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${jpeg.length}\r\n\r\n`;
+    for (let i = 0; i < 5; i++) await rawRequest(t.server.port, [head, jpeg], { destroyAfterWrite: true });
+    await expectServing();
+    const metrics = await (await fetch(`${t.url}/metrics`)).text();
+    assert.doesNotMatch(metrics, /errors_total\{code="internal_error"\}/);
+    assert.ok(!t.logs.some((line) => line.includes('request failed')), t.logs.filter((line) => line.includes('failed')).join('\n'));
+  });
+
   it('answers an upload that stalls with 408 upload_timeout after the time limit, and closes the connection', async () => {
     const head = `POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${jpeg.length}\r\n\r\n`;
     const started = performance.now();
