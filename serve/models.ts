@@ -75,10 +75,16 @@ export interface LoadOptions {
   log: Logger;
 }
 
-/** The files to load with their expected sha256: the manifest's, or (without one) whichever <task>.onnx exist. */
-async function listModelFiles(dir: string, log: Logger): Promise<ModelToLoad[]> {
+/**
+ * The files to load with their expected sha256: the manifest's, or (without one) whichever <task>.onnx exist; with
+ * the manifest's bytes, read once, so that the page is served the manifest the models were loaded from.
+ */
+async function listModelFiles(dir: string, log: Logger): Promise<{ entries: ModelToLoad[]; manifest?: Uint8Array }> {
   const manifestPath = join(dir, MANIFEST_FILE);
-  if (existsSync(manifestPath)) return parseManifest(await readFile(manifestPath, 'utf8'), manifestPath).models;
+  if (existsSync(manifestPath)) {
+    const manifest = new Uint8Array(await readFile(manifestPath));
+    return { entries: parseManifest(new TextDecoder().decode(manifest), manifestPath).models, manifest };
+  }
   const found = TASKS.filter((task) => existsSync(join(dir, `${task}.onnx`))).map((task) => ({ task, file: `${task}.onnx` }));
   if (found.length === 0) {
     throw new ModelLoadError(
@@ -87,7 +93,7 @@ async function listModelFiles(dir: string, log: Logger): Promise<ModelToLoad[]> 
     );
   }
   log.warn(`${manifestPath} is missing: serving ${found.map((f) => f.file).join(', ')} without checking their sha256`);
-  return found;
+  return { entries: found };
 }
 
 /** The provider to use: cpu as asked; cuda or a start-up error; auto = cuda where it works, else cpu and why. */
@@ -108,7 +114,8 @@ async function chooseProvider(device: Device, probeModel: Uint8Array, threads: n
 }
 
 export async function loadModels(dir: string, options: LoadOptions): Promise<LoadedModels> {
-  const checked = await checkModelFiles(folderModelSource(dir), await listModelFiles(dir, options.log));
+  const { entries, manifest } = await listModelFiles(dir, options.log);
+  const checked = await checkModelFiles(folderModelSource(dir), entries);
   if (checked.classifiers.length === 0) throw new ModelLoadError(`${checked.manifestPath} lists no classifiers; the server needs at least one (export them with \`npm run export\`)`);
   const { provider, note } = await chooseProvider(options.device, checked.classifiers[0].bytes, options.threads);
   if (note !== undefined) options.log.info(`device auto: using CPU. ${note}`);
@@ -133,17 +140,20 @@ export async function loadModels(dir: string, options: LoadOptions): Promise<Loa
     })),
     sessions: set.graphs.map((graph) => ({ tasks: graph.tasks, ...(graph.nodes === undefined ? {} : { nodes: graph.nodes }) })),
   };
-  return { graphs: set.graphs, specs: set.specs, detectors: set.detectors, report, release: set.release, files: await servedFiles(dir, checked) };
+  let files: Map<string, ServedFile>;
+  try {
+    files = await servedFiles(checked, manifest);
+  } catch (error) {
+    await set.release();
+    throw error;
+  }
+  return { graphs: set.graphs, specs: set.specs, detectors: set.detectors, report, release: set.release, files };
 }
 
 /** The manifest and every model file, as the page will fetch them (models the server did not load are not offered). */
-async function servedFiles(dir: string, checked: CheckedModels): Promise<Map<string, ServedFile>> {
+async function servedFiles(checked: CheckedModels, manifest: Uint8Array | undefined): Promise<Map<string, ServedFile>> {
   const files = new Map<string, ServedFile>();
-  const manifestPath = join(dir, MANIFEST_FILE);
-  if (existsSync(manifestPath)) {
-    const manifest = new Uint8Array(await readFile(manifestPath));
-    files.set(MANIFEST_FILE, servedFile(manifest, MANIFEST_CONTENT_TYPE, await sha256Hex(manifest)));
-  }
+  if (manifest !== undefined) files.set(MANIFEST_FILE, servedFile(manifest, MANIFEST_CONTENT_TYPE, await sha256Hex(manifest)));
   for (const model of checked.classifiers) files.set(model.file, servedFile(model.bytes, ONNX_CONTENT_TYPE, model.sha256));
   for (const detector of checked.detectors) files.set(detector.entry.file, servedFile(detector.bytes, ONNX_CONTENT_TYPE, detector.sha256));
   return files;
