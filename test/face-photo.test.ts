@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { blazefaceInput, padDetectorInput, type DetectedFace, type OutputTensor } from '../contract/face/blazeface.ts';
-import { DEFAULT_CROP_PASS, detectFaces, firstDetectorInput, needsCropPass, type RunDetector } from '../contract/face/photo.ts';
+import { DEFAULT_CROP_PASS, detectFaces, detectorProblem, firstDetectorInput, needsCropPass, type RunDetector } from '../contract/face/photo.ts';
 import { FACE_TEMPLATE } from '../contract/face/template.ts';
 import { cropTruth, matchDetections, type FoundFace } from '../training/data/faces.ts';
 
@@ -191,5 +191,19 @@ describe('detectFaces: maxFaces', () => {
     assert.deepEqual(await widths(20), [120, 80], 'the two faces, largest first, without the part');
     assert.deepEqual(await widths(1), [120], 'maxFaces=1 is the largest face, not the best-scored part');
     assert.deepEqual(await widths(2), [120, 80]);
+  });
+});
+
+describe('detectorProblem', () => {
+  const blazeface = { name: 'blazeface-back', file: 'face.onnx', layout: 'nhwc' as const, input: { height: 256, width: 256, channels: 3 } };
+
+  it('takes the shipped kind of detector: square, NHWC, RGB', () => {
+    assert.equal(detectorProblem(blazeface), undefined);
+  });
+
+  it('refuses, naming the file, a detector these steps would feed the wrong input: NCHW, greyscale or not square', () => {
+    assert.match(detectorProblem({ ...blazeface, layout: 'nchw' }) ?? '', /face\.onnx \(detector "blazeface-back"\) reads NCHW/);
+    assert.match(detectorProblem({ ...blazeface, input: { height: 256, width: 256, channels: 1 } }) ?? '', /square NHWC RGB/);
+    assert.match(detectorProblem({ ...blazeface, input: { height: 256, width: 128, channels: 3 } }) ?? '', /\[256, 128, 3\]/);
   });
 });

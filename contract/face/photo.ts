@@ -73,6 +73,18 @@ export function firstDetectorInput(pixels: PixelBuffer, inputSize = BLAZEFACE_IN
   return blazefaceInput(pixels, { inputSize, padding });
 }
 
+/**
+ * Why a manifest's detector cannot find faces with these steps, or undefined: they decode BlazeFace's outputs and
+ * feed it a square NHWC RGB input. Checked at load, so that a wrong entry stops start-up instead of every request.
+ */
+export function detectorProblem(detector: { name: string; file: string; layout: 'nhwc' | 'nchw'; input: { height: number; width: number; channels: number } }): string | undefined {
+  const { height, width, channels } = detector.input;
+  if (detector.layout !== 'nhwc' || channels !== 3 || height !== width) {
+    return `${detector.file} (detector "${detector.name}") reads ${detector.layout.toUpperCase()} [${height}, ${width}, ${channels}]; faces are found with a BlazeFace model that reads a square NHWC RGB image`;
+  }
+  return undefined;
+}
+
 /** Boxes and landmarks are rounded to this many decimals in answers. */
 const POSITION_DECIMALS = 1;
 

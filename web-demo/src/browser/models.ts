@@ -24,6 +24,7 @@ import {
   DEFAULT_MAX_FACES,
   DEFAULT_MIN_SCORE,
   detectFaces,
+  detectorProblem,
   faceAnswer,
   firstDetectorInput,
   facePosition,
@@ -101,6 +102,11 @@ export class Classifier {
     const source = originModelSource(modelsUrl);
     const manifest = parseManifest(await (await fetchOk(new URL(MANIFEST_FILE, modelsUrl))).text(), source.manifestPath);
     const set = await loadModelSet(source, manifest.models, webRuntime, { merge: true, log: console });
+    const problem = set.detectors.length === 0 ? undefined : detectorProblem(set.detectors[0]);
+    if (problem !== undefined) {
+      await set.release();
+      throw new ModelLoadError(problem);
+    }
     return new Classifier(set.classifiers, set.graphs, set.specs, set.detectors);
   }
 
