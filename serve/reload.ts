@@ -33,6 +33,9 @@ export interface ServingDeps {
   workerEntry: Promise<WorkerEntry>;
 }
 
+/** Images a decode thread holds at once, so that it never idles between messages. */
+const IMAGES_PER_DECODE_THREAD = 2;
+
 /** How often a retired set checks whether its last image is answered. */
 const IDLE_POLL_MS = 50;
 
@@ -49,7 +52,7 @@ export async function loadServingSet(config: ServeConfig, deps: ServingDeps): Pr
     pool = await DecodePool.start(
       {
         threads: config.decodeThreads,
-        perThread: 2,
+        perThread: IMAGES_PER_DECODE_THREAD,
         taskTimeoutMs: config.requestTimeoutMs,
         specs: models.specs,
         ...(detector === undefined ? {} : { detectorInputSize: detector.input.height }),

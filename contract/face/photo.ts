@@ -85,8 +85,9 @@ export function detectorProblem(detector: { name: string; file: string; layout: 
   return undefined;
 }
 
-/** Boxes and landmarks are rounded to this many decimals in answers. */
+/** Boxes and landmarks are rounded to this many decimals in answers, and the detector's score to this many. */
 const POSITION_DECIMALS = 1;
+const SCORE_DECIMALS = 4;
 
 /**
  * The faces in `pixels`, largest box first, in `pixels`' coordinates: the detector on the photo as it is, and
@@ -179,17 +180,18 @@ export interface PhotoPrediction {
   timingsMs: PhotoTimings;
 }
 
-const round = (value: number): number => {
-  const factor = 10 ** POSITION_DECIMALS;
+const roundTo = (value: number, decimals: number): number => {
+  const factor = 10 ** decimals;
   return Math.round(value * factor) / factor;
 };
+const round = (value: number): number => roundTo(value, POSITION_DECIMALS);
 
 /** A detected face's position in the photo, whose pixels are `scale` times those the face was found in. */
 export function facePosition(face: DetectedFace, scale: number): FacePosition {
   const point = ([x, y]: Point): Point => [round(x * scale), round(y * scale)];
   const landmarks = Object.fromEntries(Object.entries(face.landmarks).map(([name, p]) => [name, point(p)])) as Record<keyof FaceLandmarks, Point>;
   const { x, y, width, height } = face.box;
-  return { box: { x: round(x * scale), y: round(y * scale), width: round(width * scale), height: round(height * scale) }, score: Math.round(face.score * 1e4) / 1e4, landmarks };
+  return { box: { x: round(x * scale), y: round(y * scale), width: round(width * scale), height: round(height * scale) }, score: roundTo(face.score, SCORE_DECIMALS), landmarks };
 }
 
 /** The position `detect=none` answers: the whole photo is the face. */
