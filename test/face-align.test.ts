@@ -4,6 +4,8 @@ import { alignFace, alignmentProblem, applySimilarity, cropToImage, fitSimilarit
 import type { FaceLandmarks, Point } from '../contract/face/blazeface.ts';
 import { FACE_TEMPLATE } from '../contract/face/template.ts';
 import { preprocessToBytes } from '../contract/preprocess.ts';
+import { seededRandom } from '../node-shared/random.ts';
+import { randomImage, referenceWarpToCrop } from './helpers/face-reference.ts';
 
 const IDENTITY: Similarity = { a: 1, b: 0, tx: 0, ty: 0 };
 
@@ -93,6 +95,54 @@ describe('warpToCrop', () => {
     const expected = [...preprocessToBytes(square, { ...spec, height: 2 })].slice(0, 2);
     assert.deepEqual([...warpToCrop(rgba, IDENTITY, 2, { width: 2, height: 2, channels: 1 })].slice(0, 2), expected);
     assert.deepEqual([...warpToCrop(rgba, IDENTITY, 2, { width: 2, height: 2, channels: 3 })].slice(0, 6), [200, 100, 50, 255, 255, 255]);
+  });
+});
+
+describe('warpToCrop against the loop it replaced', () => {
+  const CASES = 400;
+
+  it('gives the same bytes for random images, transforms and specs: 1, 3 and 4 channels, shrinking and enlarging, crops partly or wholly outside', () => {
+    const random = seededRandom(20240611);
+    for (let n = 0; n < CASES; n++) {
+      const channels = ([1, 3, 4] as const)[n % 3];
+      const image = randomImage(random, 1 + Math.floor(random() * 90), 1 + Math.floor(random() * 90), channels);
+      const spec = { width: 1 + Math.floor(random() * 40), height: 1 + Math.floor(random() * 40), channels: random() < 0.5 ? (1 as const) : (3 as const) };
+      const cropSize = 4 + random() * 100;
+      // Scales from a tenth (enlarging: one sample per pixel) to three (shrinking: many), any angle, and shifts that put the crop partly or wholly outside.
+      const toImage = similarity(0.1 + random() * 2.9, random() * 360 - 180, (random() - 0.3) * image.width * 1.5, (random() - 0.3) * image.height * 1.5);
+      const what = `case ${n}: ${image.width}x${image.height}x${channels} -> ${spec.width}x${spec.height}x${spec.channels}, ${JSON.stringify(toImage)}`;
+      assert.deepEqual(warpToCrop(image, toImage, cropSize, spec), referenceWarpToCrop(image, toImage, cropSize, spec), what);
+    }
+  });
+
+  it('gives the same bytes on whole- and half-pixel transforms, where taps fall on pixel centres or halfway, and on Uint8ClampedArray pixels', () => {
+    const random = seededRandom(7);
+    for (const channels of [1, 3, 4] as const) {
+      const image = randomImage(random, 13, 9, channels);
+      const clamped = { ...image, data: new Uint8ClampedArray(image.data) };
+      // Whole and half pixels: weights of 0, 1 and 1/2, and means that end in .5, where rounding is decided.
+      for (const toImage of [IDENTITY, { a: 1, b: 0, tx: -3, ty: 2 }, { a: 0, b: 1, tx: 9, ty: 0 }, { a: -1, b: 0, tx: 13, ty: 9 }, { a: 2, b: 0, tx: 0, ty: 0 }, { a: 1, b: 0, tx: 0.5, ty: -0.5 }, { a: 0.5, b: 0, tx: 0.25, ty: 0 }]) {
+        for (const spec of [{ width: 13, height: 9, channels: 3 as const }, { width: 5, height: 4, channels: 1 as const }, { width: 40, height: 30, channels: 3 as const }]) {
+          const expected = referenceWarpToCrop(image, toImage, 13, spec);
+          assert.deepEqual(warpToCrop(image, toImage, 13, spec), expected, `${channels} channels, ${JSON.stringify(toImage)}, ${JSON.stringify(spec)}`);
+          assert.deepEqual(warpToCrop(clamped, toImage, 13, spec), expected, `Uint8ClampedArray, ${channels} channels`);
+        }
+      }
+    }
+  });
+
+  it('gives the same bytes as alignFace does on a 200x200 photo that one face fills, at the model sizes, and on a face half outside a larger photo', () => {
+    const random = seededRandom(99);
+    const filling = landmarksFor(similarity(1.02, 4, -2, 3));
+    const halfOut = landmarksFor(similarity(0.7, -20, 250, -60));
+    for (const channels of [3, 4, 1] as const) {
+      const photo = randomImage(random, 200, 200, channels);
+      const wide = randomImage(random, 320, 240, channels);
+      for (const spec of [{ width: 64, height: 64, channels: 3 as const }, { width: 48, height: 48, channels: 1 as const }, { width: 200, height: 200, channels: 3 as const }]) {
+        assert.deepEqual(alignFace(photo, filling, spec), referenceWarpToCrop(photo, cropToImage(filling), FACE_TEMPLATE.size, spec), `${channels} channels, filling`);
+        assert.deepEqual(alignFace(wide, halfOut, spec), referenceWarpToCrop(wide, cropToImage(halfOut), FACE_TEMPLATE.size, spec), `${channels} channels, half outside`);
+      }
+    }
   });
 });
 

@@ -5,6 +5,8 @@ import { describe, it } from 'node:test';
 import { BLAZEFACE_ANCHORS, blazefaceInput, CROP_PADDING, boxIou, decodeDetections, weightedNonMaxSuppression, type DetectedFace, type OutputTensor } from '../contract/face/blazeface.ts';
 import { FACE_TEMPLATE } from '../contract/face/template.ts';
 import { DEFAULT_UTKFACE } from '../node-shared/paths.ts';
+import { seededRandom } from '../node-shared/random.ts';
+import { randomImage, referenceBlazefaceInput } from './helpers/face-reference.ts';
 
 const ROWS_16 = 512;
 const ROWS_8 = 384;
@@ -126,6 +128,43 @@ describe('blazefaceInput', () => {
   it('composites pixels that are not opaque over white', () => {
     const { input } = blazefaceInput({ width: 1, height: 1, channels: 4, data: Uint8Array.of(0, 0, 0, 0) }, { inputSize: 1, padding: 1 });
     assert.deepEqual([...input], [1, 1, 1]);
+  });
+});
+
+/** Whether two float arrays hold the same bits, value by value; names the first that differs. */
+function assertSameFloats(actual: Float32Array, expected: Float32Array, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
+  const e = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
+  const at = a.findIndex((bits, i) => bits !== e[i]);
+  assert.equal(at, -1, `${what}: value ${at} is ${actual[at]}, expected ${expected[at]}`);
+}
+
+describe('blazefaceInput against the loop it replaced', () => {
+  const CASES = 150;
+
+  it('gives the same floats, bit for bit, for random grey, RGB and RGBA images, wide and tall, at paddings 1, 1.5, 2 and between, shrunk and enlarged', () => {
+    const random = seededRandom(4242);
+    for (let n = 0; n < CASES; n++) {
+      const channels = ([1, 3, 4] as const)[n % 3];
+      const image = randomImage(random, 1 + Math.floor(random() * 150), 1 + Math.floor(random() * 150), channels);
+      const padding = [1, CROP_PADDING, 2, 1 + random() * 2][n % 4];
+      const inputSize = [256, 128, 1 + Math.floor(random() * 300)][Math.floor(n / 4) % 3];
+      const what = `case ${n}: ${image.width}x${image.height}x${channels}, padding ${padding}, input ${inputSize}`;
+      const made = blazefaceInput(image, { inputSize, padding });
+      const expected = referenceBlazefaceInput(image, inputSize, padding);
+      assert.deepEqual(made.transform, expected.transform, what);
+      assertSameFloats(made.input, expected.input, what);
+    }
+  });
+
+  it('gives the same floats for a 200x200 RGB photo padded as a face crop, and for the same pixels as a Uint8ClampedArray', () => {
+    const { data } = randomImage(seededRandom(200), 200, 200, 3);
+    for (const padding of [1, CROP_PADDING, 2]) {
+      const expected = referenceBlazefaceInput({ width: 200, height: 200, channels: 3, data }, 256, padding).input;
+      assertSameFloats(blazefaceInput({ width: 200, height: 200, channels: 3, data }, { padding }).input, expected, `padding ${padding}`);
+      assertSameFloats(blazefaceInput({ width: 200, height: 200, channels: 3, data: new Uint8ClampedArray(data) }, { padding }).input, expected, `clamped, padding ${padding}`);
+    }
   });
 });
 

@@ -103,57 +103,112 @@ export function warpToCrop(image: PixelBuffer, toImage: Similarity, cropSize: nu
   const scale = Math.hypot(toImage.a, toImage.b);
   const nx = Math.max(1, Math.ceil(stepX * scale - 1e-9));
   const ny = Math.max(1, Math.ceil(stepY * scale - 1e-9));
-  const rgb = [0, 0, 0];
-  const acc = [0, 0, 0];
-  const pixel = (x: number, y: number, weight: number): void => {
-    const s = (y * width + x) * inC;
-    if (inC === 1) {
-      rgb[0] = rgb[1] = rgb[2] = data[s];
-    } else {
-      const alpha = inC === 4 ? data[s + 3] : 255;
-      const white = 255 * (255 - alpha);
-      for (let c = 0; c < 3; c++) rgb[c] = alpha === 255 ? data[s + c] : (data[s + c] * alpha + white) / 255;
-    }
-    for (let c = 0; c < 3; c++) acc[c] += rgb[c] * weight;
-  };
   const samples = nx * ny;
+  // Each sample is at (a u - b v + tx, b u + a v + ty) - 0.5, summed in that order; the products are made once per column and row.
+  const { a, b, tx: originX, ty: originY } = toImage;
+  const au = new Float64Array(spec.width * nx);
+  const bu = new Float64Array(spec.width * nx);
+  for (let ox = 0, i = 0; ox < spec.width; ox++) {
+    for (let sx = 0; sx < nx; sx++, i++) {
+      const u = (ox + (sx + 0.5) / nx) * stepX;
+      au[i] = a * u;
+      bu[i] = b * u;
+    }
+  }
+  const av = new Float64Array(ny);
+  const bv = new Float64Array(ny);
+  const rowStride = width * inC;
+  const composited = new Float64Array(3);
   for (let oy = 0; oy < spec.height; oy++) {
+    for (let sy = 0; sy < ny; sy++) {
+      const v = (oy + (sy + 0.5) / ny) * stepY;
+      av[sy] = a * v;
+      bv[sy] = b * v;
+    }
     for (let ox = 0; ox < spec.width; ox++) {
-      acc[0] = acc[1] = acc[2] = 0;
+      // Sums in double precision, tap by tap, in the same order for every channel count.
+      let red = 0;
+      let green = 0;
+      let blue = 0;
+      if (inC !== 3) composited.fill(0);
       for (let sy = 0; sy < ny; sy++) {
-        const v = (oy + (sy + 0.5) / ny) * stepY;
-        for (let sx = 0; sx < nx; sx++) {
-          const u = (ox + (sx + 0.5) / nx) * stepX;
-          const fx = toImage.a * u - toImage.b * v + toImage.tx - 0.5;
-          const fy = toImage.b * u + toImage.a * v + toImage.ty - 0.5;
+        const bvRow = bv[sy];
+        const avRow = av[sy];
+        for (let i = ox * nx, end = i + nx; i < end; i++) {
+          const fx = au[i] - bvRow + originX - 0.5;
+          const fy = bu[i] + avRow + originY - 0.5;
           const x0 = Math.floor(fx);
           const y0 = Math.floor(fy);
           const tx = fx - x0;
           const ty = fy - y0;
-          const xa = clamp(x0, width);
-          const xb = clamp(x0 + 1, width);
-          const ya = clamp(y0, height);
-          const yb = clamp(y0 + 1, height);
-          pixel(xa, ya, (1 - tx) * (1 - ty));
-          pixel(xb, ya, tx * (1 - ty));
-          pixel(xa, yb, (1 - tx) * ty);
-          pixel(xb, yb, tx * ty);
+          const left = (x0 < 0 ? 0 : x0 >= width ? width - 1 : x0) * inC;
+          const right = (x0 + 1 < 0 ? 0 : x0 + 1 >= width ? width - 1 : x0 + 1) * inC;
+          const top = (y0 < 0 ? 0 : y0 >= height ? height - 1 : y0) * rowStride;
+          const bottom = (y0 + 1 < 0 ? 0 : y0 + 1 >= height ? height - 1 : y0 + 1) * rowStride;
+          const topLeft = (1 - tx) * (1 - ty);
+          const topRight = tx * (1 - ty);
+          const bottomLeft = (1 - tx) * ty;
+          const bottomRight = tx * ty;
+          if (inC === 3) {
+            let s = top + left;
+            red += data[s] * topLeft;
+            green += data[s + 1] * topLeft;
+            blue += data[s + 2] * topLeft;
+            s = top + right;
+            red += data[s] * topRight;
+            green += data[s + 1] * topRight;
+            blue += data[s + 2] * topRight;
+            s = bottom + left;
+            red += data[s] * bottomLeft;
+            green += data[s + 1] * bottomLeft;
+            blue += data[s + 2] * bottomLeft;
+            s = bottom + right;
+            red += data[s] * bottomRight;
+            green += data[s + 1] * bottomRight;
+            blue += data[s + 2] * bottomRight;
+          } else {
+            addCompositedTap(data, inC, top + left, topLeft, composited);
+            addCompositedTap(data, inC, top + right, topRight, composited);
+            addCompositedTap(data, inC, bottom + left, bottomLeft, composited);
+            addCompositedTap(data, inC, bottom + right, bottomRight, composited);
+          }
         }
+      }
+      if (inC !== 3) {
+        red = composited[0];
+        green = composited[1];
+        blue = composited[2];
       }
       const d = (oy * spec.width + ox) * outC;
       if (outC === 1) {
         // ITU-R BT.601 luma, as preprocessToBytes.
-        out[d] = toByte((acc[0] * 299 + acc[1] * 587 + acc[2] * 114) / 1000 / samples);
+        out[d] = toByte((red * 299 + green * 587 + blue * 114) / 1000 / samples);
       } else {
-        for (let c = 0; c < 3; c++) out[d + c] = toByte(acc[c] / samples);
+        out[d] = toByte(red / samples);
+        out[d + 1] = toByte(green / samples);
+        out[d + 2] = toByte(blue / samples);
       }
     }
   }
   return out;
 }
 
-function clamp(i: number, size: number): number {
-  return i < 0 ? 0 : i >= size ? size - 1 : i;
+/** Adds a grey or RGBA pixel's RGB times `weight` to `sum`: grey repeated, alpha composited over white as preprocessToBytes does. */
+function addCompositedTap(data: Uint8Array | Uint8ClampedArray, channels: number, s: number, weight: number, sum: Float64Array): void {
+  if (channels === 1) {
+    const grey = data[s] * weight;
+    sum[0] += grey;
+    sum[1] += grey;
+    sum[2] += grey;
+    return;
+  }
+  const alpha = data[s + 3];
+  if (alpha === 255) {
+    for (let c = 0; c < 3; c++) sum[c] += data[s + c] * weight;
+    return;
+  }
+  const white = 255 * (255 - alpha);
+  for (let c = 0; c < 3; c++) sum[c] += ((data[s + c] * alpha + white) / 255) * weight;
 }
 
 function toByte(value: number): number {

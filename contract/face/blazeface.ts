@@ -145,37 +145,47 @@ export function blazefaceInput(image: PixelBuffer, options: BlazefaceInputOption
   const transform: InputTransform = { inputSize, scale, offsetX: -(side - width) / 2, offsetY: -(side - height) / 2 };
   const xs = coverage(inputSize, scale, transform.offsetX, width);
   const ys = coverage(inputSize, scale, transform.offsetY, height);
-  const rgb = toRgb(image);
+  // Bytes already RGB are read as they are: toRgb would copy them unchanged into floats.
+  const rgb = image.channels === 3 ? image.data : toRgb(image);
 
-  // Horizontal pass over the image rows that any output row covers, then vertical; padding is black (weight left over).
-  const rows = new Float32Array(height * inputSize * 3);
-  for (let y = 0; y < height; y++) {
-    for (let ox = 0; ox < inputSize; ox++) {
-      const w = xs.weights[ox];
+  // Horizontal pass over the image rows, for the input columns that see the image; then vertical. The input's
+  // padding is black: -1, as the sums over its empty footprints give.
+  const columns = coveredRange(xs.weights);
+  const rowLength = (columns.end - columns.start) * 3;
+  const rows = new Float32Array(height * rowLength);
+  const taps = flatTaps(xs, columns);
+  for (let y = 0, d = 0; y < height; y++) {
+    const rowStart = y * width * 3;
+    for (let column = 0; column < taps.count; column++, d += 3) {
       let r = 0;
       let g = 0;
       let b = 0;
-      let s = (y * width + xs.start[ox]) * 3;
-      for (let k = 0; k < w.length; k++, s += 3) {
-        r += rgb[s] * w[k];
-        g += rgb[s + 1] * w[k];
-        b += rgb[s + 2] * w[k];
+      let s = rowStart + taps.offsets[column];
+      for (let k = taps.first[column], end = taps.first[column + 1]; k < end; k++, s += 3) {
+        const w = taps.weights[k];
+        r += rgb[s] * w;
+        g += rgb[s + 1] * w;
+        b += rgb[s + 2] * w;
       }
-      const d = (y * inputSize + ox) * 3;
       rows[d] = r;
       rows[d + 1] = g;
       rows[d + 2] = b;
     }
   }
-  const input = new Float32Array(inputSize * inputSize * 3);
+  const input = new Float32Array(inputSize * inputSize * 3).fill(-1);
   const stride = inputSize * 3;
-  for (let oy = 0; oy < inputSize; oy++) {
+  const covered = coveredRange(ys.weights);
+  // Row by row, each value's sum still taken over k in order, in doubles.
+  const sums = new Float64Array(rowLength);
+  for (let oy = covered.start; oy < covered.end; oy++) {
     const w = ys.weights[oy];
-    for (let i = 0; i < stride; i++) {
-      let acc = 0;
-      for (let k = 0; k < w.length; k++) acc += rows[(ys.start[oy] + k) * stride + i] * w[k];
-      input[oy * stride + i] = acc / 127.5 - 1;
+    sums.fill(0);
+    for (let k = 0, s = ys.start[oy] * rowLength; k < w.length; k++) {
+      const weight = w[k];
+      for (let i = 0; i < rowLength; i++, s++) sums[i] += rows[s] * weight;
     }
+    const d = oy * stride + columns.start * 3;
+    for (let i = 0; i < rowLength; i++) input[d + i] = sums[i] / 127.5 - 1;
   }
   return { input, transform };
 }
@@ -236,6 +246,29 @@ function coverage(outSize: number, scale: number, offset: number, inSize: number
     weights.push(w);
   }
   return { start, weights };
+}
+
+/** The outputs from the first to the last whose footprint covers any of the image: `[start, end)`. */
+function coveredRange(weights: readonly Float32Array[]): { start: number; end: number } {
+  let start = 0;
+  while (start < weights.length && weights[start].length === 0) start++;
+  let end = weights.length;
+  while (end > start && weights[end - 1].length === 0) end--;
+  return { start, end };
+}
+
+/** `coverage` for the outputs in `range`, its weights in one array: output i's are `weights[first[i]]` to `weights[first[i + 1] - 1]`, read from the RGB value `offsets[i]` of an image row. */
+function flatTaps(cover: { start: Int32Array; weights: Float32Array[] }, range: { start: number; end: number }): { count: number; offsets: Int32Array; first: Int32Array; weights: Float64Array } {
+  const count = range.end - range.start;
+  const offsets = new Int32Array(count);
+  const first = new Int32Array(count + 1);
+  for (let i = 0; i < count; i++) {
+    offsets[i] = cover.start[range.start + i] * 3;
+    first[i + 1] = first[i] + cover.weights[range.start + i].length;
+  }
+  const weights = new Float64Array(first[count]);
+  for (let i = 0; i < count; i++) weights.set(cover.weights[range.start + i], first[i]);
+  return { count, offsets, first, weights };
 }
 
 /** Three floats per pixel, 0-255; grey repeated, alpha composited over white. */
