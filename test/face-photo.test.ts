@@ -125,7 +125,7 @@ describe('detectFaces', () => {
     const detector = scriptedDetector([outputs(null)]);
     assert.deepEqual(await detectFaces(crop, detector.run, search), []);
     assert.equal(detector.inputs.length, 1);
-    assert.deepEqual(detector.inputs[0], blazefaceInput(crop, { padding: DEFAULT_CROP_PASS.padding }).input);
+    assert.deepEqual(detector.inputs[0], blazefaceInput(crop, { padding: DEFAULT_CROP_PASS.cropPadding }).input);
     assert.deepEqual(firstDetectorInput(crop).input, detector.inputs[0], 'the input the server prepares in its decode thread');
   });
 

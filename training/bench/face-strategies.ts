@@ -25,7 +25,7 @@ export const STRATEGIES: readonly Strategy[] = [
     LARGE_FACE_FRACTIONS.map((largeFaceFraction) => ({
       name: `unpadded + ${padding} when ${Number.isFinite(largeFaceFraction) ? `none or side >= ${largeFaceFraction}` : 'none'}`,
       padding: 1,
-      cropPass: { padding, largeFaceFraction },
+      cropPass: { padding, cropPadding: padding, largeFaceFraction },
     })),
   ),
 ];
