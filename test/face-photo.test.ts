@@ -137,7 +137,7 @@ describe('detectFaces', () => {
 
 describe('needsCropPass', () => {
   const face = (side: number): DetectedFace => ({ box: { x: 0, y: 0, width: side, height: side }, score: 0.9, landmarks: { rightEye: [0, 0], leftEye: [1, 0], nose: [0, 1], mouth: [0, 2], rightEar: [0, 0], leftEar: [0, 0] } });
-  const pass = { padding: 1.5, largeFaceFraction: 0.5 };
+  const pass = { padding: 1.5, cropPadding: 2, largeFaceFraction: 0.5 };
 
   it('asks for it with no face, or a face whose box side reaches the fraction of the shorter side', () => {
     assert.equal(needsCropPass([], { width: 400, height: 300 }, pass), true);
