@@ -408,6 +408,31 @@ export async function openModelSet<S extends Session>(checked: CheckedModels, ru
   };
 }
 
+/**
+ * Each face's answer per task through every graph of the set: `inputs[face][specIndex]` is the face scaled for each
+ * of the set's input specs. One run per graph for all the faces, or face by face where a graph is fixed at batch 1.
+ */
+export async function answerFaces<S extends Session>(
+  set: Pick<ModelSet<S>, 'graphs'>,
+  run: ModelRuntime<S>['run'],
+  inputs: readonly (readonly Float32Array[])[],
+): Promise<Record<Task, TaskPrediction>[]> {
+  const answers = inputs.map(() => ({}) as Record<Task, TaskPrediction>);
+  for (const graph of set.graphs) {
+    const { height, width, channels } = graph.inputSpec;
+    const size = height * width * channels;
+    const perRun = graph.batchable ? inputs.length : 1;
+    for (let start = 0; start < inputs.length; start += perRun) {
+      const count = Math.min(perRun, inputs.length - start);
+      const data = new Float32Array(count * size);
+      for (let row = 0; row < count; row++) data.set(inputs[start + row][graph.specIndex], row * size);
+      const outputs = await run(graph.session, { [graph.inputName]: { data, dims: [count, height, width, channels] } });
+      for (let row = 0; row < count; row++) Object.assign(answers[start + row], graph.interpret(outputs, row));
+    }
+  }
+  return answers;
+}
+
 /** Reads, checks and opens every entry: `checkModelFiles` then `openModelSet`. */
 export async function loadModelSet<S extends Session>(source: ModelSource, entries: readonly ModelToLoad[], runtime: ModelRuntime<S>, options: OpenOptions): Promise<ModelSet<S>> {
   return openModelSet(await checkModelFiles(source, entries), runtime, options);

@@ -2,8 +2,8 @@
  * Exact resume of the multitask preset through `npm run train`: a run stopped by SIGINT after an epoch and
  * resumed with --resume ends with the same weights, bit for bit, and the same history as a run of the same length
  * that was never stopped; --resume refuses options that differ from the run's. The same holds for a run with every
- * recipe lever (the weights' moving average, mixup, input size, width, depth, aligned crops), whose state is in the
- * checkpoint too. Each run trains two replicas on generated colour faces, in a temporary working folder so that its
+ * recipe lever (the weights' moving average, mixup, input size, width, depth, aligned crops, distillation from
+ * models/), whose state is in the checkpoint too. Each run trains two replicas on generated colour faces, in a temporary working folder so that its
  * dataset cache stays there.
  */
 import assert from 'node:assert/strict';
@@ -53,13 +53,16 @@ function runArgs(out: string, extra: string[] = []): string[] {
   return ['--task', 'all', '--data', faces, '--epochs', String(EPOCHS), '--replicas', '2', '--backend', 'wasm', '--seed', '3', '--out', out, ...extra];
 }
 
+/** The shipped models, the teachers of the distilled run. */
+const TEACHERS = join(REPO_ROOT, 'models');
+
 /**
  * Every lever at once, each set away from its default: an EMA and mixup whose state (the average, the draws) the
  * checkpoint must carry, and a smaller, narrower, deeper network on the detector's crops (generated faces have no
  * face to find, or none it can align, so every one keeps its own crop: the path runs, and the faces stay what the
- * test can check).
+ * test can check), distilled from the shipped models (which read 64x64 faces: the same crops loaded at their size).
  */
-const LEVERS = ['--ema', '0.9', '--mixup', '0.4', '--input-size', '48', '--width-multiplier', '0.75', '--blocks', '2', '--crops', 'aligned'];
+const LEVERS = ['--ema', '0.9', '--mixup', '0.4', '--input-size', '48', '--width-multiplier', '0.75', '--blocks', '2', '--crops', 'aligned', '--distill', TEACHERS, '--distill-weight', '0.6', '--distill-temperature', '3'];
 
 /** Trains `args` straight, resumes `stopped` (stopped earlier with the same args), and compares their models and histories. */
 function assertResumesExactly(straight: string, stopped: string, args: string[]): Promise<void> {
@@ -158,12 +161,33 @@ describe('npm run train -- --resume with every recipe lever (multitask)', () => 
     assert.equal(run.code, SIGINT_EXIT, run.output);
     assert.match(run.output, /aligned crops: 0 faces cut out as the server cuts them; 220 kept their UTKFace crop \(\d+ no face found/);
     const meta = JSON.parse(await readFile(join(stopped(), 'checkpoint', 'checkpoint.json'), 'utf8'));
-    assert.deepEqual(meta.options.recipe, { inputSize: 48, widthMultiplier: 0.75, blocksPerStage: 2, ema: 0.9, mixup: 0.4, crops: 'aligned' });
+    assert.deepEqual(meta.options.recipe, { inputSize: 48, widthMultiplier: 0.75, blocksPerStage: 2, ema: 0.9, mixup: 0.4, crops: 'aligned', distill: { teachers: [TEACHERS], weight: 0.6, temperature: 3 } });
+    assert.deepEqual(meta.teachers.map((file: { path: string }) => file.path), TASKS.map((task) => join(TEACHERS, `${task}.onnx`)));
+    assert.match(run.output, /distill: the teacher pass took [\d.]+ s \(1 teacher, \d+ faces\)/);
     const other = train('--resume', stopped(), '--ema', '0.99');
     assert.equal(other.status, 2, other.stderr);
     assert.match(other.stderr, /error: --ema 0.99 does not match the run being resumed, which was started with --ema 0.9: drop --ema to resume it, or start a new run/);
     const same = train('--resume', stopped(), '--input-size', '96');
     assert.match(same.stderr, /--input-size 96 does not match .* --input-size 48/);
+    const weight = train('--resume', stopped(), '--distill-weight', '0.5');
+    assert.match(weight.stderr, /error: --distill-weight 0.5 does not match the run being resumed, which was started with --distill-weight 0.6/);
+  });
+
+  it('refuses to resume once the teachers\' files are not those the run started with, before any work', { timeout: 60_000 }, async () => {
+    const file = join(stopped(), 'checkpoint', 'checkpoint.json');
+    const text = await readFile(file, 'utf8');
+    const meta = JSON.parse(text);
+    // as if models/gender.onnx had been exported again since
+    meta.teachers[2].sha256 = '0'.repeat(64);
+    await writeFile(file, JSON.stringify(meta));
+    try {
+      const changed = train('--resume', stopped());
+      assert.equal(changed.status, 1, changed.stderr);
+      assert.match(changed.stderr, /error: the run in .*levers-stopped was distilled from other teachers: .*models\/gender.onnx has sha256 [0-9a-f]{12}\.\.\., not 000000000000\.\.\. as when the run started; restore the teachers the run started with, or start a new run/);
+      assert.doesNotMatch(changed.stdout + changed.stderr, /backend:|loaded \d+ faces/, 'nothing was started');
+    } finally {
+      await writeFile(file, text);
+    }
   });
 
   it('ends the resumed run with the weights and history of the run never stopped, bit for bit', { timeout: 300_000 }, async () => {

@@ -15,6 +15,7 @@ import type { BackendName } from '../node-shared/tfjs/select.ts';
 import type { Dataset } from './data/dataset.ts';
 import type { History } from './fit.ts';
 import type { RecipeOptions } from './recipe.ts';
+import type { TeacherFile } from './distill.ts';
 
 export const CHECKPOINT_FOLDER = 'checkpoint';
 const META_FILE = 'checkpoint.json';
@@ -56,6 +57,8 @@ export interface CheckpointMeta {
   version: number;
   options: RunOptions;
   dataset: DatasetFingerprint;
+  /** with distillation (`options.recipe.distill`): the teachers' files, which a resume must find unchanged */
+  teachers?: TeacherFile[];
   /** epochs completed; the files are those of this epoch */
   epochsDone: number;
   /** true once early stopping ended the run: a resume trains no further epoch */

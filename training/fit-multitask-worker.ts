@@ -20,8 +20,9 @@ import { selectBackend, type BackendName } from '../node-shared/tfjs/select.ts';
 import { augmentFace, drawTransform } from './data/augment.ts';
 import { shuffledIndices } from './data/split.ts';
 import { bestWeightsFile, readFloats, replicaStateFile, writeFloats } from './checkpoint.ts';
-import { ageTargetTable, augmentationSeed, betaDraw, classWeights, countedRandom, emaDecayAt, epochOrder, learningRateAt, SEED_OFFSET, updateAverage, type CountedRandom } from './recipe.ts';
+import { ageTarget, ageTargetTable, augmentationSeed, betaDraw, classWeights, countedRandom, emaDecayAt, epochOrder, learningRateAt, SEED_OFFSET, updateAverage, type CountedRandom } from './recipe.ts';
 import type { MultitaskConfig } from './fit-multitask.ts';
+import type { TeacherTargets } from './distill.ts';
 import { AGE_BINS, buildMultitaskModels } from './models/residual.ts';
 
 /** Where a replica keeps its checkpoint, and the state it resumes from. */
@@ -53,6 +54,8 @@ export interface ReplicaData {
   pixels: SharedArrayBuffer;
   ages: SharedArrayBuffer;
   targets: Record<Task, SharedArrayBuffer>;
+  /** with `config.distill`: the teachers' answers per face, class probabilities softened at its temperature (Float32) */
+  teachers?: Record<keyof TeacherTargets, SharedArrayBuffer>;
   /** Int32 face indices */
   fit: SharedArrayBuffer;
   validation: SharedArrayBuffer;
@@ -150,6 +153,7 @@ interface SharedViews {
   pixels: Uint8Array;
   ages: Uint8Array;
   targets: Record<Task, Int32Array>;
+  teachers: TeacherTargets | undefined;
   fit: Int32Array;
   validation: Int32Array;
   sync: Int32Array;
@@ -166,6 +170,7 @@ function openShared(data: ReplicaData): SharedViews {
     pixels: new Uint8Array(data.pixels),
     ages: new Uint8Array(data.ages),
     targets: Object.fromEntries(TASKS.map((task) => [task, new Int32Array(data.targets[task])])) as Record<Task, Int32Array>,
+    teachers: data.teachers && (Object.fromEntries(Object.entries(data.teachers).map(([key, buffer]) => [key, new Float32Array(buffer)])) as unknown as TeacherTargets),
     fit: new Int32Array(data.fit),
     validation: new Int32Array(data.validation),
     sync: new Int32Array(data.sync),
@@ -289,19 +294,78 @@ function openReplica(data: ReplicaData, post: (message: ReplicaMessage) => void)
   };
 }
 
-/** Each task's loss on `batch`, whose classes per task (TASKS order) are `truth`. */
+/**
+ * Each task's loss on `batch`, whose classes per task (TASKS order) are `truth`; with distillation, (1 - weight) x
+ * that + weight x the loss against the teachers' answers (`teacherLosses`).
+ */
 function taskLosses(r: Replica, logits: tf.Tensor[], batch: Int32Array, truth: tf.Tensor1D[]): tf.Scalar[] {
   const { config, labels } = r.data;
   const { ageTargets, groupMatrix, ethnicityWeights } = r.scoring;
   const count = batch.length;
   const soft = new Float32Array(count * AGE_BINS);
   batch.forEach((face, k) => soft.set(ageTargets[r.views.ages[face] - MIN_AGE], k * AGE_BINS));
-  const ethnicity = Array.from(batch, (face) => r.views.targets.ethnicity[face]);
-  return [
+  const ethnicityWeight = tf.tensor1d(Array.from(batch, (face) => ethnicityWeights[r.views.targets.ethnicity[face]]));
+  const onTruth = [
     tf.losses.softmaxCrossEntropy(tf.tensor2d(soft, [count, AGE_BINS]), logits[0]).add(ageGroupCrossEntropy(logits[0], groupMatrix, truth[0]).mul(config.ageGroupLoss)),
-    tf.losses.softmaxCrossEntropy(tf.oneHot(truth[1], labels.ethnicity.length), logits[1], tf.tensor1d(ethnicity.map((c) => ethnicityWeights[c])), config.labelSmoothing),
+    tf.losses.softmaxCrossEntropy(tf.oneHot(truth[1], labels.ethnicity.length), logits[1], ethnicityWeight, config.labelSmoothing),
     tf.losses.sigmoidCrossEntropy(truth[2].toFloat().reshape([count, 1]), logits[2], undefined, config.labelSmoothing),
-  ];
+  ] as tf.Scalar[];
+  if (config.distill === null) return onTruth;
+  const { weight } = config.distill;
+  const onTeachers = teacherLosses(logits, teacherRows(r, batch), ethnicityWeight, groupMatrix, { temperature: config.distill.temperature, ageGroupLoss: config.ageGroupLoss });
+  return onTruth.map((loss, t) => loss.mul(1 - weight).add(onTeachers[t].mul(weight)) as tf.Scalar);
+}
+
+/** The teachers' answers for `batch` as the rows of `teacherLosses`' targets. */
+function teacherRows(r: Replica, batch: Int32Array): TeacherBatch {
+  const { config, labels } = r.data;
+  const teachers = r.views.teachers!;
+  const count = batch.length;
+  const rows = (values: Float32Array, width: number): tf.Tensor2D => {
+    const picked = new Float32Array(count * width);
+    batch.forEach((face, k) => picked.set(values.subarray(face * width, (face + 1) * width), k * width));
+    return tf.tensor2d(picked, [count, width]);
+  };
+  const ages = new Float32Array(count * AGE_BINS);
+  batch.forEach((face, k) => ageTarget(teachers.ageYears[face] - MIN_AGE, config.ageSigma, ages.subarray(k * AGE_BINS, (k + 1) * AGE_BINS)));
+  return { ages: tf.tensor2d(ages, [count, AGE_BINS]), ageGroups: rows(teachers.ageGroups, labels.age.length), ethnicity: rows(teachers.ethnicity, labels.ethnicity.length), gender: rows(teachers.gender, 1) };
+}
+
+/** A batch's targets from the teachers: the age distribution around their mean age, and their softened probabilities. */
+export interface TeacherBatch {
+  /** faces x AGE_BINS, each row summing to 1 */
+  ages: tf.Tensor2D;
+  /** faces x age groups, softened */
+  ageGroups: tf.Tensor2D;
+  /** faces x ethnicities, softened */
+  ethnicity: tf.Tensor2D;
+  /** faces x 1: the probability of female, softened */
+  gender: tf.Tensor2D;
+}
+
+/**
+ * Each task's loss against the teachers' answers (training/distill.ts), shaped as its loss on the truth: for age,
+ * the cross-entropy against a Gaussian around the teachers' mean age plus `ageGroupLoss` x the age-group term against
+ * their group probabilities; for ethnicity (weighted by the true class, as on the truth) and gender, the
+ * cross-entropy against their probabilities. The class probabilities of both sides are softened at `temperature`
+ * (the teachers' already are: `softenedTargets`), and those terms scaled by its square, so that their gradients
+ * keep the size of the truth's whatever the temperature (Hinton, Vinyals and Dean, 2015).
+ */
+export function teacherLosses(
+  logits: tf.Tensor[],
+  targets: TeacherBatch,
+  ethnicityWeight: tf.Tensor1D,
+  groupMatrix: tf.Tensor2D,
+  { temperature, ageGroupLoss }: { temperature: number; ageGroupLoss: number },
+): tf.Scalar[] {
+  const groupLogProbabilities = tf.log(tf.softmax(logits[0]).matMul(groupMatrix).maximum(MIN_PROBABILITY));
+  const softened = (studentLogits: tf.Tensor) => studentLogits.div(temperature);
+  const scale = temperature * temperature;
+  return [
+    tf.losses.softmaxCrossEntropy(targets.ages, logits[0]).add(tf.losses.softmaxCrossEntropy(targets.ageGroups, softened(groupLogProbabilities)).mul(scale * ageGroupLoss)),
+    tf.losses.softmaxCrossEntropy(targets.ethnicity, softened(logits[1]), ethnicityWeight).mul(scale),
+    tf.losses.sigmoidCrossEntropy(targets.gender, softened(logits[2])).mul(scale),
+  ] as tf.Scalar[];
 }
 
 /** Predicted class of each face for each task, from the heads' logits. */

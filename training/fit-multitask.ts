@@ -22,7 +22,8 @@ import type { InputSpec } from '../contract/preprocess.ts';
 import type { BackendName } from '../node-shared/tfjs/select.ts';
 import type { Dataset } from './data/dataset.ts';
 import { RESIDUAL_TRAINING, type ResidualConfig } from './fit-residual.ts';
-import { carveValidation, recipeOf, SEED_OFFSET, type RecipeOptions } from './recipe.ts';
+import { carveValidation, recipeOf, SEED_OFFSET, type DistillOptions, type RecipeOptions } from './recipe.ts';
+import type { TeacherFile, TeacherTargets } from './distill.ts';
 import { batchStatisticsSize, STAT_COUNT, SYNC_ABORTED, SYNC_GENERATION, SYNC_SLOTS, type ReplicaCheckpoint, type ReplicaData, type ReplicaMessage } from './fit-multitask-worker.ts';
 import { emptyHistory, recordEpoch, type History } from './fit.ts';
 import {
@@ -61,6 +62,8 @@ export interface MultitaskConfig extends ResidualConfig {
   ema: number | null;
   /** alpha of mixup's Beta(alpha, alpha) mixing weight (null: no mixup) */
   mixup: number | null;
+  /** the teachers' share of every task's loss and the temperature it softens at (null: no distillation; the teachers are `MultitaskFitArgs.teachers`) */
+  distill: Pick<DistillOptions, 'weight' | 'temperature'> | null;
 }
 
 export const MULTITASK_TRAINING: MultitaskConfig = {
@@ -77,6 +80,7 @@ export const MULTITASK_TRAINING: MultitaskConfig = {
   ageGroupLoss: 1,
   ema: null,
   mixup: null,
+  distill: null,
 };
 
 /** The multitask input at `size` pixels a side. */
@@ -93,6 +97,7 @@ export function multitaskConfig(recipe: RecipeOptions): MultitaskConfig {
     architecture: { ...base, input: multitaskInput(recipe.inputSize), stemWidth: scaled(base.stemWidth ?? base.widths[0]), widths: base.widths.map(scaled), blocksPerStage: recipe.blocksPerStage },
     ema: recipe.ema,
     mixup: recipe.mixup,
+    distill: recipe.distill === undefined ? null : { weight: recipe.distill.weight, temperature: recipe.distill.temperature },
   };
 }
 
@@ -116,6 +121,8 @@ export interface MultitaskFitArgs {
   checkpoint?: MultitaskCheckpointArgs;
   /** when it aborts, the run stops at once, keeping the checkpoint of the last completed epoch (`TrainingInterrupted`) */
   stop?: AbortSignal;
+  /** with `config.distill`: the teachers' answers for the fitted faces, softened at its temperature, and their files (recorded in the checkpoint) */
+  teachers?: { targets: TeacherTargets; files: TeacherFile[] };
 }
 
 export interface MultitaskCheckpointArgs {
@@ -147,7 +154,7 @@ function startReplica(data: ReplicaData): Worker {
   return startTsWorker(new URL('./fit-multitask-worker.ts', import.meta.url), data);
 }
 
-function shared<T extends Uint8Array | Int32Array>(array: T): SharedArrayBuffer {
+function shared<T extends Uint8Array | Int32Array | Float32Array>(array: T): SharedArrayBuffer {
   const buffer = new SharedArrayBuffer(array.byteLength);
   new Uint8Array(buffer).set(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
   return buffer;
@@ -185,6 +192,7 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
   const epochs = args.epochs ?? config.epochs;
   const replicas = resolveReplicas(args.replicas, args.backend, config);
   if (config.batchSize % replicas !== 0) throw new Error(`batch size ${config.batchSize} does not split evenly over ${replicas} replicas`);
+  if ((config.distill === null) !== (args.teachers === undefined)) throw new Error('distillation takes both its options (config.distill) and the teachers\' answers (args.teachers)');
   const { fit, validation } = multitaskValidation(args.train, seed, config);
   if (fit.length < config.batchSize) throw new Error(`only ${fit.length} faces to fit, fewer than one batch of ${config.batchSize}; load more faces`);
   const architecture = { ...config.architecture, input: dataset.spec };
@@ -214,6 +222,7 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     pixels: shared(dataset.pixels),
     ages: shared(dataset.ages),
     targets: Object.fromEntries(TASKS.map((task) => [task, shared(args.targets[task])])) as Record<Task, SharedArrayBuffer>,
+    teachers: args.teachers && (Object.fromEntries(Object.entries(args.teachers.targets).map(([key, values]) => [key, shared(values)])) as Record<keyof TeacherTargets, SharedArrayBuffer>),
     fit: shared(fit),
     validation: shared(validation),
     gradients: new SharedArrayBuffer(2 * replicas * parameterCount * Float32Array.BYTES_PER_ELEMENT),
@@ -221,7 +230,7 @@ export async function fitMultitask(args: MultitaskFitArgs, config: MultitaskConf
     batchStats: new SharedArrayBuffer(replicas * statisticsSize * Float64Array.BYTES_PER_ELEMENT),
     sync: new SharedArrayBuffer(SYNC_SLOTS * Int32Array.BYTES_PER_ELEMENT),
   };
-  const journal = new RunJournal({ epochs, replicas, patience: config.patience, log, detail: args.detail ?? log, folder: args.checkpoint && checkpointFolder(args.checkpoint.runDir), options, dataset: datasetFingerprint(dataset), resume });
+  const journal = new RunJournal({ epochs, replicas, patience: config.patience, log, detail: args.detail ?? log, folder: args.checkpoint && checkpointFolder(args.checkpoint.runDir), options, dataset: datasetFingerprint(dataset), teachers: args.teachers?.files, resume });
   const replicaCheckpoint = (replica: number): ReplicaCheckpoint | undefined =>
     args.checkpoint && {
       folder: checkpointFolder(args.checkpoint.runDir),
@@ -309,6 +318,8 @@ class RunJournal {
       folder?: string;
       options?: RunOptions;
       dataset: CheckpointMeta['dataset'];
+      /** with distillation: the teachers' files */
+      teachers?: CheckpointMeta['teachers'];
       resume?: CheckpointMeta;
     },
   ) {
@@ -378,6 +389,7 @@ class RunJournal {
       version: CHECKPOINT_VERSION,
       options,
       dataset: this.run.dataset,
+      ...(this.run.teachers === undefined ? {} : { teachers: this.run.teachers }),
       epochsDone: epoch,
       stopped: reported.message.stopping,
       best: reported.best,

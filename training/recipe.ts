@@ -80,13 +80,15 @@ export function learningRateAt(epoch: number, config: LearningRateSchedule): num
 
 /** Soft targets for the age distribution: a discretised Gaussian around each true age. */
 export function ageTargetTable(sigma: number): Float32Array[] {
-  return Array.from({ length: AGE_BINS }, (_, centre) => {
-    const row = new Float32Array(AGE_BINS);
-    let sum = 0;
-    for (let bin = 0; bin < AGE_BINS; bin++) sum += row[bin] = Math.exp(-((bin - centre) ** 2) / (2 * sigma * sigma));
-    for (let bin = 0; bin < AGE_BINS; bin++) row[bin] /= sum;
-    return row;
-  });
+  return Array.from({ length: AGE_BINS }, (_, centre) => ageTarget(centre, sigma, new Float32Array(AGE_BINS)));
+}
+
+/** Writes into `row` (AGE_BINS values) a discretised Gaussian around bin `centre` (any real number), summing to 1. */
+export function ageTarget(centre: number, sigma: number, row: Float32Array): Float32Array {
+  let sum = 0;
+  for (let bin = 0; bin < AGE_BINS; bin++) sum += row[bin] = Math.exp(-((bin - centre) ** 2) / (2 * sigma * sigma));
+  for (let bin = 0; bin < AGE_BINS; bin++) row[bin] /= sum;
+  return row;
 }
 
 /** Per-class loss weights (frequency^-balance), normalised to a mean of 1 over the faces. */
@@ -101,8 +103,25 @@ export function classWeights(targets: Int32Array, indices: Int32Array, classes: 
 }
 
 /**
+ * Distillation from an ensemble of exported model folders (`--distill DIR[,DIR...]`, training/distill.ts): every
+ * task's loss is (1 - weight) x its loss on the truth + weight x its loss against the teachers' mean answer,
+ * softened at `temperature`.
+ */
+export interface DistillOptions {
+  /** the teachers' folders (each a manifest and the three classifiers), resolved */
+  teachers: string[];
+  /** the teachers' share of every task's loss, above 0 and at most 1 */
+  weight: number;
+  /** what the teachers' and the student's class probabilities are softened at (p^(1/T), normalized) */
+  temperature: number;
+}
+
+export const DEFAULT_DISTILL_WEIGHT = 0.5;
+export const DEFAULT_DISTILL_TEMPERATURE = 2;
+
+/**
  * The multitask preset's levers for long runs (`npm run train -- --input-size --width-multiplier --blocks --ema
- * --mixup --crops`), recorded in the checkpoint and the metrics; the defaults are the shipped models' recipe.
+ * --mixup --crops --distill`), recorded in the checkpoint and the metrics; the defaults are the shipped models' recipe.
  */
 export interface RecipeOptions {
   /** side of the square colour input, in pixels */
@@ -117,6 +136,8 @@ export interface RecipeOptions {
   mixup: number | null;
   /** UTKFace's crops, or the detector's aligned crops of them as the server cuts faces (training/data/aligned-crops.ts) */
   crops: 'utkface' | 'aligned';
+  /** absent: no distillation (and a recipe recorded before distillation existed), so that such recipes stay as they were */
+  distill?: DistillOptions;
 }
 
 export const DEFAULT_RECIPE: RecipeOptions = { inputSize: 64, widthMultiplier: 1, blocksPerStage: 1, ema: null, mixup: null, crops: 'utkface' };

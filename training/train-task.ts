@@ -16,8 +16,9 @@ import { shuffledIndices, trainTestSplit } from './data/split.ts';
 import { saveModel } from './models/io.ts';
 import { buildSeedModel, SEED_TRAINING } from './models/seed.ts';
 import { fitResidual, RESIDUAL_TEST_FRACTION } from './fit-residual.ts';
-import { fitMultitask, MULTITASK_INPUT, multitaskConfig, type MultitaskCheckpointArgs, type MultitaskFitArgs } from './fit-multitask.ts';
-import { DEFAULT_RECIPE, type RecipeOptions } from './recipe.ts';
+import { fitMultitask, MULTITASK_INPUT, multitaskConfig, multitaskValidation, type MultitaskCheckpointArgs, type MultitaskFitArgs } from './fit-multitask.ts';
+import { DEFAULT_RECIPE, type DistillOptions, type RecipeOptions } from './recipe.ts';
+import { softenedTargets, teacherFiles, teacherSplitWarnings, teacherTargets, type Teacher, type TeacherPassOptions } from './distill.ts';
 import type { BackendName } from '../node-shared/tfjs/select.ts';
 import { evaluate, formatEvaluation, onnxPredictor, taskTargets, tfjsPredictor, type Evaluation, type Predictor } from './evaluate.ts';
 import { ExportError, exportModel } from '../export/export-model.ts';
@@ -120,6 +121,8 @@ export async function trainTogether(
     stop?: AbortSignal;
     /** the levers of the run (default: the shipped models' recipe); the dataset must be loaded at its input size and crops */
     recipe?: RecipeOptions;
+    /** with `recipe.distill`: its teachers, read and checked (distill.ts `readTeachers`), and how to reach the faces at their input sizes */
+    teachers?: { teachers: Teacher[] } & Omit<TeacherPassOptions, 'log'>;
   },
 ): Promise<TaskMetrics[]> {
   const { dataset, seed, ageScheme, log } = options;
@@ -142,7 +145,12 @@ export async function trainTogether(
     stop: options.stop,
   };
   const recipe = options.recipe ?? DEFAULT_RECIPE;
-  const fitted = await fitMultitask(args, multitaskConfig(recipe));
+  const config = multitaskConfig(recipe);
+  if (recipe.distill !== undefined) {
+    const splitInfo = { testFraction, seed, limit: options.limit ?? null, datasetCount: dataset.count };
+    args.teachers = await distillationTargets(recipe.distill, options.teachers, dataset, multitaskValidation(split.train, seed, config).fit, splitInfo, log);
+  }
+  const fitted = await fitMultitask(args, config);
   const metrics: TaskMetrics[] = [];
   for (const task of TASKS) {
     let model = fitted.models[task];
@@ -174,6 +182,21 @@ export async function trainTogether(
     metrics.push(await writeTaskRun({ ...options, task, outDir: join(options.runDir, task) }, result, split, testFraction, recipe));
   }
   return metrics;
+}
+
+/** The teachers' answers for the faces the run fits, softened for the loss. */
+async function distillationTargets(
+  distill: DistillOptions,
+  teachers: ({ teachers: Teacher[] } & Omit<TeacherPassOptions, 'log'>) | undefined,
+  dataset: Dataset,
+  fit: Int32Array,
+  split: TestSplitInfo,
+  log: (line: string) => void,
+): Promise<MultitaskFitArgs['teachers']> {
+  if (teachers === undefined) throw new Error('the recipe distills, and no teachers were given');
+  for (const line of teacherSplitWarnings(teachers.teachers, split)) log(line);
+  const targets = await teacherTargets(teachers.teachers, dataset, fit, { ...teachers, log });
+  return { targets: softenedTargets(targets, distill.temperature), files: teacherFiles(teachers.teachers) };
 }
 
 /**
@@ -308,8 +331,9 @@ function lossLegend(preset: Preset, task: Task, recipe?: RecipeOptions): LossLeg
   if (preset === 'seed') return undefined;
   const groupTerm = preset === 'multitask' && task === 'age' ? ' + age-group term' : '';
   const mixup = recipe?.mixup === null || recipe?.mixup === undefined ? '' : ', mixup';
+  const distilled = recipe?.distill === undefined ? '' : `, distilled (teachers' weight ${recipe.distill.weight})`;
   return {
-    train: `${TRAINING_LOSS[task]}${groupTerm}, faces augmented${mixup}`,
+    train: `${TRAINING_LOSS[task]}${groupTerm}, faces augmented${mixup}${distilled}`,
     validation: VALIDATION_LOSS[task],
     note: 'different losses, not comparable: follow each curve on its own',
   };

@@ -14,12 +14,12 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { classIndex, TASKS, type AgeScheme, type Task } from '../../contract/labels.ts';
 import { isDetectorEntry, type ModelMetadata } from '../../contract/metadata.ts';
-import { loadModelSet, MANIFEST_FILE, parseManifest, type ModelSet } from '../../contract/model-set.ts';
+import { answerFaces, loadModelSet, MANIFEST_FILE, parseManifest } from '../../contract/model-set.ts';
 import type { TaskPrediction } from '../../contract/prediction.ts';
 import { preprocessToBytes, scaleBytes } from '../../contract/preprocess.ts';
 import { isMain, parsePositiveInt, runCli, UsageError } from '../../node-shared/cli-args.ts';
 import { folderModelSource } from '../../node-shared/model-files.ts';
-import { nodeRuntime, run, type NodeSession } from '../../node-shared/onnxruntime-node.ts';
+import { nodeRuntime, run } from '../../node-shared/onnxruntime-node.ts';
 import { defaultDataSource } from '../../node-shared/paths.ts';
 import { decodeAsServed, openAlignedCropper, SERVED_MODELS_DIR, servedDetectorFile } from '../data/aligned-crops.ts';
 import { utkFaceSplit, type UtkFaceFile } from '../data/faces.ts';
@@ -64,20 +64,6 @@ const percent = (hits: number, of: number) => (of === 0 ? '   -  ' : `${((100 * 
 function formatRow(name: string, t: Tally): string {
   const mae = t.faces === 0 ? '  -  ' : (t.ageAbsError / t.faces).toFixed(2).padStart(5);
   return `${name.padEnd(34)} ${String(t.faces).padStart(5)}  ${percent(t.hits.age, t.faces)}  ${mae}  ${percent(t.hits.ethnicity, t.faces)}  ${percent(t.hits.gender, t.faces)}  ${percent(t.childGenderHits, t.children)} (${t.children})`;
-}
-
-/** Each face's answer per task for inputs made once per input spec, through every graph of the set. */
-async function answer(set: ModelSet<NodeSession>, inputs: Float32Array[][]): Promise<Record<Task, TaskPrediction>[]> {
-  const answers = inputs.map(() => ({}) as Record<Task, TaskPrediction>);
-  for (const graph of set.graphs) {
-    const { height, width, channels } = graph.inputSpec;
-    const size = height * width * channels;
-    const data = new Float32Array(inputs.length * size);
-    inputs.forEach((face, row) => data.set(face[graph.specIndex], row * size));
-    const outputs = await run(graph.session, { [graph.inputName]: { data, dims: [inputs.length, height, width, channels] } });
-    inputs.forEach((_, row) => Object.assign(answers[row], graph.interpret(outputs, row)));
-  }
-  return answers;
 }
 
 /** The faces that chose the shipped models' epoch: their run's split (read from their metadata), then its validation carve. */
@@ -134,10 +120,10 @@ async function main(argv: string[]): Promise<void> {
       alignedInputs.push(crops.bytes.map((bytes, i) => scaleBytes(bytes, set.specs[i])));
       found.push(file);
     }
-    const wholeAnswers = await answer(set, wholeInputs);
+    const wholeAnswers = await answerFaces(set, run, wholeInputs);
     batch.forEach((file, k) => count(whole, file, wholeAnswers[k], ageScheme));
     if (found.length > 0) {
-      const alignedAnswers = await answer(set, alignedInputs);
+      const alignedAnswers = await answerFaces(set, run, alignedInputs);
       found.forEach((file, k) => count(aligned, file, alignedAnswers[k], ageScheme));
       const foundNames = new Set(found.map((f) => f.name));
       batch.forEach((file, k) => foundNames.has(file.name) && count(wholeWhereFound, file, wholeAnswers[k], ageScheme));

@@ -2,7 +2,8 @@
  * npm run train -- --task age|ethnicity|gender|all [--preset multitask|residual|seed] [--data <folder-or-csv>]
  *                  [--epochs N] [--limit N] [--out DIR] [--backend B] [--replicas N] [--seed S]
  *                  [--age-scheme coursework|decades] [--input-size N] [--width-multiplier X] [--blocks N]
- *                  [--ema DECAY] [--mixup ALPHA] [--crops utkface|aligned] [--verbose]
+ *                  [--ema DECAY] [--mixup ALPHA] [--crops utkface|aligned]
+ *                  [--distill DIR[,DIR...] [--distill-weight W] [--distill-temperature T]] [--verbose]
  * npm run train -- --resume runs/<run>
  */
 import { spawn } from 'node:child_process';
@@ -13,7 +14,7 @@ import { constants as osConstants } from 'node:os';
 import { extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { AGE_SCHEMES, TASKS, type AgeScheme, type Task } from '../../contract/labels.ts';
+import { AGE_SCHEMES, TASKS, taskLabels, type AgeScheme, type Task } from '../../contract/labels.ts';
 import { BACKEND_NAMES, selectBackend, type BackendName } from '../../node-shared/tfjs/select.ts';
 import { loadDataset, missingDataMessage } from '../data/load.ts';
 import { formatDuration } from '../../node-shared/format.ts';
@@ -22,7 +23,8 @@ import { DEFAULT_PRESET, PRESET_INPUT, PRESETS, trainsTogether, trainTask, train
 import { CheckpointError, readCheckpoint, removeCheckpoint, TrainingInterrupted, type CheckpointMeta } from '../checkpoint.ts';
 import { MULTITASK_TRAINING, multitaskInput } from '../fit-multitask.ts';
 import { formatEvaluationSummary } from '../evaluate.ts';
-import { DEFAULT_RECIPE, recipeOf, type RecipeOptions } from '../recipe.ts';
+import { DEFAULT_DISTILL_TEMPERATURE, DEFAULT_DISTILL_WEIGHT, DEFAULT_RECIPE, recipeOf, type DistillOptions, type RecipeOptions } from '../recipe.ts';
+import { assertSameTeachers, readTeachers, teacherFiles } from '../distill.ts';
 import { CROP_SOURCES } from '../data/aligned-crops.ts';
 import type { InputSpec } from '../../contract/preprocess.ts';
 import { isMain, parseChoice, parsePositiveInt, prepareRunFolder, runCli, UsageError } from '../../node-shared/cli-args.ts';
@@ -33,6 +35,8 @@ const MAX_INPUT_SIZE = 224;
 /** The widest trunk --width-multiplier allows: 8x the filters is 64x the shipped compute. */
 const MAX_WIDTH_MULTIPLIER = 8;
 const MAX_BLOCKS = 8;
+/** Past this the softened probabilities are all but uniform. */
+const MAX_DISTILL_TEMPERATURE = 20;
 
 const USAGE = `Usage: npm run train -- --task age|ethnicity|gender|all [options]
 
@@ -65,6 +69,12 @@ Multitask levers (docs/training.md, "Recipes for the long run"; the defaults are
   --mixup ALPHA         mixup within each replica's share of a batch, Beta(ALPHA, ALPHA)  (default: off)
   --crops C             utkface: UTKFace's crops; aligned: the detector's aligned crops of them, as the
                         server cuts faces (detected once, cached under .cache/)           (default: utkface)
+  --distill DIRS        learn from teachers too: DIR[,DIR...], folders of exported models with their manifest
+                        (models/, runs/<run>/onnx); their mean answers for the training faces are computed once
+                        (cached under .cache/); each task's loss is (1 - W) x its loss on the truth + W x its loss
+                        against the teachers' probabilities softened at T (for age, also their mean age)  (default: off)
+  --distill-weight W    the teachers' share W of each task's loss, above 0 and at most 1  (default: ${DEFAULT_DISTILL_WEIGHT})
+  --distill-temperature T   softens both sides' class probabilities: p^(1/T), normalized   (default: ${DEFAULT_DISTILL_TEMPERATURE})
   --resume RUN      continue the multitask run in folder RUN from its last completed epoch, with the options
                     it was started with (given again, they must match); it ends as an uninterrupted run would
   --help            this text
@@ -122,6 +132,9 @@ const OPTIONS = {
   ema: { type: 'string' },
   mixup: { type: 'string' },
   crops: { type: 'string' },
+  distill: { type: 'string' },
+  'distill-weight': { type: 'string' },
+  'distill-temperature': { type: 'string' },
   resume: { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
@@ -149,7 +162,7 @@ function trainConfig(values: TrainArgs): TrainConfig {
     throw new UsageError(`the ${preset} preset trains age, ethnicity and gender as one network: use --task all (or --preset residual for one task)`);
   }
   const recipe = recipeFlags(values);
-  const levers = RECIPE_FLAGS.filter(([flag]) => values[flag] !== undefined).map(([flag]) => `--${flag}`);
+  const levers = [...RECIPE_FLAGS.map(([flag]) => flag), ...DISTILL_FLAGS].filter((flag) => values[flag] !== undefined).map((flag) => `--${flag}`);
   if (!trainsTogether(preset) && levers.length > 0) throw new UsageError(`${levers.join(', ')}: the multitask preset's levers; the ${preset} preset takes none`);
   const input = trainInput(preset, recipe);
   if (extname(data).toLowerCase() === '.csv' && (input.height !== 48 || input.width !== 48 || input.channels !== 1)) {
@@ -185,8 +198,35 @@ const RECIPE_FLAGS = [
   ['crops', 'crops'],
 ] as const satisfies readonly (readonly [keyof TrainArgs, keyof RecipeOptions])[];
 
+/** The flags of distillation, whose options are one lever (`RecipeOptions.distill`). */
+const DISTILL_FLAGS = ['distill', 'distill-weight', 'distill-temperature'] as const satisfies readonly (keyof TrainArgs)[];
+
+/** The teacher folders --distill names, resolved. */
+function teacherFolders(text: string): string[] {
+  const dirs = text.split(',').map((dir) => dir.trim()).filter((dir) => dir !== '');
+  if (dirs.length === 0) throw new UsageError(`--distill takes one or more model folders, separated by commas; got "${text}"`);
+  return dirs.map((dir) => resolve(dir));
+}
+
+/** Distillation as its flags ask, checked; undefined without --distill. */
+function distillFlags(values: TrainArgs): DistillOptions | undefined {
+  if (values.distill === undefined) {
+    const stray = DISTILL_FLAGS.filter((flag) => values[flag] !== undefined).map((flag) => `--${flag}`);
+    if (stray.length > 0) throw new UsageError(`${stray.join(', ')}: options of distillation, which needs its teachers: add --distill DIR[,DIR...]`);
+    return undefined;
+  }
+  const weight = values['distill-weight'];
+  const temperature = values['distill-temperature'];
+  return {
+    teachers: teacherFolders(values.distill),
+    weight: weight === undefined ? DEFAULT_DISTILL_WEIGHT : parseNumber('--distill-weight', weight, 0, 1),
+    temperature: temperature === undefined ? DEFAULT_DISTILL_TEMPERATURE : parseNumber('--distill-temperature', temperature, 0, MAX_DISTILL_TEMPERATURE),
+  };
+}
+
 /** The recipe the flags ask for, each flag checked; the default for every flag not given. */
 function recipeFlags(values: TrainArgs): RecipeOptions {
+  const distill = distillFlags(values);
   const given = (flag: (typeof RECIPE_FLAGS)[number][0]) => values[flag];
   const value = <T>(flag: (typeof RECIPE_FLAGS)[number][0], parse: (text: string) => T, fallback: T): T => {
     const text = given(flag);
@@ -211,6 +251,8 @@ function recipeFlags(values: TrainArgs): RecipeOptions {
     }, DEFAULT_RECIPE.ema),
     mixup: value('mixup', (t) => parseNumber('--mixup', t, 0, 100), DEFAULT_RECIPE.mixup),
     crops: value('crops', (t) => parseChoice('--crops', t, CROP_SOURCES), DEFAULT_RECIPE.crops),
+    // absent without distillation, so that such a recipe is written as before distillation existed
+    ...(distill === undefined ? {} : { distill }),
   };
 }
 
@@ -235,6 +277,9 @@ export function resumeConfig(values: TrainArgs, runDir: string, meta: Checkpoint
     ['--seed', values.seed, recorded.seed],
     ['--age-scheme', values['age-scheme'], recorded.ageScheme],
     ...RECIPE_FLAGS.map(([flag, key]): [string, string | undefined, string | number | null] => [`--${flag}`, values[flag], recipe[key]]),
+    ['--distill', values.distill === undefined ? undefined : teacherFolders(values.distill).join(','), recipe.distill?.teachers.join(',') ?? null],
+    ['--distill-weight', values['distill-weight'], recipe.distill?.weight ?? null],
+    ['--distill-temperature', values['distill-temperature'], recipe.distill?.temperature ?? null],
   ];
   for (const [flag, value, wanted] of given) {
     if (value === undefined || value === String(wanted)) continue;
@@ -312,8 +357,13 @@ async function trainOne(config: TrainConfig & { task: Task }): Promise<TaskMetri
  */
 async function trainShared(config: TrainConfig, resume?: CheckpointMeta): Promise<void> {
   const started = performance.now();
+  const distill = config.recipe.distill;
+  // Checked before any work: a missing teacher, or one that changed under a resumed run, is refused at once.
+  const teachers = distill && (await readTeachers(distill.teachers, Object.fromEntries(TASKS.map((task) => [task, taskLabels(task, config.ageScheme)])) as Record<Task, string[]>));
+  if (resume !== undefined && teachers !== undefined) assertSameTeachers(resume.teachers, teacherFiles(teachers), config.out);
   const backend = await selectBackend(config.backend, log);
-  const dataset = await loadDataset(config.data, trainInput(config.preset, config.recipe), { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : false, crops: config.recipe.crops });
+  const loadOptions = { limit: config.limit, seed: config.seed, cacheDir: config.cache ? undefined : (false as const), crops: config.recipe.crops };
+  const dataset = await loadDataset(config.data, trainInput(config.preset, config.recipe), loadOptions);
   const stopper = new AbortController();
   const stop = (signal: NodeJS.Signals) => {
     // Once training is over nothing listens, and the signal ends the process as it would without this handler.
@@ -341,6 +391,7 @@ async function trainShared(config: TrainConfig, resume?: CheckpointMeta): Promis
     checkpoint: { runDir: config.out, run: { preset: config.preset, data: config.data, limit: config.limit ?? null, recipe: config.recipe }, resume },
     stop: stopper.signal,
     recipe: config.recipe,
+    teachers: teachers && { teachers, datasetAt: (spec) => loadDataset(config.data, spec, loadOptions), cacheDir: config.cache ? undefined : false },
   }).finally(() => {
     for (const signal of signals) process.off(signal, stop);
   });
