@@ -1,13 +1,14 @@
 /**
- * A pool of worker threads that decode images and preprocess them, so that this CPU work never stalls the
- * event loop. Each thread takes a couple of images at a time (so it does not idle between messages); the rest
- * wait here in order. A thread stuck past the time limit (a pathological image) is replaced.
+ * A pool of worker threads that decode images, preprocess them and find their faces (each thread holds its own
+ * detector session), so that this CPU work never stalls the event loop. Each thread takes a couple of images at a
+ * time (so it does not idle between messages); the rest wait here in order. A thread stuck past the time limit (a
+ * pathological image) is replaced.
  */
 import { Worker } from 'node:worker_threads';
-import type { InputSpec } from '../contract/preprocess.ts';
 import { errorFromCode, RequestTimeoutError, ShuttingDownError } from './errors.ts';
 import type { DecodedPhotoReply, DecodeReply, DecodeRequest, DecodeWorkerData } from './decode-worker.ts';
 import { prepareWorker, type WorkerEntry } from '../node-shared/workers.ts';
+import type { FaceSearch } from '../contract/face/photo.ts';
 
 /** A decoded upload and what its models read (see decode-worker.ts). */
 export type DecodedImage = DecodedPhotoReply;
@@ -26,7 +27,7 @@ export interface DecodePoolOptions extends DecodeWorkerData {
 interface Task {
   id: number;
   bytes: Uint8Array;
-  detect: boolean;
+  search: FaceSearch | false;
   resolve: (image: DecodedImage) => void;
   reject: (error: unknown) => void;
   signal?: AbortSignal;
@@ -79,11 +80,16 @@ export class DecodePool {
     return this.waiting.length;
   }
 
-  /** Decodes an upload; `detect` prepares the detector's input, else the whole image is one face. */
-  decode(bytes: Uint8Array, detect: boolean, signal?: AbortSignal): Promise<DecodedImage> {
+  /** Whether the threads find faces (the pool was given a detector). */
+  get detects(): boolean {
+    return this.options.detector !== undefined;
+  }
+
+  /** Decodes an upload and finds its faces with `search`; with false (or no detector) the whole image is one face. */
+  decode(bytes: Uint8Array, search: FaceSearch | false, signal?: AbortSignal): Promise<DecodedImage> {
     if (this.closed || this.threads.length === 0) return Promise.reject(new Error('The decode pool is closed or has no thread'));
     return new Promise<DecodedImage>((resolve, reject) => {
-      const task: Task = { id: this.nextId++, bytes, detect, resolve, reject, signal };
+      const task: Task = { id: this.nextId++, bytes, search, resolve, reject, signal };
       this.waiting.push(task);
       this.dispatch();
     });
@@ -172,7 +178,7 @@ export class DecodePool {
       target.tasks.set(task.id, task);
       // The bytes are copied into a buffer of their own so that it can be transferred rather than cloned.
       const copy = new Uint8Array(task.bytes);
-      target.worker.postMessage({ id: task.id, bytes: copy, detect: task.detect } satisfies DecodeRequest, [copy.buffer]);
+      target.worker.postMessage({ id: task.id, bytes: copy, search: task.search } satisfies DecodeRequest, [copy.buffer]);
     }
   }
 

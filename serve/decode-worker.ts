@@ -1,35 +1,47 @@
 /**
  * A decode thread: decodes an upload with sharp (imaging/photo-decode.ts: header and size limits first, EXIF
- * orientation, shrink-on-load), then prepares what the models read: with detection, the detector's input and
- * the decoded pixels (the faces are cut from them once found); without, the whole image preprocessed once per
- * input spec, as one face.
+ * orientation, shrink-on-load), then prepares what the models read: with detection, it finds the faces with its
+ * own detector session (contract/face/photo.ts `detectFaces`, both passes) and hands them back with the decoded
+ * pixels, which the faces are cut from; without, the whole image preprocessed once per input spec, as one face.
+ * onnxruntime-node runs a session on the thread that calls it, so the detector runs here, beside decoding,
+ * rather than on the main thread that serves every request.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { InputTransform } from '../contract/face/blazeface.ts';
-import { firstDetectorInput } from '../contract/face/photo.ts';
+import type { DetectedFace } from '../contract/face/blazeface.ts';
+import { detectFaces, firstDetectorInput, type FaceSearch, type RunDetector } from '../contract/face/photo.ts';
 import { ImageDecodeError, type ImageDecodeFailure } from '../contract/image-header.ts';
 import { preprocess, type InputSpec, type PixelBuffer } from '../contract/preprocess.ts';
 import { decodePhoto, ImageSizeError } from '../imaging/photo-decode.ts';
+import { createSession, run } from '../node-shared/onnxruntime-node.ts';
+
+/** The face detector a thread runs: the model set's verified bytes, and what the main thread read from its session. */
+export interface ThreadDetector {
+  bytes: Uint8Array;
+  inputName: string;
+  /** its square input's side */
+  inputSize: number;
+}
 
 export interface DecodeWorkerData {
   specs: InputSpec[];
   maxPixels: number;
   minImageSide: number;
-  /** the detector's square input side, where the server has a detector */
-  detectorInputSize?: number;
+  /** where the server has a detector; without one the thread creates no session */
+  detector?: ThreadDetector;
 }
 
 export interface DecodeRequest {
   id: number;
   bytes: Uint8Array;
-  /** whether to prepare the detector's input (else the image is one face) */
-  detect: boolean;
+  /** find the faces with these limits; false: the image is one face */
+  search: FaceSearch | false;
 }
 
 /** What a decoded photo gives the models. */
 export type PhotoInputs =
   | { kind: 'whole'; inputs: Float32Array[] }
-  | { kind: 'detect'; detectorInput: Float32Array; transform: InputTransform; pixels: PixelBuffer & { data: Uint8Array } };
+  /** the faces found in `pixels`, in its coordinates, largest first; `detectMs` is the detector's time here */
+  | { kind: 'faces'; faces: DetectedFace[]; detectMs: number; pixels: PixelBuffer & { data: Uint8Array } };
 
 export interface DecodedPhotoReply {
   /** the photo's size after EXIF orientation */
@@ -38,6 +50,7 @@ export interface DecodedPhotoReply {
   /** photo pixels per decoded pixel */
   scale: number;
   format: string;
+  /** decoding and preparing the model inputs (the detector's time is not counted here) */
   ms: number;
   prepared: PhotoInputs;
 }
@@ -53,19 +66,36 @@ const CODE_OF: Record<ImageDecodeFailure, string> = {
   'too-large': 'image_too_large',
 };
 
-const { specs, maxPixels, minImageSide, detectorInputSize } = workerData as DecodeWorkerData;
+/** One intra-op thread: the decode threads already take a core each. */
+const DETECTOR_INTRA_OP_THREADS = 1;
 
-async function decodeOne(bytes: Uint8Array, detect: boolean): Promise<DecodedPhotoReply> {
+const { specs, maxPixels, minImageSide, detector } = workerData as DecodeWorkerData;
+
+/** The detector as this thread runs it. */
+interface FaceFinder {
+  runDetector: RunDetector;
+  inputSize: number;
+}
+
+async function startDetector(spec: ThreadDetector): Promise<FaceFinder> {
+  const session = await createSession(spec.bytes, { provider: 'cpu', threads: DETECTOR_INTRA_OP_THREADS });
+  const runDetector: RunDetector = async (input, size) => Object.values(await run(session, { [spec.inputName]: { data: input, dims: [1, size, size, 3] } }));
+  return { runDetector, inputSize: spec.inputSize };
+}
+
+async function decodeOne(bytes: Uint8Array, search: FaceSearch | false, finder: FaceFinder | undefined): Promise<DecodedPhotoReply> {
   const started = performance.now();
   const photo = await decodePhoto(bytes, { maxPixels, minImageSide });
-  let prepared: PhotoInputs;
-  if (detect && detectorInputSize !== undefined) {
-    const { input, transform } = firstDetectorInput(photo.pixels, detectorInputSize);
-    prepared = { kind: 'detect', detectorInput: input, transform, pixels: { ...photo.pixels, data: Uint8Array.from(photo.pixels.data) } };
-  } else {
-    prepared = { kind: 'whole', inputs: specs.map((spec) => preprocess(photo.pixels, spec)) };
+  const reply = (ms: number, prepared: PhotoInputs): DecodedPhotoReply => ({ width: photo.width, height: photo.height, scale: photo.scale, format: photo.format, ms, prepared });
+  if (search === false || finder === undefined) {
+    return reply(performance.now() - started, { kind: 'whole', inputs: specs.map((spec) => preprocess(photo.pixels, spec)) });
   }
-  return { width: photo.width, height: photo.height, scale: photo.scale, format: photo.format, ms: performance.now() - started, prepared };
+  // A buffer of its own, so that it can be transferred rather than cloned.
+  const pixels = { ...photo.pixels, data: Uint8Array.from(photo.pixels.data) };
+  const prepared = firstDetectorInput(pixels, finder.inputSize);
+  const detectStarted = performance.now();
+  const faces = await detectFaces(pixels, finder.runDetector, search, prepared, finder.inputSize);
+  return reply(detectStarted - started, { kind: 'faces', faces, detectMs: performance.now() - detectStarted, pixels });
 }
 
 function describeFailure(error: unknown): { code: string; message: string } {
@@ -80,13 +110,15 @@ function describeFailure(error: unknown): { code: string; message: string } {
 /** The buffers a reply hands over to the main thread rather than copying. */
 function transferables(prepared: PhotoInputs): ArrayBuffer[] {
   if (prepared.kind === 'whole') return prepared.inputs.map((input) => input.buffer as ArrayBuffer);
-  return [prepared.detectorInput.buffer as ArrayBuffer, prepared.pixels.data.buffer as ArrayBuffer];
+  return [prepared.pixels.data.buffer as ArrayBuffer];
 }
 
 const port = parentPort;
 if (port === null) throw new Error('decode-worker.ts runs as a worker thread');
+// The thread reports ready once its detector session exists: a model that fails to open fails the pool's start.
+const finder = detector === undefined ? undefined : await startDetector(detector);
 port.on('message', (request: DecodeRequest) => {
-  decodeOne(request.bytes, request.detect).then(
+  decodeOne(request.bytes, request.search, finder).then(
     (photo) => port.postMessage({ id: request.id, ok: true, ...photo } satisfies DecodeReply, transferables(photo.prepared)),
     (error: unknown) => port.postMessage({ id: request.id, ok: false, ...describeFailure(error) } satisfies DecodeReply),
   );

@@ -87,7 +87,7 @@ export class ServeMetrics {
   readonly requests = new Counter('http_requests_total', 'HTTP requests answered, by route, method and status.');
   readonly latency = new Histogram('http_request_duration_seconds', 'Time from request to response, by route.', LATENCY_BUCKETS);
   readonly decode = new Histogram('image_decode_seconds', 'Decode and preprocessing time of one image in a decode thread.', STAGE_BUCKETS);
-  readonly inference = new Histogram('inference_seconds', 'Time of one onnxruntime run of a batch, by graph (its tasks, joined by +).', STAGE_BUCKETS);
+  readonly inference = new Histogram('inference_seconds', 'Time of one onnxruntime run of a batch, by graph (its tasks, joined by +); model="detector": one image\'s face search in a decode thread.', STAGE_BUCKETS);
   readonly batchSize = new Histogram('inference_batch_size', 'Images per onnxruntime run.', [1, 2, 4, 8, 16, 32, 64, 128]);
   readonly errors = new Counter('errors_total', 'Error responses and per-image errors, by error code.');
   readonly queueDepth = new Gauge('queue_depth', 'Images admitted and not yet answered.');

@@ -34,6 +34,9 @@ export { MANIFEST_FILE, ModelLoadError } from '../contract/model-set.ts';
 /** One onnxruntime session ready to serve, and the tasks it answers: one model's, or several merged into one graph. */
 export type ServedGraph = ClassifierGraph<NodeSession>;
 
+/** A face detector, with the bytes it was opened from (checked against the manifest) for the decode threads' own sessions. */
+export type ServedDetector = LoadedDetector<NodeSession> & { bytes: Uint8Array };
+
 /** What GET /v1/models answers. */
 export interface ModelsReport {
   provider: Provider;
@@ -61,7 +64,7 @@ export interface LoadedModels {
   /** The distinct input specs, in `specIndex` order. */
   specs: InputSpec[];
   /** the manifest's detectors, each its own session */
-  detectors: LoadedDetector<NodeSession>[];
+  detectors: ServedDetector[];
   report: ModelsReport;
   /** Releases every session. */
   release(): Promise<void>;
@@ -141,13 +144,21 @@ export async function loadModels(dir: string, options: LoadOptions): Promise<Loa
     sessions: set.graphs.map((graph) => ({ tasks: graph.tasks, ...(graph.nodes === undefined ? {} : { nodes: graph.nodes }) })),
   };
   let files: Map<string, ServedFile>;
+  let detectors: ServedDetector[];
   try {
     files = await servedFiles(checked, manifest);
+    detectors = set.detectors.map((detector) => ({ ...detector, bytes: checkedBytes(checked, detector.file) }));
   } catch (error) {
     await set.release();
     throw error;
   }
-  return { graphs: set.graphs, specs: set.specs, detectors: set.detectors, report, release: set.release, files };
+  return { graphs: set.graphs, specs: set.specs, detectors, report, release: set.release, files };
+}
+
+function checkedBytes(checked: CheckedModels, file: string): Uint8Array {
+  const found = checked.detectors.find((detector) => detector.entry.file === file);
+  if (found === undefined) throw new Error(`The detector ${file} was opened but not among the checked files`);
+  return found.bytes;
 }
 
 /** The manifest and every model file, as the page will fetch them (models the server did not load are not offered). */

@@ -85,7 +85,7 @@ export function buildOpenApi(config: ServeConfig, models: ModelsReport | undefin
         required: ['decode', 'detect', 'align', 'inference', 'total'],
         properties: {
           decode: { type: 'number', description: 'Decoding (shrunk to at most 1024 pixels a side) and preparing the model inputs, in a decode thread.' },
-          detect: { type: 'number', description: 'Running the face detector and reading its answer; 0 with detect=none.' },
+          detect: { type: 'number', description: 'Running the face detector and reading its answer, in the decode thread (not counted in decode); 0 with detect=none.' },
           align: { type: 'number', description: 'Cutting each face out as the models were trained to see it.' },
           inference: { type: 'number', description: 'The onnxruntime batches the faces ran in.' },
           total: { type: 'number', description: "From the request's arrival to the answer." },

@@ -1,7 +1,7 @@
 /**
- * From image bytes to an answer per face: admission into a bounded queue, decoding in the pool, the face
- * detector (contract/face/photo.ts, as the page runs it), each face cut out as the models were trained to see
- * it, and one micro-batched onnxruntime run per graph over the faces of every request in flight. With
+ * From image bytes to an answer per face: admission into a bounded queue, decoding and the face detector in the
+ * pool's threads (contract/face/photo.ts, as the page runs it), each face cut out as the models were trained to
+ * see it, and one micro-batched onnxruntime run per graph over the faces of every request in flight. With
  * `detect=none` the whole image is one face. Labels and their order come from each model's metadata.
  */
 import { MicroBatcher } from './batcher.ts';
@@ -9,12 +9,11 @@ import type { DecodedImage, DecodePool } from './decode-pool.ts';
 import { DetectionUnavailableError, OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { ServedGraph } from './models.ts';
-import { run, type NodeSession } from '../node-shared/onnxruntime-node.ts';
-import type { LoadedDetector } from '../contract/model-set.ts';
+import { run } from '../node-shared/onnxruntime-node.ts';
 import { TASKS, type Task } from '../contract/labels.ts';
 import type { TaskPrediction } from '../contract/prediction.ts';
 import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
-import { cropFace, detectFaces, faceAnswer, facePosition, wholeImagePosition, type FacePrediction, type FaceSearch, type PhotoPrediction, type RunDetector } from '../contract/face/photo.ts';
+import { cropFace, faceAnswer, facePosition, wholeImagePosition, type FacePrediction, type FaceSearch, type PhotoPrediction } from '../contract/face/photo.ts';
 
 export type { PhotoPrediction } from '../contract/face/photo.ts';
 
@@ -43,27 +42,21 @@ export class Predictor {
   private inProgress = 0;
   private readonly taskOrder: string[];
   private readonly batcher: MicroBatcher<FaceInputs, InferenceResult>;
-  private readonly runDetector?: RunDetector;
 
   constructor(
     private readonly graphs: readonly ServedGraph[],
     private readonly specs: readonly InputSpec[],
-    private readonly detector: LoadedDetector<NodeSession> | undefined,
     private readonly pool: DecodePool,
     private readonly metrics: ServeMetrics,
     private readonly options: PredictorOptions,
   ) {
     this.taskOrder = graphs.flatMap((g) => g.tasks).sort((a, b) => TASKS.indexOf(a as Task) - TASKS.indexOf(b as Task));
     this.batcher = new MicroBatcher({ maxBatch: options.maxBatch, maxWaitMs: options.batchWaitMs, runBatch: (faces) => this.infer(faces) });
-    if (detector !== undefined) {
-      const { session, inputName } = detector;
-      this.runDetector = async (input, size) => Object.values(await run(session, { [inputName]: { data: input, dims: [1, size, size, 3] } }));
-    }
   }
 
-  /** Whether the server finds faces itself (else every image is taken as one face). */
+  /** Whether the server finds faces itself, in its decode threads (else every image is taken as one face). */
   get detects(): boolean {
-    return this.runDetector !== undefined;
+    return this.pool.detects;
   }
 
   /** Images admitted and not yet answered. */
@@ -92,27 +85,26 @@ export class Predictor {
   async predict(bytes: Uint8Array, startedAt: number, query: FaceQuery, signal?: AbortSignal): Promise<PhotoPrediction> {
     // Refused before decoding: the caller asked for something this server cannot do, whatever the image.
     if (query.detect && !this.detects) throw new DetectionUnavailableError();
-    const image = await this.pool.decode(bytes, query.detect, signal);
+    const image = await this.pool.decode(bytes, query.detect && { minScore: query.minScore, maxFaces: query.maxFaces }, signal);
     this.metrics.decode.observe(image.ms / 1000);
     signal?.throwIfAborted();
-    const { faces, detectMs, alignMs, inferenceMs } = query.detect ? await this.answerFaces(image, query) : await this.answerWhole(image);
+    const { faces, detectMs, alignMs, inferenceMs } = query.detect ? await this.answerFaces(image) : await this.answerWhole(image);
     const timingsMs = { decode: round(image.ms), detect: round(detectMs), align: round(alignMs), inference: round(inferenceMs), total: round(performance.now() - startedAt) };
     return { image: { width: image.width, height: image.height }, faces, timingsMs };
   }
 
   private async answerWhole(image: DecodedImage): Promise<{ faces: FacePrediction[]; detectMs: number; alignMs: number; inferenceMs: number }> {
-    if (image.prepared.kind !== 'whole') throw new Error('The decode thread prepared a detector input for a whole-image request');
+    if (image.prepared.kind !== 'whole') throw new Error('The decode thread found faces for a whole-image request');
     const result = await this.batcher.submit({ inputs: image.prepared.inputs });
     return { faces: [faceAnswer(wholeImagePosition(image.width, image.height), this.inTaskOrder(result.tasks))], detectMs: 0, alignMs: 0, inferenceMs: result.ms };
   }
 
-  private async answerFaces(image: DecodedImage, search: FaceSearch): Promise<{ faces: FacePrediction[]; detectMs: number; alignMs: number; inferenceMs: number }> {
-    if (image.prepared.kind !== 'detect' || this.runDetector === undefined) throw new Error('The decode thread prepared no detector input for a detection request');
-    const { pixels, detectorInput, transform } = image.prepared;
-    const detectStarted = performance.now();
-    const found = await detectFaces(pixels, this.runDetector, search, { input: detectorInput, transform });
+  /** The faces the decode thread found (in its pixels' coordinates), cut out here and judged in the batcher. */
+  private async answerFaces(image: DecodedImage): Promise<{ faces: FacePrediction[]; detectMs: number; alignMs: number; inferenceMs: number }> {
+    if (image.prepared.kind !== 'faces') throw new Error('The decode thread looked for no face in a detection request');
+    const { pixels, faces: found, detectMs } = image.prepared;
+    this.metrics.inference.observe(detectMs / 1000, { model: 'detector' });
     const alignStarted = performance.now();
-    this.metrics.inference.observe((alignStarted - detectStarted) / 1000, { model: 'detector' });
     const crops = found.map((face) => cropFace(pixels, face, this.specs, image.scale));
     const inferenceStarted = performance.now();
     const judged = await Promise.all(
@@ -123,7 +115,7 @@ export class Predictor {
       const crop = crops[i];
       return faceAnswer(facePosition(face, image.scale), result === undefined ? { reason: 'reason' in crop ? crop.reason : '' } : this.inTaskOrder(result.tasks));
     });
-    return { faces, detectMs: alignStarted - detectStarted, alignMs: inferenceStarted - alignStarted, inferenceMs: performance.now() - inferenceStarted };
+    return { faces, detectMs, alignMs: inferenceStarted - alignStarted, inferenceMs: performance.now() - inferenceStarted };
   }
 
   /** The usual task order, whichever graph answered first. */

@@ -1,8 +1,9 @@
 /**
- * What serves a set of models (the onnxruntime sessions, decode threads prepared for their inputs, a predictor)
- * and swapping a newly loaded set in on request (SIGHUP). The page's /models/ files, /v1/models and the predictor
- * always come from one set, published in one synchronous step; requests in flight finish on the set that admitted
- * them, which is released once no image of it is in progress. A set that fails to load changes nothing.
+ * What serves a set of models (the onnxruntime sessions, decode threads prepared for their inputs, each with its
+ * own session of the set's detector, a predictor) and swapping a newly loaded set in on request (SIGHUP). The
+ * page's /models/ files, /v1/models and the predictor always come from one set, published in one synchronous
+ * step; requests in flight finish on the set that admitted them, which is released once no image of it is in
+ * progress. A set that fails to load changes nothing.
  */
 import type { ServeState } from './app-state.ts';
 import type { ServeConfig } from './config.ts';
@@ -55,7 +56,8 @@ export async function loadServingSet(config: ServeConfig, deps: ServingDeps): Pr
         perThread: IMAGES_PER_DECODE_THREAD,
         taskTimeoutMs: config.requestTimeoutMs,
         specs: models.specs,
-        ...(detector === undefined ? {} : { detectorInputSize: detector.input.height }),
+        // Each thread opens its own session of the detector from the checked bytes: it runs beside decoding there.
+        ...(detector === undefined ? {} : { detector: { bytes: detector.bytes, inputName: detector.inputName, inputSize: detector.input.height } }),
         maxPixels: config.maxPixels,
         minImageSide: config.minImageSide,
         onError: (error) => log.error('decode thread failed', error),
@@ -67,7 +69,7 @@ export async function loadServingSet(config: ServeConfig, deps: ServingDeps): Pr
       deps.workerEntry,
     );
     await pool.ready();
-    const predictor = new Predictor(models.graphs, models.specs, detector, pool, metrics, config);
+    const predictor = new Predictor(models.graphs, models.specs, pool, metrics, config);
     const started = pool;
     return {
       models,
@@ -90,7 +92,7 @@ export async function loadServingSet(config: ServeConfig, deps: ServingDeps): Pr
 export function describeServingSet(set: ServingSet, config: ServeConfig): string {
   const detector = set.models.detectors[0];
   return (
-    `${detector === undefined ? 'no face detector (every image is one face), ' : `faces found by ${detector.name}, `}` +
+    `${detector === undefined ? 'no face detector (every image is one face), ' : `faces found by ${detector.name} in the decode threads (cpu), `}` +
     `${set.models.graphs.map((g) => g.tasks.join('+')).join(', ')} on ${set.models.report.provider}, ` +
     `${config.decodeThreads} decode thread(s) (${set.pool.entry.how}), batches of up to ${config.maxBatch}`
   );
