@@ -352,7 +352,7 @@ async function openGroup<S extends Session>(group: readonly CheckedClassifier[],
     const merged = await openMerged(group, runtime, options.log);
     if (merged !== undefined) return [merged];
   }
-  return Promise.all(
+  return settleAll(
     group.map(async (model) => {
       const session = await runtime.createSession(model.bytes);
       const input = checkImageInput(model.path, session, model.metadata.input);
@@ -389,23 +389,66 @@ async function openDetector<S extends Session>(detector: CheckedDetector, runtim
   }
 }
 
-/** Opens the checked models' sessions in `runtime`. */
-export async function openModelSet<S extends Session>(checked: CheckedModels, runtime: ModelRuntime<S>, options: OpenOptions): Promise<ModelSet<S>> {
-  // Each distinct input spec is one group: its models may merge, and each image is preprocessed once for it.
-  const groups = groupByInputSpec(checked.classifiers, (model) => model.metadata.input);
-  const opened = await Promise.all(groups.map((group) => openGroup(group.items, runtime, options)));
-  const graphs = opened.flatMap((own, specIndex) => own.map((graph) => ({ ...graph, specIndex })));
-  const detectors = await Promise.all(checked.detectors.map((detector) => openDetector(detector, runtime)));
-  const byTask = new Map(graphs.flatMap((graph) => graph.members.map((m) => [m.model.task, m.model] as const)));
+/**
+ * Every value once all of `promises` have settled, or the first (in order) of their errors: unlike Promise.all, no
+ * work is still opening sessions when it rejects, so the caller can release all that was opened.
+ */
+async function settleAll<T>(promises: readonly Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((result) => result.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+  return results.map((result) => (result as PromiseFulfilledResult<T>).value);
+}
+
+/** `runtime`, keeping account of the sessions opened through it and not yet released. */
+function accountedRuntime<S extends Session>(runtime: ModelRuntime<S>): { runtime: ModelRuntime<S>; open: Set<S> } {
+  const open = new Set<S>();
   return {
-    classifiers: checked.classifiers.map((model) => byTask.get(model.task) as LoadedClassifier),
-    graphs,
-    specs: groups.map((group) => group.spec),
-    detectors,
-    release: async () => {
-      for (const session of [...graphs, ...detectors].map((item) => item.session)) await runtime.releaseSession(session);
+    open,
+    runtime: {
+      createSession: async (modelBytes) => {
+        const session = await runtime.createSession(modelBytes);
+        open.add(session);
+        return session;
+      },
+      run: (session, inputs) => runtime.run(session, inputs),
+      releaseSession: async (session) => {
+        open.delete(session);
+        await runtime.releaseSession(session);
+      },
     },
   };
+}
+
+/**
+ * Opens the checked models' sessions in `runtime`. If any fails to open or to pass its checks, every session it
+ * opened is released (a failed reload must not leak native sessions) and the first error is thrown.
+ */
+export async function openModelSet<S extends Session>(checked: CheckedModels, runtime: ModelRuntime<S>, options: OpenOptions): Promise<ModelSet<S>> {
+  const accounted = accountedRuntime(runtime);
+  try {
+    // Each distinct input spec is one group: its models may merge, and each image is preprocessed once for it.
+    const groups = groupByInputSpec(checked.classifiers, (model) => model.metadata.input);
+    const opened = await settleAll(groups.map((group) => openGroup(group.items, accounted.runtime, options)));
+    const graphs = opened.flatMap((own, specIndex) => own.map((graph) => ({ ...graph, specIndex })));
+    const detectors = await settleAll(checked.detectors.map((detector) => openDetector(detector, accounted.runtime)));
+    const byTask = new Map(graphs.flatMap((graph) => graph.members.map((m) => [m.model.task, m.model] as const)));
+    return {
+      classifiers: checked.classifiers.map((model) => byTask.get(model.task) as LoadedClassifier),
+      graphs,
+      specs: groups.map((group) => group.spec),
+      detectors,
+      release: async () => {
+        for (const session of [...graphs, ...detectors].map((item) => item.session)) await runtime.releaseSession(session);
+      },
+    };
+  } catch (error) {
+    for (const session of accounted.open) {
+      // The load's own error is the one to report; a session that will not release is only worth a warning.
+      await runtime.releaseSession(session).catch((releaseError: unknown) => options.log.warn(`releasing a session after a failed load failed: ${(releaseError as Error).message}`));
+    }
+    throw error;
+  }
 }
 
 /**

@@ -86,18 +86,29 @@ class FakeRuntime implements ModelRuntime {
   readonly described = new Map<string, { inputs: TensorInfo[]; outputs: TensorInfo[] }>();
   readonly refused = new Set<string>();
   open = 0;
+  created = 0;
+  released = 0;
+  /** The create (counting from 1) that fails, as corrupt bytes do in onnxruntime: at once, while the others still load. */
+  failOnCreate?: number;
+  /** The error that create throws. */
+  readonly failure = new Error('Protobuf parsing failed');
+  private creates = 0;
 
   async register(bytes: Uint8Array, inputs: TensorInfo[], outputs: TensorInfo[]): Promise<void> {
     this.described.set(await sha256Hex(bytes), { inputs, outputs });
   }
 
   async createSession(modelBytes: Uint8Array): Promise<Session> {
+    if (++this.creates === this.failOnCreate) throw this.failure;
     const digest = await sha256Hex(modelBytes);
     if (this.refused.has(digest)) throw new Error('unsupported operator\nsecond line');
-    const session = this.described.get(digest);
-    if (session === undefined) throw new Error('the test registered no session for these bytes');
+    const description = this.described.get(digest);
+    if (description === undefined) throw new Error('the test registered no session for these bytes');
+    if (this.failOnCreate !== undefined) await new Promise((resolve) => setTimeout(resolve, 5));
     this.open++;
-    return session;
+    this.created++;
+    // A session object of its own, as a runtime returns, so that releasing one twice would show.
+    return { ...description };
   }
 
   /** Every output's rows count up from 0.1, so the argmax is the last label. */
@@ -113,6 +124,7 @@ class FakeRuntime implements ModelRuntime {
 
   async releaseSession(): Promise<void> {
     this.open--;
+    this.released++;
   }
 }
 
@@ -255,6 +267,63 @@ describe('the model-set loader, against a fake runtime', () => {
       /\/models\/faces\.onnx: input "pixels" is float32 \[1, 3, 4, 4\]; manifest\.json says float32 \[N, 5, 5, 3\] \(or \[N, 3, 5, 5\]\); correct the entry's input/,
     );
     assert.equal(runtime.open, 0, 'the refused session is released');
+  });
+
+  describe('a load that fails part-way releases every session it opened and throws the first error', () => {
+    const detectorBytes = new Uint8Array([1, 2, 3]);
+    let detector: DetectorManifestEntry;
+    let withDetector: Record<string, Uint8Array>;
+
+    before(async () => {
+      detector = { kind: 'detector', name: 'faces', file: 'faces.onnx', sha256: await sha256Hex(detectorBytes), bytes: 3, input: { height: 4, width: 4, channels: 3 } };
+      withDetector = { ...files, 'faces.onnx': detectorBytes };
+    });
+
+    async function failingRuntime(failOnCreate: number): Promise<FakeRuntime> {
+      const fake = await fakeRuntime();
+      await fake.register(detectorBytes, [{ name: 'pixels', type: 'float32', shape: [1, 3, 4, 4] }], [{ name: 'scores', type: 'float32', shape: [1, 8, 1] }]);
+      fake.failOnCreate = failOnCreate;
+      return fake;
+    }
+
+    it('the third classifier’s bytes corrupt (a session per model): the two opened are released', async () => {
+      runtime = await failingRuntime(3);
+      await assert.rejects(loadModelSet(memorySource(files), entries, runtime, { merge: false, log: memoryLog() }), (error) => error === runtime.failure);
+      assert.equal(runtime.created, 2);
+      assert.equal(runtime.released, 2);
+      assert.equal(runtime.open, 0);
+    });
+
+    it('the first classifier’s bytes corrupt while the others still load: those are released once they open', async () => {
+      runtime = await failingRuntime(1);
+      await assert.rejects(loadModelSet(memorySource(files), entries, runtime, { merge: false, log: memoryLog() }), (error) => error === runtime.failure);
+      assert.equal(runtime.created, 2);
+      assert.equal(runtime.open, 0, 'no session opens after the load has failed');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(runtime.open, 0, 'nor later');
+    });
+
+    it('the detector fails to open: the classifiers’ sessions (merged and not) are released', async () => {
+      runtime = await failingRuntime(3);
+      await assert.rejects(loadModelSet(memorySource(withDetector), [...entries, detector], runtime, { merge: true, log: memoryLog() }), (error) => error === runtime.failure);
+      assert.equal(runtime.created, 2, 'the merged age+gender graph and ethnicity');
+      assert.equal(runtime.released, 2);
+      assert.equal(runtime.open, 0);
+    });
+
+    it('a session opens but fails its check: it and every other session are released', async () => {
+      // No create fails; each still takes a moment, as a real one does.
+      runtime = await failingRuntime(Number.POSITIVE_INFINITY);
+      // The ethnicity session declares the small input; its metadata says the larger one.
+      runtime.described.set(await sha256Hex(files['ethnicity.onnx']), { inputs: [imageInput('image', SMALL)], outputs: [probabilities('probabilities', 'ethnicity')] });
+      await assert.rejects(
+        loadModelSet(memorySource(withDetector), [...entries, detector], runtime, { merge: false, log: memoryLog() }),
+        /ethnicity\.onnx: input "image" is float32 \[N, 2, 2, 1\]; its metadata says float32 \[N, 3, 3, 1\]/,
+      );
+      assert.equal(runtime.created, 3);
+      assert.equal(runtime.released, 3);
+      assert.equal(runtime.open, 0);
+    });
   });
 });
 
