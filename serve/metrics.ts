@@ -82,6 +82,14 @@ export class Histogram extends Metric {
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const STAGE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
+/** A predictor's queue, as the queue gauges read it when scraped. */
+export interface QueueSource {
+  /** Images admitted and not yet answered. */
+  readonly depth: number;
+  /** Images waiting for a decode thread. */
+  readonly backlog: number;
+}
+
 /** The server's metrics. */
 export class ServeMetrics {
   readonly requests = new Counter('http_requests_total', 'HTTP requests answered, by route, method and status.');
@@ -90,15 +98,31 @@ export class ServeMetrics {
   readonly inference = new Histogram('inference_seconds', 'Time of one onnxruntime run of a batch, by graph (its tasks, joined by +); model="detector": one image\'s face search in a decode thread.', STAGE_BUCKETS);
   readonly batchSize = new Histogram('inference_batch_size', 'Images per onnxruntime run.', [1, 2, 4, 8, 16, 32, 64, 128]);
   readonly errors = new Counter('errors_total', 'Error responses and per-image errors, by error code.');
-  readonly queueDepth = new Gauge('queue_depth', 'Images admitted and not yet answered.');
-  readonly decodeBacklog = new Gauge('decode_backlog', 'Images waiting for a decode thread.');
+  readonly queueDepth = new Gauge('queue_depth', 'Images admitted and not yet answered, by the models being served and those a reload replaced.');
+  readonly decodeBacklog = new Gauge('decode_backlog', 'Images waiting for a decode thread, by the models being served and those a reload replaced.');
   readonly threadsReplaced = new Counter('decode_threads_replaced_total', 'Decode threads replaced after being stuck on one image past the time limit.');
   readonly eventLoopBusy = new Counter('event_loop_busy_seconds_total', 'Time the main thread was busy (HTTP, batching, inference), not idle in the event loop.');
 
   private readonly all: Metric[] = [this.requests, this.latency, this.decode, this.inference, this.batchSize, this.errors, this.queueDepth, this.decodeBacklog, this.threadsReplaced, this.eventLoopBusy];
+  // After a reload the old predictor drains while the new one admits: the gauges are their sum, read when scraped.
+  private readonly queues = new Set<QueueSource>();
+
+  /** Counts `queue` in queue_depth and decode_backlog until the returned function is called. */
+  trackQueue(queue: QueueSource): () => void {
+    this.queues.add(queue);
+    return () => void this.queues.delete(queue);
+  }
 
   snapshot(): RegistrySnapshot {
     this.eventLoopBusy.setTotal(nodePerformance.eventLoopUtilization().active / 1000);
+    let depth = 0;
+    let backlog = 0;
+    for (const queue of this.queues) {
+      depth += queue.depth;
+      backlog += queue.backlog;
+    }
+    this.queueDepth.set(depth);
+    this.decodeBacklog.set(backlog);
     return this.all.map((metric) => metric.snapshot());
   }
 }

@@ -38,10 +38,12 @@ export interface PredictorOptions {
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;
 
+/** Answers images with one model set; counts in the queue gauges from construction until `close()`. */
 export class Predictor {
   private inProgress = 0;
   private readonly taskOrder: string[];
   private readonly batcher: MicroBatcher<FaceInputs, InferenceResult>;
+  private readonly untrackQueue: () => void;
 
   constructor(
     private readonly graphs: readonly ServedGraph[],
@@ -52,6 +54,7 @@ export class Predictor {
   ) {
     this.taskOrder = graphs.flatMap((g) => g.tasks).sort((a, b) => TASKS.indexOf(a as Task) - TASKS.indexOf(b as Task));
     this.batcher = new MicroBatcher({ maxBatch: options.maxBatch, maxWaitMs: options.batchWaitMs, runBatch: (faces) => this.infer(faces) });
+    this.untrackQueue = metrics.trackQueue(this);
   }
 
   /** Whether the server finds faces itself, in its decode threads (else every image is taken as one face). */
@@ -64,6 +67,16 @@ export class Predictor {
     return this.inProgress;
   }
 
+  /** Images waiting for a decode thread. */
+  get backlog(): number {
+    return this.pool.backlog;
+  }
+
+  /** Stops counting in the queue gauges: its models are being released. */
+  close(): void {
+    this.untrackQueue();
+  }
+
   /**
    * Reserves room for `count` images, or throws a 503 when the queue is full. The caller must `release` the
    * same count once it has answered.
@@ -73,12 +86,10 @@ export class Predictor {
       throw new OverloadedError(`The server is at capacity (${this.options.maxQueue} images in progress); retry in a second`);
     }
     this.inProgress += count;
-    this.updateGauges();
   }
 
   release(count: number): void {
     this.inProgress -= count;
-    this.updateGauges();
   }
 
   /** Answers one image; `startedAt` (performance.now()) is when the request arrived. */
@@ -121,11 +132,6 @@ export class Predictor {
   /** The usual task order, whichever graph answered first. */
   private inTaskOrder(tasks: Record<string, TaskPrediction>): Record<string, TaskPrediction> {
     return Object.fromEntries(this.taskOrder.map((task) => [task, tasks[task]]));
-  }
-
-  private updateGauges(): void {
-    this.metrics.queueDepth.set(this.inProgress);
-    this.metrics.decodeBacklog.set(this.pool.backlog);
   }
 
   /** One run per graph over the whole batch (or one per face where a graph's batch size is fixed at 1). */

@@ -23,7 +23,7 @@ export interface ServingSet {
   predictor: Predictor;
   /** When the set finished loading (Date.now()), for the logs. */
   loadedAt: number;
-  /** Closes the decode threads and releases the sessions. */
+  /** Takes its predictor out of the queue gauges, closes the decode threads and releases the sessions. */
   close(): Promise<void>;
 }
 
@@ -77,6 +77,7 @@ export async function loadServingSet(config: ServeConfig, deps: ServingDeps): Pr
       predictor,
       loadedAt: Date.now(),
       close: async () => {
+        predictor.close();
         await started.close();
         await models.release();
       },

@@ -114,6 +114,9 @@ describe('reloading the models, in this process', () => {
       assert.ok(t.logs.some((line) => /released once their 1 image\(s\) in flight are answered/.test(line)), t.logs.join('\n'));
       await new Promise((resolve) => setTimeout(resolve, 200));
       assert.ok(!t.logs.some((line) => /released the models loaded at/.test(line)), 'the old models wait for the request they admitted');
+      // A request answered by the new models meanwhile does not hide the one the old models still hold.
+      await observe(t);
+      assert.match(await (await fetch(`${t.url}/metrics`)).text(), /^queue_depth 1$/m);
 
       socket.write(jpeg.subarray(jpeg.length >> 1));
       await closed;

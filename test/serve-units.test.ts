@@ -1,5 +1,6 @@
 /**
- * The server's pure parts: the config (flags, environment, validation), the micro-batcher and the metrics.
+ * The server's pure parts: the config (flags, environment, validation), the micro-batcher and the metrics (with the
+ * predictors' queue gauges, on a stand-in decode pool).
  */
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
@@ -8,7 +9,9 @@ import { describe, it } from 'node:test';
 import { MicroBatcher } from '../serve/batcher.ts';
 import { ConfigError, helpText, loadConfig, OPTIONS } from '../serve/config.ts';
 import { REPO_ROOT } from '../node-shared/paths.ts';
+import type { DecodePool } from '../serve/decode-pool.ts';
 import { formatPrometheus, mergeSnapshots, ServeMetrics } from '../serve/metrics.ts';
+import { Predictor } from '../serve/predictor.ts';
 
 describe('serve config', () => {
   it('needs no configuration: documented defaults, models/ and web-demo/dist of the repository, on loopback only', () => {
@@ -109,7 +112,7 @@ describe('metrics', () => {
     metrics.requests.inc({ route: '/v1/predict', method: 'POST', status: '200' });
     metrics.requests.inc({ route: '/v1/predict', method: 'POST', status: '200' });
     metrics.latency.observe(0.004, { route: '/v1/predict' });
-    metrics.queueDepth.set(3);
+    metrics.trackQueue({ depth: 3, backlog: 0 });
     const text = formatPrometheus(metrics.snapshot());
     assert.match(text, /^# TYPE http_requests_total counter$/m);
     assert.match(text, /^http_requests_total\{method="POST",route="\/v1\/predict",status="200"\} 2$/m);
@@ -118,6 +121,24 @@ describe('metrics', () => {
     assert.match(text, /^http_request_duration_seconds_bucket\{route="\/v1\/predict",le="\+Inf"\} 1$/m);
     assert.match(text, /^http_request_duration_seconds_count\{route="\/v1\/predict"\} 1$/m);
     assert.match(text, /^queue_depth 3$/m);
+  });
+
+  it('counts every live predictor in queue_depth and decode_backlog: a reload’s old one draining and the new one admitting', () => {
+    const metrics = new ServeMetrics();
+    const pool = (backlog: number) => ({ backlog, detects: false }) as unknown as DecodePool;
+    const options = { maxQueue: 8, maxBatch: 4, batchWaitMs: 1 };
+    const draining = new Predictor([], [], pool(1), metrics, options);
+    const admitting = new Predictor([], [], pool(2), metrics, options);
+    draining.admit(3);
+    admitting.admit(2);
+    draining.release(1);
+    const text = formatPrometheus(metrics.snapshot());
+    assert.match(text, /^queue_depth 4$/m, 'two of the old models’ images and two of the new ones’');
+    assert.match(text, /^decode_backlog 3$/m);
+    draining.close();
+    const after = formatPrometheus(metrics.snapshot());
+    assert.match(after, /^queue_depth 2$/m, 'a predictor whose models are released no longer counts');
+    assert.match(after, /^decode_backlog 2$/m);
   });
 
   it('sums the metrics of several processes into one scrape', () => {
