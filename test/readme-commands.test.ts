@@ -43,6 +43,8 @@ const README_COMMANDS: Record<string, Check> = {
   'npm run export -- --all --out-dir models-new': { check: 'flags', why: 'needs a training run in runs/latest' },
   'npm start -- --models models-new': { check: 'flags', why: 'needs the export above (npm start itself is run)' },
   'npm run evaluate:photos -- --crops 1000': { check: 'flags', why: 'minutes: a server answering 1,000 photos' },
+  'npm run evaluate:photos -- --scenes .cache/scenes-whole': { check: 'flags', why: 'minutes: a server answering 200 scenes, made first by the command below' },
+  'npx tsx training/cli/make-scenes.ts --out .cache/scenes-whole --count 200 --seed 1 --split test': { check: 'flags', why: 'a minute or two of drawing scenes from test-split faces (pixels that stay out of git)' },
   'ls -l models/*.onnx': { check: 'run', by: 'ls -l models/*.onnx adds up to the Results table\'s size' },
   'podman build -t face-attributes .': { check: 'not run', why: 'a container build: minutes, and podman' },
   'docker build': { check: 'not run', why: 'a container build: minutes, and docker' },
@@ -160,6 +162,11 @@ const flagsOf = (command: string): string[] => shellWords(command).filter((word)
 /** The command as its usage is asked for: the words up to `--`, then `-- --help`. */
 function helpWords(command: string): string[] {
   const words = shellWords(command);
+  if (words[0] !== 'npm') {
+    // npx tsx script.ts --flag ...: the script's own --help, in place of its arguments.
+    const firstFlag = words.findIndex((word) => word.startsWith('-'));
+    return [...(firstFlag === -1 ? words : words.slice(0, firstFlag)), '--help'];
+  }
   const separator = words.indexOf('--');
   return [...(separator === -1 ? words : words.slice(0, separator)), '--', '--help'];
 }
