@@ -141,10 +141,10 @@ export function warpToCrop(image: PixelBuffer, toImage: Similarity, cropSize: nu
           const y0 = Math.floor(fy);
           const tx = fx - x0;
           const ty = fy - y0;
-          const left = (x0 < 0 ? 0 : x0 >= width ? width - 1 : x0) * inC;
-          const right = (x0 + 1 < 0 ? 0 : x0 + 1 >= width ? width - 1 : x0 + 1) * inC;
-          const top = (y0 < 0 ? 0 : y0 >= height ? height - 1 : y0) * rowStride;
-          const bottom = (y0 + 1 < 0 ? 0 : y0 + 1 >= height ? height - 1 : y0 + 1) * rowStride;
+          const left = clamp(x0, width) * inC;
+          const right = clamp(x0 + 1, width) * inC;
+          const top = clamp(y0, height) * rowStride;
+          const bottom = clamp(y0 + 1, height) * rowStride;
           const topLeft = (1 - tx) * (1 - ty);
           const topRight = tx * (1 - ty);
           const bottomLeft = (1 - tx) * ty;
@@ -191,6 +191,11 @@ export function warpToCrop(image: PixelBuffer, toImage: Similarity, cropSize: nu
     }
   }
   return out;
+}
+
+/** `i` moved into `[0, size)`: coordinates outside the image take its nearest edge pixel. */
+function clamp(i: number, size: number): number {
+  return i < 0 ? 0 : i >= size ? size - 1 : i;
 }
 
 /** Adds a grey or RGBA pixel's RGB times `weight` to `sum`: grey repeated, alpha composited over white as preprocessToBytes does. */
