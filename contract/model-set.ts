@@ -456,7 +456,7 @@ export async function openModelSet<S extends Session>(checked: CheckedModels, ru
  * of the set's input specs. One run per graph for all the faces, or face by face where a graph is fixed at batch 1.
  */
 export async function answerFaces<S extends Session>(
-  set: Pick<ModelSet<S>, 'graphs'>,
+  set: { readonly graphs: readonly ClassifierGraph<S>[] },
   run: ModelRuntime<S>['run'],
   inputs: readonly (readonly Float32Array[])[],
 ): Promise<Record<Task, TaskPrediction>[]> {

@@ -9,7 +9,8 @@ import type { DecodedImage, DecodePool } from './decode-pool.ts';
 import { DetectionUnavailableError, OverloadedError } from './errors.ts';
 import type { ServeMetrics } from './metrics.ts';
 import type { ServedGraph } from './models.ts';
-import { run } from '../node-shared/onnxruntime-node.ts';
+import { run, type NodeSession } from '../node-shared/onnxruntime-node.ts';
+import { answerFaces } from '../contract/model-set.ts';
 import { TASKS, type Task } from '../contract/labels.ts';
 import type { TaskPrediction } from '../contract/prediction.ts';
 import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
@@ -44,6 +45,8 @@ export class Predictor {
   private readonly taskOrder: string[];
   private readonly batcher: MicroBatcher<FaceInputs, InferenceResult>;
   private readonly untrackQueue: () => void;
+  /** Each graph's session and the label its runs are timed under: its tasks, joined by +. */
+  private readonly graphLabels: Map<NodeSession, string>;
 
   constructor(
     private readonly graphs: readonly ServedGraph[],
@@ -52,6 +55,7 @@ export class Predictor {
     private readonly metrics: ServeMetrics,
     private readonly options: PredictorOptions,
   ) {
+    this.graphLabels = new Map(graphs.map((graph) => [graph.session, graph.tasks.join('+')]));
     this.taskOrder = graphs.flatMap((g) => g.tasks).sort((a, b) => TASKS.indexOf(a as Task) - TASKS.indexOf(b as Task));
     this.batcher = new MicroBatcher({ maxBatch: options.maxBatch, maxWaitMs: options.batchWaitMs, runBatch: (faces) => this.infer(faces) });
     this.untrackQueue = metrics.trackQueue(this);
@@ -134,26 +138,20 @@ export class Predictor {
     return Object.fromEntries(this.taskOrder.map((task) => [task, tasks[task]]));
   }
 
-  /** One run per graph over the whole batch (or one per face where a graph's batch size is fixed at 1). */
+  /** One run per graph over the whole batch (or one per face where a graph's batch size is fixed at 1), each run timed by graph. */
   private async infer(faces: FaceInputs[]): Promise<InferenceResult[]> {
     const started = performance.now();
     this.metrics.batchSize.observe(faces.length);
-    const results: InferenceResult[] = faces.map(() => ({ tasks: {}, ms: 0 }));
-    for (const graph of this.graphs) {
-      const groups = graph.batchable ? [faces.map((_, i) => i)] : faces.map((_, i) => [i]);
-      for (const group of groups) {
-        const graphStarted = performance.now();
-        const { height, width, channels } = graph.inputSpec;
-        const size = height * width * channels;
-        const data = new Float32Array(group.length * size);
-        group.forEach((faceIndex, row) => data.set(faces[faceIndex].inputs[graph.specIndex], row * size));
-        const outputs = await run(graph.session, { [graph.inputName]: { data, dims: [group.length, height, width, channels] } });
-        group.forEach((faceIndex, row) => Object.assign(results[faceIndex].tasks, graph.interpret(outputs, row)));
-        this.metrics.inference.observe((performance.now() - graphStarted) / 1000, { model: graph.tasks.join('+') });
-      }
-    }
+    const answers = await answerFaces({ graphs: this.graphs }, this.timedRun, faces.map((face) => face.inputs));
     const ms = performance.now() - started;
-    for (const result of results) result.ms = ms;
-    return results;
+    return answers.map((tasks) => ({ tasks, ms }));
   }
+
+  /** `run`, observed in inference_seconds under the graph's tasks. */
+  private readonly timedRun: typeof run = async (session, inputs) => {
+    const started = performance.now();
+    const outputs = await run(session, inputs);
+    this.metrics.inference.observe((performance.now() - started) / 1000, { model: this.graphLabels.get(session) ?? 'unknown' });
+    return outputs;
+  };
 }
