@@ -379,14 +379,10 @@ function detectorLayout(path: string, session: Session, spec: DetectorInputSpec)
 }
 
 async function openDetector<S extends Session>(detector: CheckedDetector, runtime: ModelRuntime<S>): Promise<LoadedDetector<S>> {
+  // A detector refused here is released with the rest by openModelSet.
   const session = await runtime.createSession(detector.bytes);
-  try {
-    const { entry, path, sha256, bytes } = detector;
-    return { name: entry.name, file: entry.file, path, sha256, size: bytes.length, input: entry.input, ...detectorLayout(path, session, entry.input), session };
-  } catch (error) {
-    await runtime.releaseSession(session);
-    throw error;
-  }
+  const { entry, path, sha256, bytes } = detector;
+  return { name: entry.name, file: entry.file, path, sha256, size: bytes.length, input: entry.input, ...detectorLayout(path, session, entry.input), session };
 }
 
 /**
