@@ -324,6 +324,16 @@ describe('the model-set loader, against a fake runtime', () => {
       assert.equal(runtime.released, 3);
       assert.equal(runtime.open, 0);
     });
+
+    it('the detector opens but its input disagrees with the manifest: it and the classifiers’ sessions are released', async () => {
+      runtime = await failingRuntime(Number.POSITIVE_INFINITY);
+      // The manifest says a 5x5 input; the session reads 4x4.
+      const wrongSize: DetectorManifestEntry = { ...detector, input: { height: 5, width: 5, channels: 3 } };
+      await assert.rejects(loadModelSet(memorySource(withDetector), [...entries, wrongSize], runtime, { merge: true, log: memoryLog() }), /faces\.onnx: input "pixels" is float32 \[1, 3, 4, 4\]/);
+      assert.equal(runtime.created, 3, 'the merged age+gender graph, ethnicity and the detector');
+      assert.equal(runtime.released, 3);
+      assert.equal(runtime.open, 0);
+    });
   });
 });
 
