@@ -18,6 +18,11 @@ export interface InputSpec {
   scaling: Scaling;
 }
 
+/** What makes two input specs the same input: size, channels and scaling. */
+export function inputSpecKey(spec: InputSpec): string {
+  return `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
+}
+
 /**
  * `items` grouped by their input spec, in the order each spec first appears: a runtime preprocesses each image
  * once per group, and runs each group's models on that one input.
@@ -26,7 +31,7 @@ export function groupByInputSpec<T>(items: readonly T[], specOf: (item: T) => In
   const groups = new Map<string, { spec: InputSpec; items: T[] }>();
   for (const item of items) {
     const spec = specOf(item);
-    const key = `${spec.height}x${spec.width}x${spec.channels}:${spec.scaling}`;
+    const key = inputSpecKey(spec);
     let group = groups.get(key);
     if (group === undefined) groups.set(key, (group = { spec, items: [] }));
     group.items.push(item);

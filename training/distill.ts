@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { TASKS, type Task } from '../contract/labels.ts';
 import { isClassifierEntry } from '../contract/metadata.ts';
 import { answerFaces, checkModelFiles, MANIFEST_FILE, ModelLoadError, openModelSet, parseManifest, type CheckedModels } from '../contract/model-set.ts';
-import { PREPROCESSING_VERSION, scaleBytes, type InputSpec } from '../contract/preprocess.ts';
+import { inputSpecKey, PREPROCESSING_VERSION, scaleBytes, type InputSpec } from '../contract/preprocess.ts';
 import { UsageError } from '../node-shared/cli-args.ts';
 import { writeFileAtomic } from '../node-shared/files.ts';
 import { folderModelSource } from '../node-shared/model-files.ts';
@@ -209,8 +209,7 @@ async function computeTargets(teachers: readonly Teacher[], dataset: Dataset, fa
 
 /** The run's faces at `spec`: the loaded dataset, or the same faces loaded at the teacher's size. */
 async function facesAt(spec: InputSpec, dataset: Dataset, teacher: Teacher, options: TeacherPassOptions): Promise<Dataset> {
-  const same = spec.height === dataset.spec.height && spec.width === dataset.spec.width && spec.channels === dataset.spec.channels && spec.scaling === dataset.spec.scaling;
-  if (same) return dataset;
+  if (inputSpecKey(spec) === inputSpecKey(dataset.spec)) return dataset;
   const other = await options.datasetAt(spec);
   if (other.count !== dataset.count || other.names.some((name, i) => name !== dataset.names[i])) {
     throw new Error(`distill: ${teacher.dir} reads ${spec.height}x${spec.width}x${spec.channels} faces, and the faces loaded at that size are not the run's (${other.count} faces, not ${dataset.count})`);
