@@ -25,6 +25,8 @@ import {
 } from './metadata.ts';
 import { groupByInputSpec, PREPROCESSING_VERSION, type InputSpec } from './preprocess.ts';
 import { taskPrediction, type TaskPrediction } from './prediction.ts';
+import { resizeDetectorGraph } from './face/detector-resize.ts';
+import { detectorSides } from './face/photo.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -244,7 +246,10 @@ export interface LoadedDetector<S extends Session = Session> {
   inputName: string;
   /** where the channels are in the session's input: last (NHWC) or after the batch (NCHW) */
   layout: 'nhwc' | 'nchw';
+  /** the session at the detector's own input side */
   session: S;
+  /** a session per side it is run at (`detectorSides`: its own, and a face crop's), `session` among them */
+  sessionsBySide: ReadonlyMap<number, S>;
 }
 
 export interface ModelSet<S extends Session = Session> {
@@ -382,7 +387,15 @@ async function openDetector<S extends Session>(detector: CheckedDetector, runtim
   // A detector refused here is released with the rest by openModelSet.
   const session = await runtime.createSession(detector.bytes);
   const { entry, path, sha256, bytes } = detector;
-  return { name: entry.name, file: entry.file, path, sha256, size: bytes.length, input: entry.input, ...detectorLayout(path, session, entry.input), session };
+  const layout = detectorLayout(path, session, entry.input);
+  const sessionsBySide = new Map<number, S>([[entry.input.height, session]]);
+  // Only a square NHWC detector is resized; detectorProblem refuses any other before it is run.
+  if (layout.layout === 'nhwc' && entry.input.height === entry.input.width) {
+    for (const side of detectorSides(entry.input.height).filter((side) => !sessionsBySide.has(side))) {
+      sessionsBySide.set(side, await runtime.createSession(resizeDetectorGraph(bytes, entry.input.height, side)));
+    }
+  }
+  return { name: entry.name, file: entry.file, path, sha256, size: bytes.length, input: entry.input, ...layout, session, sessionsBySide };
 }
 
 /**
@@ -435,7 +448,8 @@ export async function openModelSet<S extends Session>(checked: CheckedModels, ru
       specs: groups.map((group) => group.spec),
       detectors,
       release: async () => {
-        for (const session of [...graphs, ...detectors].map((item) => item.session)) await runtime.releaseSession(session);
+        const sessions = [...graphs.map((graph) => graph.session), ...detectors.flatMap((detector) => [...detector.sessionsBySide.values()])];
+        for (const session of sessions) await runtime.releaseSession(session);
       },
     };
   } catch (error) {

@@ -1,18 +1,19 @@
 /**
  * A decode thread: decodes an upload with sharp (imaging/photo-decode.ts: header and size limits first, EXIF
  * orientation, shrink-on-load), then prepares what the models read: with detection, it finds the faces with its
- * own detector session (contract/face/photo.ts `detectFaces`, both passes) and hands them back with the decoded
- * pixels, which the faces are cut from; without, the whole image preprocessed once per input spec, as one face.
+ * own detector session (contract/face/photo.ts `detectFaces`, both passes), cuts each out for every input spec
+ * (`cropFace`) and hands back the faces with their inputs; without, the whole image preprocessed once per input
+ * spec, as one face.
  * onnxruntime-node runs a session on the thread that calls it, so the detector runs here, beside decoding,
  * rather than on the main thread that serves every request.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { DetectedFace } from '../contract/face/blazeface.ts';
-import { detectFaces, firstDetectorInput, type FaceSearch, type RunDetector } from '../contract/face/photo.ts';
+import { cropFace, detectFaces, firstDetectorInput, type FaceSearch, type RunDetector } from '../contract/face/photo.ts';
 import { ImageDecodeError, type ImageDecodeFailure } from '../contract/image-header.ts';
-import { preprocess, type InputSpec, type PixelBuffer } from '../contract/preprocess.ts';
+import { preprocess, scaleBytes, type InputSpec } from '../contract/preprocess.ts';
 import { decodePhoto, ImageSizeError } from '../imaging/photo-decode.ts';
-import { createSession, run } from '../node-shared/onnxruntime-node.ts';
+import { openDetectorSessions } from '../node-shared/detector-sessions.ts';
 
 /** The face detector a thread runs: the model set's verified bytes, and what the main thread read from its session. */
 export interface ThreadDetector {
@@ -40,8 +41,14 @@ export interface DecodeRequest {
 /** What a decoded photo gives the models. */
 export type PhotoInputs =
   | { kind: 'whole'; inputs: Float32Array[] }
-  /** the faces found in `pixels`, in its coordinates, largest first; `detectMs` is the detector's time here */
-  | { kind: 'faces'; faces: DetectedFace[]; detectMs: number; pixels: PixelBuffer & { data: Uint8Array } };
+  /**
+   * the faces found, in the decoded pixels' coordinates, largest first, each cut out and scaled for every input
+   * spec or with why not; `detectMs` and `alignMs` are the detector's and the cutting's time here
+   */
+  | { kind: 'faces'; faces: FoundFaceInputs[]; detectMs: number; alignMs: number };
+
+/** A found face with the models' inputs cut from it (cropFace, scaled), or the reason it is not judged. */
+export type FoundFaceInputs = { face: DetectedFace; inputs: Float32Array[] } | { face: DetectedFace; reason: string };
 
 export interface DecodedPhotoReply {
   /** the photo's size after EXIF orientation */
@@ -78,9 +85,8 @@ interface FaceFinder {
 }
 
 async function startDetector(spec: ThreadDetector): Promise<FaceFinder> {
-  const session = await createSession(spec.bytes, { provider: 'cpu', threads: DETECTOR_INTRA_OP_THREADS });
-  const runDetector: RunDetector = async (input, size) => Object.values(await run(session, { [spec.inputName]: { data: input, dims: [1, size, size, 3] } }));
-  return { runDetector, inputSize: spec.inputSize };
+  const { run: runDetector, inputSize } = await openDetectorSessions(spec.bytes, DETECTOR_INTRA_OP_THREADS);
+  return { runDetector, inputSize };
 }
 
 async function decodeOne(bytes: Uint8Array, search: FaceSearch | false, finder: FaceFinder | undefined): Promise<DecodedPhotoReply> {
@@ -90,12 +96,17 @@ async function decodeOne(bytes: Uint8Array, search: FaceSearch | false, finder: 
   if (search === false || finder === undefined) {
     return reply(performance.now() - started, { kind: 'whole', inputs: specs.map((spec) => preprocess(photo.pixels, spec)) });
   }
-  // A buffer of its own, so that it can be transferred rather than cloned.
-  const pixels = { ...photo.pixels, data: Uint8Array.from(photo.pixels.data) };
+  const { pixels } = photo;
   const prepared = firstDetectorInput(pixels, finder.inputSize);
   const detectStarted = performance.now();
-  const faces = await detectFaces(pixels, finder.runDetector, search, prepared, finder.inputSize);
-  return reply(detectStarted - started, { kind: 'faces', faces, detectMs: performance.now() - detectStarted, pixels });
+  const found = await detectFaces(pixels, finder.runDetector, search, prepared, finder.inputSize);
+  // Cut here too, so that the main thread, which runs the attribute models for every request, only judges.
+  const alignStarted = performance.now();
+  const faces = found.map((face): FoundFaceInputs => {
+    const crop = cropFace(pixels, face, specs, photo.scale);
+    return 'reason' in crop ? { face, reason: crop.reason } : { face, inputs: crop.crops.map((bytes, i) => scaleBytes(bytes, specs[i])) };
+  });
+  return reply(detectStarted - started, { kind: 'faces', faces, detectMs: alignStarted - detectStarted, alignMs: performance.now() - alignStarted });
 }
 
 function describeFailure(error: unknown): { code: string; message: string } {
@@ -110,7 +121,7 @@ function describeFailure(error: unknown): { code: string; message: string } {
 /** The buffers a reply hands over to the main thread rather than copying. */
 function transferables(prepared: PhotoInputs): ArrayBuffer[] {
   if (prepared.kind === 'whole') return prepared.inputs.map((input) => input.buffer as ArrayBuffer);
-  return [prepared.pixels.data.buffer as ArrayBuffer];
+  return prepared.faces.flatMap((face) => ('inputs' in face ? face.inputs.map((input) => input.buffer as ArrayBuffer) : []));
 }
 
 const port = parentPort;

@@ -13,8 +13,7 @@ import { run, type NodeSession } from '../node-shared/onnxruntime-node.ts';
 import { answerFaces } from '../contract/model-set.ts';
 import { TASKS, type Task } from '../contract/labels.ts';
 import type { TaskPrediction } from '../contract/prediction.ts';
-import { scaleBytes, type InputSpec } from '../contract/preprocess.ts';
-import { cropFace, faceAnswer, facePosition, wholeImagePosition, type FacePrediction, type FaceSearch, type PhotoPrediction } from '../contract/face/photo.ts';
+import { faceAnswer, facePosition, wholeImagePosition, type FacePrediction, type FaceSearch, type PhotoPrediction } from '../contract/face/photo.ts';
 
 export type { PhotoPrediction } from '../contract/face/photo.ts';
 
@@ -50,7 +49,6 @@ export class Predictor {
 
   constructor(
     private readonly graphs: readonly ServedGraph[],
-    private readonly specs: readonly InputSpec[],
     private readonly pool: DecodePool,
     private readonly metrics: ServeMetrics,
     private readonly options: PredictorOptions,
@@ -114,23 +112,18 @@ export class Predictor {
     return { faces: [faceAnswer(wholeImagePosition(image.width, image.height), this.inTaskOrder(result.tasks))], detectMs: 0, alignMs: 0, inferenceMs: result.ms };
   }
 
-  /** The faces the decode thread found (in its pixels' coordinates), cut out here and judged in the batcher. */
+  /** The faces the decode thread found and cut out (in its pixels' coordinates), judged in the batcher. */
   private async answerFaces(image: DecodedImage): Promise<{ faces: FacePrediction[]; detectMs: number; alignMs: number; inferenceMs: number }> {
     if (image.prepared.kind !== 'faces') throw new Error('The decode thread looked for no face in a detection request');
-    const { pixels, faces: found, detectMs } = image.prepared;
+    const { faces: found, detectMs, alignMs } = image.prepared;
     this.metrics.inference.observe(detectMs / 1000, { model: 'detector' });
-    const alignStarted = performance.now();
-    const crops = found.map((face) => cropFace(pixels, face, this.specs, image.scale));
     const inferenceStarted = performance.now();
-    const judged = await Promise.all(
-      crops.map((crop) => ('reason' in crop ? undefined : this.batcher.submit({ inputs: crop.crops.map((bytes, i) => scaleBytes(bytes, this.specs[i])) }))),
-    );
-    const faces = found.map((face, i) => {
+    const judged = await Promise.all(found.map((face) => ('reason' in face ? undefined : this.batcher.submit({ inputs: face.inputs }))));
+    const faces = found.map((found, i) => {
       const result = judged[i];
-      const crop = crops[i];
-      return faceAnswer(facePosition(face, image.scale), result === undefined ? { reason: 'reason' in crop ? crop.reason : '' } : this.inTaskOrder(result.tasks));
+      return faceAnswer(facePosition(found.face, image.scale), result === undefined ? { reason: 'reason' in found ? found.reason : '' } : this.inTaskOrder(result.tasks));
     });
-    return { faces, detectMs, alignMs: inferenceStarted - alignStarted, inferenceMs: performance.now() - inferenceStarted };
+    return { faces, detectMs, alignMs, inferenceMs: performance.now() - inferenceStarted };
   }
 
   /** The usual task order, whichever graph answered first. */

@@ -69,7 +69,7 @@ export async function loadServingSet(config: ServeConfig, deps: ServingDeps): Pr
       deps.workerEntry,
     );
     await pool.ready();
-    const predictor = new Predictor(models.graphs, models.specs, pool, metrics, config);
+    const predictor = new Predictor(models.graphs, pool, metrics, config);
     const started = pool;
     return {
       models,

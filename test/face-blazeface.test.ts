@@ -16,17 +16,21 @@ function close(actual: number, expected: number, what: string, tolerance = 1e-4)
   assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual}, expected ${expected}`);
 }
 
-/** Four outputs scoring nothing, except `anchor` with `logit` and `regressor`; named as the real model names them. */
-function syntheticOutputs(anchor: number, logit: number, regressor: number[]): Record<string, OutputTensor> {
-  const scores = new Float32Array(ROWS_16 + ROWS_8).fill(-100);
-  const boxes = new Float32Array((ROWS_16 + ROWS_8) * COORDS);
+/**
+ * Four outputs scoring nothing, except `anchor` with `logit` and `regressor`; named as the real model names them.
+ * `rows`: the first map's and the second's (512 and 384 at the 256 input).
+ */
+function syntheticOutputs(anchor: number, logit: number, regressor: number[], rows: [number, number] = [ROWS_16, ROWS_8]): Record<string, OutputTensor> {
+  const [first, second] = rows;
+  const scores = new Float32Array(first + second).fill(-100);
+  const boxes = new Float32Array((first + second) * COORDS);
   scores[anchor] = logit;
   boxes.set(regressor, anchor * COORDS);
   return {
-    'Identity:0': { dims: [1, ROWS_16, 1], data: scores.slice(0, ROWS_16) },
-    'Identity_1:0': { dims: [1, ROWS_8, 1], data: scores.slice(ROWS_16) },
-    'Identity_2:0': { dims: [1, ROWS_16, COORDS], data: boxes.slice(0, ROWS_16 * COORDS) },
-    'Identity_3:0': { dims: [1, ROWS_8, COORDS], data: boxes.slice(ROWS_16 * COORDS) },
+    'Identity:0': { dims: [1, first, 1], data: scores.slice(0, first) },
+    'Identity_1:0': { dims: [1, second, 1], data: scores.slice(first) },
+    'Identity_2:0': { dims: [1, first, COORDS], data: boxes.slice(0, first * COORDS) },
+    'Identity_3:0': { dims: [1, second, COORDS], data: boxes.slice(first * COORDS) },
   };
 }
 
@@ -74,9 +78,23 @@ describe('decodeDetections', () => {
     assert.deepEqual(decodeDetections(outputs, transform)[0].box, { x: 296, y: -12, width: 80, height: 100 });
   });
 
-  it('rejects outputs without the expected shapes, naming the shape it wants and the ones it got', () => {
+  it('decodes a smaller input by its own grids, 10x10 and 5x5 at 160, read from the outputs\' rows', () => {
+    // 200 and 150 rows. Anchor 230 is the second map's (230 - 200) / 6 = cell 5: row 1, column 0, centre
+    // (0.5 / 5, 1.5 / 5) of 160 = (16, 48). The same transform doubles and shifts by (-100, -50).
+    const small = { inputSize: 160, scale: 2, offsetX: -100, offsetY: -50 };
+    const [found] = decodeDetections(Object.values(syntheticOutputs(230, 2, regressor, [200, 150])), small);
+    // centre (26, 44), size 40x50: corner (6, 19), then x2 and shifted.
+    assert.deepEqual(found.box, { x: -88, y: -12, width: 80, height: 100 });
+    assert.deepEqual(found.landmarks.rightEye, [-84, 34]);
+  });
+
+  it('rejects outputs without the expected shapes, naming the shapes it wants and the ones it got', () => {
     const outputs = Object.values(syntheticOutputs(600, 2, regressor)).slice(1);
-    assert.throws(() => decodeDetections(outputs, transform), /Expected one BlazeFace output of shape \[1, 512, 1\]; got outputs of shapes \[1, 384, 1\]/);
+    assert.throws(() => decodeDetections(outputs, transform), /Expected BlazeFace's four outputs, .*got outputs of shapes \[1, 384, 1\], \[1, 512, 16\], \[1, 384, 16\]/);
+    const noRegressors = Object.values(syntheticOutputs(600, 2, regressor)).slice(0, 3);
+    assert.throws(() => decodeDetections(noRegressors, transform), /Expected one BlazeFace output of shape \[1, 384, 16\]; got outputs of shapes \[1, 512, 1\], \[1, 384, 1\], \[1, 512, 16\]/);
+    const odd = Object.values(syntheticOutputs(0, 2, regressor, [18, 13]));
+    assert.throws(() => decodeDetections(odd, transform), /Expected BlazeFace's four outputs/);
   });
 
   it('drops faces under minScore and clips huge logits to a score of 1', () => {

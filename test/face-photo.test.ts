@@ -120,13 +120,32 @@ describe('detectFaces', () => {
     assert.deepEqual(faces.map((f) => f.box.width), [60 * photoPixelsPerInputPixel]);
   });
 
-  it('takes a photo no larger than the detector input as a face crop: one pass, padded, even when it finds no face', async () => {
+  /** Photo pixels per input pixel of a 200x200 photo's pass at the crop side. */
+  const cropSidePixels = (200 * DEFAULT_CROP_PASS.cropPadding) / DEFAULT_CROP_PASS.cropInputSize;
+
+  it('takes a photo no larger than the detector input as a face crop: one pass, padded, at the crop side, when it finds a face filling the photo', async () => {
     const crop = smoothImage(200, 200);
-    const detector = scriptedDetector([outputs(null)]);
-    assert.deepEqual(await detectFaces(crop, detector.run, search), []);
+    // A face box of 0.9 of the photo's side, in the crop side's input pixels: over the trusted fraction.
+    const detector = scriptedDetector([outputs({ size: (0.9 * 200) / cropSidePixels })]);
+    const faces = await detectFaces(crop, detector.run, search);
     assert.equal(detector.inputs.length, 1);
-    assert.deepEqual(detector.inputs[0], blazefaceInput(crop, { padding: DEFAULT_CROP_PASS.cropPadding }).input);
+    assert.equal(faces.length, 1);
+    assert.deepEqual(detector.inputs[0], blazefaceInput(crop, { padding: DEFAULT_CROP_PASS.cropPadding, inputSize: DEFAULT_CROP_PASS.cropInputSize }).input);
     assert.deepEqual(firstDetectorInput(crop).input, detector.inputs[0], 'the input the server prepares in its decode thread');
+  });
+
+  it('searches a face crop again at the full side, padded, when the crop side finds no face or none filling the photo, and answers with that pass', async () => {
+    const crop = smoothImage(200, 200);
+    const fullSide = blazefaceInput(crop, { padding: DEFAULT_CROP_PASS.cropPadding }).input;
+    const none = scriptedDetector([outputs(null), outputs(null)]);
+    assert.deepEqual(await detectFaces(crop, none.run, search), []);
+    assert.equal(none.inputs.length, 2);
+    assert.deepEqual(none.inputs[1], fullSide);
+    // Half the photo's side at the crop side: under the trusted fraction.
+    const small = scriptedDetector([outputs({ size: (0.5 * 200) / cropSidePixels }), outputs({ size: 30 })]);
+    const faces = await detectFaces(crop, small.run, search);
+    assert.equal(small.inputs.length, 2);
+    assert.deepEqual(faces.map((face) => face.box.width), [(30 * 400) / 256]);
   });
 
   it('runs one pass only when asked for no crop pass', async () => {
@@ -137,7 +156,7 @@ describe('detectFaces', () => {
 
 describe('needsCropPass', () => {
   const face = (side: number): DetectedFace => ({ box: { x: 0, y: 0, width: side, height: side }, score: 0.9, landmarks: { rightEye: [0, 0], leftEye: [1, 0], nose: [0, 1], mouth: [0, 2], rightEar: [0, 0], leftEar: [0, 0] } });
-  const pass = { padding: 1.5, cropPadding: 2, largeFaceFraction: 0.5 };
+  const pass = { padding: 1.5, cropPadding: 2, cropInputSize: 160, cropTrustedFraction: 0.7, largeFaceFraction: 0.5 };
 
   it('asks for it with no face, or a face whose box side reaches the fraction of the shorter side', () => {
     assert.equal(needsCropPass([], { width: 400, height: 300 }, pass), true);

@@ -45,6 +45,8 @@ const README_COMMANDS: Record<string, Check> = {
   'npm run evaluate:photos -- --crops 1000': { check: 'flags', why: 'minutes: a server answering 1,000 photos' },
   'npm run evaluate:photos -- --scenes .cache/scenes-whole': { check: 'flags', why: 'minutes: a server answering 200 scenes, made first by the command below' },
   'npx tsx training/cli/make-scenes.ts --out .cache/scenes-whole --count 200 --seed 1 --split test': { check: 'flags', why: 'a minute or two of drawing scenes from test-split faces (pixels that stay out of git)' },
+  'npm run evaluate:photos -- --scenes .cache/scenes-whole-s2': { check: 'flags', why: 'minutes: a server answering 600 scenes, made first by the command below' },
+  'npx tsx training/cli/make-scenes.ts --out .cache/scenes-whole-s2 --count 600 --seed 2 --split test': { check: 'flags', why: 'a few minutes of drawing scenes from test-split faces (pixels that stay out of git)' },
   'ls -l models/*.onnx': { check: 'run', by: 'ls -l models/*.onnx adds up to the Results table\'s size' },
   'podman build -t face-attributes .': { check: 'not run', why: 'a container build: minutes, and podman' },
   'docker build': { check: 'not run', why: 'a container build: minutes, and docker' },

@@ -127,8 +127,8 @@ describe('metrics', () => {
     const metrics = new ServeMetrics();
     const pool = (backlog: number) => ({ backlog, detects: false }) as unknown as DecodePool;
     const options = { maxQueue: 8, maxBatch: 4, batchWaitMs: 1 };
-    const draining = new Predictor([], [], pool(1), metrics, options);
-    const admitting = new Predictor([], [], pool(2), metrics, options);
+    const draining = new Predictor([], pool(1), metrics, options);
+    const admitting = new Predictor([], pool(2), metrics, options);
     draining.admit(3);
     admitting.admit(2);
     draining.release(1);

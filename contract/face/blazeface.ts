@@ -92,11 +92,16 @@ const SCORE_CLIP = 100;
 const COORDS_PER_ANCHOR = 16;
 const KEYPOINT_OFFSET = 4;
 const KEYPOINT_NAMES = ['rightEye', 'leftEye', 'nose', 'mouth', 'rightEar', 'leftEar'] as const;
-/** Feature maps in output order: grid side and anchors per cell (strides 16 and 32 of the 256 input). */
-const ANCHOR_LAYERS: readonly { grid: number; perCell: number }[] = [
-  { grid: 16, perCell: 2 },
-  { grid: 8, perCell: 6 },
+/**
+ * Feature maps in output order: anchors per cell, and the grid's side as a fraction of the first map's. At the
+ * back model's 256 input the grids are 16x16 and 8x8 (strides 16 and 32); the front model's 128 input has the
+ * same; a smaller input (contract/face/detector-resize.ts) has smaller grids, read from the outputs' row counts.
+ */
+const ANCHOR_LAYERS: readonly { perCell: number; gridFraction: number }[] = [
+  { perCell: 2, gridFraction: 1 },
+  { perCell: 6, gridFraction: 0.5 },
 ];
+const FULL_GRID = 16;
 
 export interface Anchor {
   /** centre, as a fraction of the input side */
@@ -104,20 +109,34 @@ export interface Anchor {
   y: number;
 }
 
-/** The 896 anchor centres in output-row order: 16x16 cells with 2 anchors each, then 8x8 cells with 6. */
-export function blazefaceAnchors(): Anchor[] {
+/** The anchor centres in output-row order: grid x grid cells with 2 anchors each, then (grid/2)^2 cells with 6. */
+export function blazefaceAnchors(grid = FULL_GRID): Anchor[] {
   const anchors: Anchor[] = [];
-  for (const { grid, perCell } of ANCHOR_LAYERS) {
-    for (let row = 0; row < grid; row++) {
-      for (let col = 0; col < grid; col++) {
-        for (let k = 0; k < perCell; k++) anchors.push({ x: (col + 0.5) / grid, y: (row + 0.5) / grid });
+  for (const { gridFraction, perCell } of ANCHOR_LAYERS) {
+    const side = grid * gridFraction;
+    for (let row = 0; row < side; row++) {
+      for (let col = 0; col < side; col++) {
+        for (let k = 0; k < perCell; k++) anchors.push({ x: (col + 0.5) / side, y: (row + 0.5) / side });
       }
     }
   }
   return anchors;
 }
 
-export const BLAZEFACE_ANCHORS: readonly Anchor[] = blazefaceAnchors();
+/** The anchors of each first-map grid side met so far. */
+const anchorsByGrid = new Map<number, readonly Anchor[]>();
+
+function anchorsFor(grid: number): readonly Anchor[] {
+  let anchors = anchorsByGrid.get(grid);
+  if (anchors === undefined) {
+    anchors = blazefaceAnchors(grid);
+    anchorsByGrid.set(grid, anchors);
+  }
+  return anchors;
+}
+
+/** The 896 anchors of the 256 input. */
+export const BLAZEFACE_ANCHORS: readonly Anchor[] = anchorsFor(FULL_GRID);
 
 export interface BlazefaceInputOptions {
   /** model input side: 256 for the back model, 128 for the front one */
@@ -296,12 +315,12 @@ export function decodeDetections(outputs: readonly OutputTensor[], transform: In
   const minScore = options.minScore ?? DEFAULT_MIN_SCORE;
   const maxFaces = options.maxFaces ?? DEFAULT_MAX_FACES;
   const iouThreshold = options.iouThreshold ?? DEFAULT_IOU_THRESHOLD;
-  const { scores, regressors } = arrangeOutputs(outputs);
+  const { scores, regressors, anchors } = arrangeOutputs(outputs);
   const size = transform.inputSize;
   const toImageX = (u: number): number => u * transform.scale + transform.offsetX;
   const toImageY = (v: number): number => v * transform.scale + transform.offsetY;
   const candidates: DetectedFace[] = [];
-  BLAZEFACE_ANCHORS.forEach((anchor, i) => {
+  anchors.forEach((anchor, i) => {
     const logit = Math.min(SCORE_CLIP, Math.max(-SCORE_CLIP, scores[i]));
     const score = 1 / (1 + Math.exp(-logit));
     if (!(score >= minScore)) return;
@@ -321,26 +340,34 @@ export function decodeDetections(outputs: readonly OutputTensor[], transform: In
   return weightedNonMaxSuppression(candidates, iouThreshold).slice(0, maxFaces);
 }
 
-/** Scores (896) and regressors (896 x 16) in anchor order, from outputs recognised by their shapes. */
-function arrangeOutputs(outputs: readonly OutputTensor[]): { scores: Float32Array; regressors: Float32Array } {
+/**
+ * Scores and regressors (x 16) in anchor order, from outputs recognised by their shapes, and the anchors: the
+ * larger score tensor is the first map's, 2 anchors a cell, so its rows give the grid (16 at 256: 512 and 384 rows).
+ */
+function arrangeOutputs(outputs: readonly OutputTensor[]): { scores: Float32Array; regressors: Float32Array; anchors: readonly Anchor[] } {
+  const shapes = (): string => outputs.map((t) => `[${t.dims.join(', ')}]`).join(', ') || '(none)';
+  const rowsOf = (cols: number): number[] => outputs.filter((t) => t.dims.length === 3 && t.dims[0] === 1 && t.dims[2] === cols).map((t) => t.dims[1]);
+  const scoreRows = rowsOf(1).sort((a, b) => b - a);
+  const grid = Math.sqrt((scoreRows[0] ?? 0) / ANCHOR_LAYERS[0].perCell);
+  const rowCounts = ANCHOR_LAYERS.map(({ perCell, gridFraction }) => (grid * gridFraction) ** 2 * perCell);
+  if (!(Number.isInteger(grid * ANCHOR_LAYERS[1].gridFraction) && grid > 0) || scoreRows.length !== 2 || scoreRows[1] !== rowCounts[1]) {
+    throw new Error(`Expected BlazeFace's four outputs, [1, 2g², 1], [1, 1.5g², 1], [1, 2g², 16] and [1, 1.5g², 16] for an even grid g (16 at 256x256); got outputs of shapes ${shapes()}`);
+  }
   const find = (rows: number, cols: number): OutputTensor => {
     const found = outputs.filter((t) => t.dims.length === 3 && t.dims[0] === 1 && t.dims[1] === rows && t.dims[2] === cols);
-    if (found.length !== 1) {
-      const shapes = outputs.map((t) => `[${t.dims.join(', ')}]`).join(', ');
-      throw new Error(`Expected one BlazeFace output of shape [1, ${rows}, ${cols}]; got outputs of shapes ${shapes || '(none)'}`);
-    }
+    if (found.length !== 1) throw new Error(`Expected one BlazeFace output of shape [1, ${rows}, ${cols}]; got outputs of shapes ${shapes()}`);
     return found[0];
   };
-  const rowCounts = ANCHOR_LAYERS.map(({ grid, perCell }) => grid * grid * perCell);
-  const scores = new Float32Array(BLAZEFACE_ANCHORS.length);
-  const regressors = new Float32Array(BLAZEFACE_ANCHORS.length * COORDS_PER_ANCHOR);
+  const anchors = anchorsFor(grid);
+  const scores = new Float32Array(anchors.length);
+  const regressors = new Float32Array(anchors.length * COORDS_PER_ANCHOR);
   let row = 0;
   for (const rows of rowCounts) {
     scores.set(find(rows, 1).data as ArrayLike<number>, row);
     regressors.set(find(rows, COORDS_PER_ANCHOR).data as ArrayLike<number>, row * COORDS_PER_ANCHOR);
     row += rows;
   }
-  return { scores, regressors };
+  return { scores, regressors, anchors };
 }
 
 /** Intersection over union of two boxes; 0 when either is empty. */

@@ -5,7 +5,8 @@
  *   const faces = await detectFaces(pixels, runDetector, { minScore, maxFaces });   // largest first
  *                                   // one detector pass on the photo as it is; a second, padded, when it finds no
  *                                   // face or a face filling the frame (a portrait); a photo no larger than the
- *                                   // detector's input is a face crop: one pass, padded (firstDetectorInput)
+ *                                   // detector's input is a face crop: one pass, padded, at a smaller side
+ *                                   // (firstDetectorInput), again at the full side when it finds no face filling it
  *   const crops = faces.map((face) => cropFace(pixels, face, specs));                // per face: crops or why not
  *   ...run the attribute models on each crop...
  *   faceAnswer(face, scale, predictionsOrReason)                                     // in the photo's pixels
@@ -33,6 +34,16 @@ const LARGE_FACE_FRACTION = 0.45;
  * one detector run instead of two is what keeps a server of face crops fast.
  */
 const CROP_SIZED_SIDE = BLAZEFACE_INPUT_SIZE;
+/**
+ * A face crop's pass runs the detector resized to this input side first (contract/face/detector-resize.ts), a
+ * fraction of the 256 side's cost, which is most of a face crop's work in the server. It is trusted only when it
+ * finds a face filling the photo (a box side of at least CROP_SIDE_TRUSTED_FRACTION of the shorter side, as in a
+ * tight face crop); otherwise the photo is searched again at the detector's own side, which finds the smaller
+ * faces of a crop-sized photo that the small side misses. Both chosen on training-split crops
+ * (docs/benchmarks.md has the figures and the commands).
+ */
+export const CROP_DETECTOR_SIDE = 128;
+const CROP_SIDE_TRUSTED_FRACTION = 0.8;
 /** The detector sometimes reports part of a face (eyes and nose) as a second, smaller face inside it. */
 const NESTED_FACE_RATIO = 1.5;
 
@@ -59,23 +70,44 @@ export interface PreparedDetectorInput {
 export interface CropPass {
   /** the second pass's padding, a multiple of the photo's longer side */
   padding: number;
-  /** the padding of a crop-sized photo's one pass */
+  /** the padding of a crop-sized photo's pass */
   cropPadding: number;
+  /** the detector's input side for a crop-sized photo's first pass */
+  cropInputSize: number;
+  /** that pass is kept when it finds a face whose box side is at least this fraction of the shorter side; else the photo is searched again at the detector's own side */
+  cropTrustedFraction: number;
   /** run it when the first pass finds no face, or a face whose box side is at least this fraction of the photo's shorter side */
   largeFaceFraction: number;
 }
 
-export const DEFAULT_CROP_PASS: CropPass = { padding: SECOND_PASS_PADDING, cropPadding: CROP_PADDING, largeFaceFraction: LARGE_FACE_FRACTION };
+export const DEFAULT_CROP_PASS: CropPass = { padding: SECOND_PASS_PADDING, cropPadding: CROP_PADDING, cropInputSize: CROP_DETECTOR_SIDE, cropTrustedFraction: CROP_SIDE_TRUSTED_FRACTION, largeFaceFraction: LARGE_FACE_FRACTION };
 
-/** Whether a photo is small enough to be taken as a face crop: one detector pass, padded. */
+/** Whether a photo is small enough to be taken as a face crop: one detector pass, padded (two when the first finds no face filling it). */
 export function isCropSized(image: { width: number; height: number }): boolean {
   return Math.max(image.width, image.height) <= CROP_SIZED_SIDE;
 }
 
-/** The detector's first input for a photo: padded for a crop-sized photo, as it is otherwise. */
+/** The detector's first input for a photo: padded and at the crop pass's side for a crop-sized photo, as it is otherwise. */
 export function firstDetectorInput(pixels: PixelBuffer, inputSize = BLAZEFACE_INPUT_SIZE, cropPass: CropPass | null = DEFAULT_CROP_PASS): PreparedDetectorInput {
-  const padding = cropPass !== null && isCropSized(pixels) ? cropPass.cropPadding : 1;
-  return blazefaceInput(pixels, { inputSize, padding });
+  if (cropPass !== null && isCropSized(pixels)) return blazefaceInput(pixels, { inputSize: cropPass.cropInputSize, padding: cropPass.cropPadding });
+  return blazefaceInput(pixels, { inputSize, padding: 1 });
+}
+
+/** The input sides a detector of side `inputSize` is run at: its own, and a face crop's first pass's. */
+export function detectorSides(inputSize: number, cropPass: CropPass | null = DEFAULT_CROP_PASS): number[] {
+  return cropPass === null || cropPass.cropInputSize === inputSize ? [inputSize] : [inputSize, cropPass.cropInputSize];
+}
+
+/**
+ * One RunDetector over a session per input side (`detectorSides`), each made from the detector's bytes by
+ * resizeDetectorGraph; `runSession` runs one with the input [1, side, side, 3].
+ */
+export function runnerBySide<S>(sessions: ReadonlyMap<number, S>, runSession: (session: S, input: Float32Array, side: number) => Promise<readonly OutputTensor[]>): RunDetector {
+  return (input, side) => {
+    const session = sessions.get(side);
+    if (session === undefined) return Promise.reject(new Error(`No detector session reads a ${side}x${side} input; there are sessions for ${[...sessions.keys()].join(', ')}`));
+    return runSession(session, input, side);
+  };
 }
 
 /**
@@ -111,7 +143,10 @@ export async function detectFaces(
   // Every face is decoded: maxFaces keeps the largest ones, chosen once the passes are merged and parts dropped.
   const options = { minScore: search.minScore, maxFaces: Number.POSITIVE_INFINITY };
   let faces = decodeDetections(await run(first.input, first.transform.inputSize), first.transform, options);
-  if (cropPass !== null && !isCropSized(pixels) && needsCropPass(faces, pixels, cropPass)) {
+  if (cropPass !== null && isCropSized(pixels) && first.transform.inputSize !== inputSize && !faces.some((face) => fillsPhoto(face, pixels, cropPass.cropTrustedFraction))) {
+    const full = blazefaceInput(pixels, { inputSize, padding: cropPass.cropPadding });
+    faces = decodeDetections(await run(full.input, inputSize), full.transform, options);
+  } else if (cropPass !== null && !isCropSized(pixels) && needsCropPass(faces, pixels, cropPass)) {
     // Made from the first pass's input, not the photo's pixels again: a fraction of the cost, the same faces.
     const padded = padDetectorInput(first.input, first.transform, cropPass.padding);
     const framed = decodeDetections(await run(padded.input, padded.transform.inputSize), padded.transform, options);
@@ -143,7 +178,11 @@ function centreInside(face: DetectedFace, { box }: DetectedFace): boolean {
 }
 
 function isLargeFace(face: DetectedFace, image: { width: number; height: number }, cropPass: CropPass): boolean {
-  return Math.max(face.box.width, face.box.height) >= cropPass.largeFaceFraction * Math.min(image.width, image.height);
+  return fillsPhoto(face, image, cropPass.largeFaceFraction);
+}
+
+function fillsPhoto(face: DetectedFace, image: { width: number; height: number }, fraction: number): boolean {
+  return Math.max(face.box.width, face.box.height) >= fraction * Math.min(image.width, image.height);
 }
 
 /** Whether the first pass's faces call for the padded pass: none, or one whose box fills most of the photo. */

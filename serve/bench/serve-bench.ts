@@ -225,8 +225,10 @@ async function compareInference(modelsDir: string, latest: string): Promise<void
     }
     await tf.setBackend(backend);
     await tf.ready();
-    // registers HorizontalFlip, the layer of the multitask preset's test-time flip
+    // registers the custom layers a saved model may hold: HorizontalFlip (the multitask preset's test-time flip)
+    // and Temperature (a calibrated model's logit scaling)
     await import('../../node-shared/tfjs/flip-layer.ts');
+    await import('../../node-shared/tfjs/temperature-layer.ts');
   } else {
     console.log(`  (tfjs comparison skipped: no tfjs models in ${latest}/<task>/model; train first with npm run train)`);
   }

@@ -1,5 +1,5 @@
 /**
- * npx tsx training/bench/aligned-crops.ts [--limit N] [--data DIR] [--models DIR]
+ * npx tsx training/bench/aligned-crops.ts [--limit N] [--data DIR] [--models DIR] [--crop-detector-side N]
  *
  * Whether the shipped models judge a face as well when the server cuts it out as when they get UTKFace's own crop
  * (issue #24 item 3). On the VALIDATION faces of the models' own run (the test split is never read here: this
@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { classIndex, TASKS, type AgeScheme, type Task } from '../../contract/labels.ts';
+import { CROP_DETECTOR_SIDE, DEFAULT_CROP_PASS } from '../../contract/face/photo.ts';
 import { isDetectorEntry, type ModelMetadata } from '../../contract/metadata.ts';
 import { answerFaces, loadModelSet, MANIFEST_FILE, parseManifest } from '../../contract/model-set.ts';
 import type { TaskPrediction } from '../../contract/prediction.ts';
@@ -25,13 +26,15 @@ import { decodeAsServed, openAlignedCropper, SERVED_MODELS_DIR, servedDetectorFi
 import { utkFaceSplit, type UtkFaceFile } from '../data/faces.ts';
 import { multitaskValidation } from '../fit-multitask.ts';
 
-const USAGE = `Usage: npx tsx training/bench/aligned-crops.ts [--limit N] [--data DIR] [--models DIR]
+const USAGE = `Usage: npx tsx training/bench/aligned-crops.ts [--limit N] [--data DIR] [--models DIR] [--crop-detector-side N]
 
   --limit N      the first N validation faces (a seeded random subset)        (default: all 1,709)
   --data DIR     the UTKFace folder the models were trained on       (default: ../shared/data/utkface)
   --models DIR   a model folder with manifest.json and the three classifiers    (default: models/)
                  (its detector, or models/'s where its manifest lists none, as a run exported
-                 with npm run export -- --all --out-dir DIR)`;
+                 with npm run export -- --all --out-dir DIR)
+  --crop-detector-side N   the detector's input side for a face crop's one pass, to compare
+                 sides (a multiple of 32)                         (default: ${CROP_DETECTOR_SIDE}, as served)`;
 
 /** Faces per model run. */
 const BATCH = 64;
@@ -81,7 +84,7 @@ async function validationFaces(data: string, metadata: ModelMetadata): Promise<{
 }
 
 async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { data: { type: 'string' }, limit: { type: 'string' }, models: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({ args: argv, options: { data: { type: 'string' }, limit: { type: 'string' }, models: { type: 'string' }, 'crop-detector-side': { type: 'string' } }, strict: true });
   const data = values.data ?? defaultDataSource();
   if (data === undefined) throw new UsageError('no --data given and ../shared/data/utkface is absent');
   const limit = values.limit === undefined ? undefined : parsePositiveInt('--limit', values.limit);
@@ -91,13 +94,14 @@ async function main(argv: string[]): Promise<void> {
   const log = { info: () => {}, warn: (line: string) => console.error(line) };
   const set = await loadModelSet(folderModelSource(modelsDir), entries, nodeRuntime({ provider: 'cpu', threads: 1 }), { merge: true, log });
   const detector = await servedDetectorFile(entries.some(isDetectorEntry) ? modelsDir : SERVED_MODELS_DIR);
-  const cropper = await openAlignedCropper(detector);
+  const cropSide = values['crop-detector-side'] === undefined ? CROP_DETECTOR_SIDE : parsePositiveInt('--crop-detector-side', values['crop-detector-side']);
+  const cropper = await openAlignedCropper(detector, 1, { ...DEFAULT_CROP_PASS, cropInputSize: cropSide });
   const age = set.classifiers.find((model) => model.task === 'age');
   if (age === undefined || set.classifiers.length !== TASKS.length) throw new UsageError(`${manifestPath} must list the three classifiers (${TASKS.join(', ')})`);
   const ageScheme = age.metadata.ageScheme ?? 'coursework';
   const { faces: validation, seed } = await validationFaces(resolve(data), age.metadata);
   const faces = validation.slice(0, limit ?? validation.length);
-  console.log(`${faces.length} of ${validation.length} validation faces (split seed ${seed}), models ${modelsDir}, detector ${detector.entry.name} (sha256 ${detector.sha256.slice(0, 12)})`);
+  console.log(`${faces.length} of ${validation.length} validation faces (split seed ${seed}), models ${modelsDir}, detector ${detector.entry.name} (sha256 ${detector.sha256.slice(0, 12)}), a crop's pass at ${cropSide}x${cropSide}`);
 
   const whole = emptyTally();
   const aligned = emptyTally();

@@ -2,7 +2,7 @@
  * The detection strategies the face benches compare, over one detector whose outputs are remembered per input, so
  * that every strategy and minScore on an image costs each distinct detector input one model run.
  */
-import { blazefaceInput, CROP_PADDING, type OutputTensor } from '../../contract/face/blazeface.ts';
+import { BLAZEFACE_INPUT_SIZE, blazefaceInput, CROP_PADDING, type OutputTensor } from '../../contract/face/blazeface.ts';
 import { detectFaces, needsCropPass, type CropPass, type PreparedDetectorInput, type RunDetector } from '../../contract/face/photo.ts';
 import type { PixelBuffer } from '../../contract/preprocess.ts';
 import { eyeCentreError, matchDetections, type TrueFace } from '../data/faces.ts';
@@ -25,7 +25,7 @@ export const STRATEGIES: readonly Strategy[] = [
     LARGE_FACE_FRACTIONS.map((largeFaceFraction) => ({
       name: `unpadded + ${padding} when ${Number.isFinite(largeFaceFraction) ? `none or side >= ${largeFaceFraction}` : 'none'}`,
       padding: 1,
-      cropPass: { padding, cropPadding: padding, largeFaceFraction },
+      cropPass: { padding, cropPadding: padding, cropInputSize: BLAZEFACE_INPUT_SIZE, cropTrustedFraction: 0, largeFaceFraction },
     })),
   ),
 ];

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cropFace, DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, detectFaces, type RunDetector } from '../../contract/face/photo.ts';
+import { cropFace, DEFAULT_CROP_PASS, DEFAULT_MAX_FACES, DEFAULT_MIN_SCORE, detectFaces, type CropPass } from '../../contract/face/photo.ts';
 import { FACE_TEMPLATE } from '../../contract/face/template.ts';
 import { DEFAULT_MAX_PIXELS, DEFAULT_MIN_IMAGE_SIDE } from '../../contract/limits.ts';
 import { isDetectorEntry, type DetectorManifestEntry } from '../../contract/metadata.ts';
@@ -16,7 +16,7 @@ import { MANIFEST_FILE, parseManifest } from '../../contract/model-set.ts';
 import { preprocessToBytes, type InputSpec, type PixelBuffer } from '../../contract/preprocess.ts';
 import { decodePhoto } from '../../imaging/photo-decode.ts';
 import { packageFilePath } from '../../node-shared/model-files.ts';
-import { createSession, releaseSession, run } from '../../node-shared/onnxruntime-node.ts';
+import { openDetectorSessions } from '../../node-shared/detector-sessions.ts';
 import { REPO_ROOT } from '../../node-shared/paths.ts';
 
 /** Which crops a run trains on: UTKFace's own, or the detector's aligned crops of them (as the server cuts faces). */
@@ -30,7 +30,7 @@ export const SERVED_MODELS_DIR = join(REPO_ROOT, 'models');
  * The source files whose code makes an aligned crop (detection, its decoding, alignment, the template): their text
  * is part of the cache key, so that a change to any step the server takes makes the cached crops stale.
  */
-const FACE_STEP_SOURCES = ['contract/face/photo.ts', 'contract/face/blazeface.ts', 'contract/face/align.ts', 'contract/face/template.ts', 'imaging/photo-decode.ts'];
+const FACE_STEP_SOURCES = ['contract/face/photo.ts', 'contract/face/blazeface.ts', 'contract/face/align.ts', 'contract/face/template.ts', 'contract/face/detector-resize.ts', 'imaging/photo-decode.ts'];
 
 /** The detector the server loads: its manifest entry, where its file is, and the file's bytes and sha256. */
 export interface ServedDetectorFile {
@@ -76,21 +76,19 @@ export type AlignedCrops = { bytes: Uint8Array[]; aligned: true } | { bytes: Uin
 export const NO_FACE = 'no face found';
 export const NOT_ALIGNED = 'face not aligned';
 
-export async function openAlignedCropper(detector: Pick<ServedDetectorFile, 'bytes' | 'entry'>, threads = 1): Promise<AlignedCropper> {
-  const session = await createSession(detector.bytes, { provider: 'cpu', threads });
-  const inputName = session.inputs[0].name;
-  const runDetector: RunDetector = async (input, size) => Object.values(await run(session, { [inputName]: { data: input, dims: [1, size, size, 3] } }));
+export async function openAlignedCropper(detector: Pick<ServedDetectorFile, 'bytes' | 'entry'>, threads = 1, cropPass: CropPass = DEFAULT_CROP_PASS): Promise<AlignedCropper> {
+  const sessions = await openDetectorSessions(detector.bytes, threads, cropPass);
   return {
     async crop(image, specs) {
       const whole = () => specs.map((spec) => preprocessToBytes(image, spec));
-      const faces = await detectFaces(image, runDetector, { minScore: DEFAULT_MIN_SCORE, maxFaces: DEFAULT_MAX_FACES }, undefined, detector.entry.input.height);
+      const faces = await detectFaces(image, sessions.run, { minScore: DEFAULT_MIN_SCORE, maxFaces: DEFAULT_MAX_FACES }, undefined, detector.entry.input.height, cropPass);
       if (faces.length === 0) return { bytes: whole(), aligned: false, reason: NO_FACE };
       // The largest face, which detectFaces lists first: the one a caller of the server means.
       const cut = cropFace(image, faces[0], specs);
       if ('reason' in cut) return { bytes: whole(), aligned: false, reason: NOT_ALIGNED, detail: cut.reason };
       return { bytes: cut.crops, aligned: true };
     },
-    release: () => releaseSession(session),
+    release: () => sessions.release(),
   };
 }
 

@@ -12,7 +12,7 @@ import { blazefaceInput, boxIou, decodeDetections, type Box, type DecodeOptions,
 import type { RunDetector } from '../../contract/face/photo.ts';
 import { FACE_TEMPLATE } from '../../contract/face/template.ts';
 import { REPO_ROOT } from '../../node-shared/paths.ts';
-import { createSession, releaseSession, run, type NodeSession } from '../../node-shared/onnxruntime-node.ts';
+import { openDetectorSessions } from '../../node-shared/detector-sessions.ts';
 import { RESIDUAL_TEST_FRACTION } from '../fit-residual.ts';
 import { compareNames } from './ingest.ts';
 import { trainTestSplit } from './split.ts';
@@ -34,19 +34,16 @@ export interface FaceDetector {
 
 /** A BlazeFace model in onnxruntime-node on the CPU; its input name and size are read from the model. */
 export async function loadFaceDetector(file = BLAZEFACE_BACK_MODEL, threads = 1): Promise<FaceDetector> {
-  const session: NodeSession = await createSession(await readFile(file), { provider: 'cpu', threads });
-  const { name, shape } = session.inputs[0];
-  const inputSize = Number(shape[1]);
-  const runModel: RunDetector = async (input, size) => Object.values(await run(session, { [name]: { data: input, dims: [1, size, size, 3] } }));
+  const sessions = await openDetectorSessions(new Uint8Array(await readFile(file)), threads);
+  const { inputSize } = sessions;
   return {
     inputSize,
-    run: runModel,
+    run: sessions.run,
     async detect(image, options = {}) {
       const { input, transform } = blazefaceInput(image, { inputSize, padding: options.padding });
-      const outputs = await run(session, { [name]: { data: input, dims: [1, inputSize, inputSize, 3] } });
-      return decodeDetections(Object.values(outputs), transform, options);
+      return decodeDetections(await sessions.run(input, inputSize), transform, options);
     },
-    release: () => releaseSession(session),
+    release: () => sessions.release(),
   };
 }
 

@@ -27,6 +27,7 @@ import {
   detectorProblem,
   faceAnswer,
   firstDetectorInput,
+  runnerBySide,
   facePosition,
   wholeImagePosition,
   type FacePrediction,
@@ -114,8 +115,8 @@ export class Classifier {
   private get runDetector(): RunDetector | undefined {
     const detector = this.detectors[0];
     if (detector === undefined) return undefined;
-    const { session, inputName } = detector;
-    return async (input, size) => Object.values(await webRuntime.run(session, { [inputName]: { data: input, dims: [1, size, size, 3] } }));
+    const { sessionsBySide, inputName } = detector;
+    return runnerBySide(sessionsBySide, async (session, input, side) => Object.values(await webRuntime.run(session, { [inputName]: { data: input, dims: [1, side, side, 3] } })));
   }
 
   /** Whether the page can find faces (else every image is taken as one face). */
