@@ -26,7 +26,7 @@ import {
 import { groupByInputSpec, PREPROCESSING_VERSION, type InputSpec } from './preprocess.ts';
 import { taskPrediction, type TaskPrediction } from './prediction.ts';
 import { resizeDetectorGraph } from './face/detector-resize.ts';
-import { detectorSides } from './face/photo.ts';
+import { detectorProblem, detectorSides } from './face/photo.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -388,12 +388,12 @@ async function openDetector<S extends Session>(detector: CheckedDetector, runtim
   const session = await runtime.createSession(detector.bytes);
   const { entry, path, sha256, bytes } = detector;
   const layout = detectorLayout(path, session, entry.input);
+  // Checked here, for the server and the page alike: a detector the face steps cannot run stops the load.
+  const problem = detectorProblem({ name: entry.name, file: entry.file, layout: layout.layout, input: entry.input });
+  if (problem !== undefined) throw new ModelLoadError(problem);
   const sessionsBySide = new Map<number, S>([[entry.input.height, session]]);
-  // Only a square NHWC detector is resized; detectorProblem refuses any other before it is run.
-  if (layout.layout === 'nhwc' && entry.input.height === entry.input.width) {
-    for (const side of detectorSides(entry.input.height).filter((side) => !sessionsBySide.has(side))) {
-      sessionsBySide.set(side, await runtime.createSession(resizeDetectorGraph(bytes, entry.input.height, side)));
-    }
+  for (const side of detectorSides(entry.input.height).filter((side) => !sessionsBySide.has(side))) {
+    sessionsBySide.set(side, await runtime.createSession(resizeDetectorGraph(bytes, entry.input.height, side)));
   }
   return { name: entry.name, file: entry.file, path, sha256, size: bytes.length, input: entry.input, ...layout, session, sessionsBySide };
 }

@@ -13,8 +13,6 @@ import type { ServeMetrics } from './metrics.ts';
 import { loadModels, type LoadedModels } from './models.ts';
 import { Predictor } from './predictor.ts';
 import type { WorkerEntry } from '../node-shared/workers.ts';
-import { ModelLoadError } from '../contract/model-set.ts';
-import { detectorProblem } from '../contract/face/photo.ts';
 
 /** One loaded model set and what serves it. */
 export interface ServingSet {
@@ -48,8 +46,6 @@ export async function loadServingSet(config: ServeConfig, deps: ServingDeps): Pr
   try {
     // The first detector the manifest lists finds the faces; without one, every image is taken as one face.
     const detector = models.detectors[0];
-    const problem = detector === undefined ? undefined : detectorProblem(detector);
-    if (problem !== undefined) throw new ModelLoadError(problem);
     pool = await DecodePool.start(
       {
         threads: config.decodeThreads,

@@ -29,6 +29,7 @@ import {
   type TensorInfo,
 } from '../contract/model-set.ts';
 import type { InputSpec } from '../contract/preprocess.ts';
+import { CROP_DETECTOR_SIDE } from '../contract/face/photo.ts';
 import { folderModelSource, packageFilePath } from '../node-shared/model-files.ts';
 import { nodeRuntime } from '../node-shared/onnxruntime-node.ts';
 
@@ -248,15 +249,18 @@ describe('the model-set loader, against a fake runtime', () => {
     await assert.rejects(loadModelSet(memorySource({}), [{ task: 'age', file: 'age.onnx' }], runtime, { merge: true, log: memoryLog() }), /^ModelLoadError: GET \/models\/age\.onnx answered 404/);
   });
 
+  // A fake detector read at the crop pass's side, so that the loader opens it once, unresized.
+  const FAKE_SIDE = CROP_DETECTOR_SIDE;
+
   it('opens a detector entry as its own session, its layout read from the session', async () => {
     runtime = await fakeRuntime();
     const detectorBytes = new Uint8Array([1, 2, 3]);
-    const detector: DetectorManifestEntry = { kind: 'detector', name: 'faces', file: 'faces.onnx', sha256: await sha256Hex(detectorBytes), bytes: 3, input: { height: 4, width: 4, channels: 3 } };
-    await runtime.register(detectorBytes, [{ name: 'pixels', type: 'float32', shape: [1, 3, 4, 4] }], [{ name: 'scores', type: 'float32', shape: [1, 8, 1] }]);
+    const detector: DetectorManifestEntry = { kind: 'detector', name: 'faces', file: 'faces.onnx', sha256: await sha256Hex(detectorBytes), bytes: 3, input: { height: FAKE_SIDE, width: FAKE_SIDE, channels: 3 } };
+    await runtime.register(detectorBytes, [{ name: 'pixels', type: 'float32', shape: [1, FAKE_SIDE, FAKE_SIDE, 3] }], [{ name: 'scores', type: 'float32', shape: [1, 8, 1] }]);
     const set = await loadModelSet(memorySource({ ...files, 'faces.onnx': detectorBytes }), [...entries, detector], runtime, { merge: true, log: memoryLog() });
     assert.deepEqual(
       set.detectors.map(({ name, inputName, layout, size }) => ({ name, inputName, layout, size })),
-      [{ name: 'faces', inputName: 'pixels', layout: 'nchw', size: 3 }],
+      [{ name: 'faces', inputName: 'pixels', layout: 'nhwc', size: 3 }],
     );
     assert.equal(set.classifiers.length, 3);
     await set.release();
@@ -264,9 +268,21 @@ describe('the model-set loader, against a fake runtime', () => {
     const wrong = { ...detector, input: { height: 5, width: 5, channels: 3 as const } };
     await assert.rejects(
       loadModelSet(memorySource({ 'faces.onnx': detectorBytes }), [wrong], runtime, { merge: true, log: memoryLog() }),
-      /\/models\/faces\.onnx: input "pixels" is float32 \[1, 3, 4, 4\]; manifest\.json says float32 \[N, 5, 5, 3\] \(or \[N, 3, 5, 5\]\); correct the entry's input/,
+      new RegExp(`/models/faces\\.onnx: input "pixels" is float32 \\[1, ${FAKE_SIDE}, ${FAKE_SIDE}, 3\\]; manifest\\.json says float32 \\[N, 5, 5, 3\\] \\(or \\[N, 3, 5, 5\\]\\); correct the entry's input`),
     );
     assert.equal(runtime.open, 0, 'the refused session is released');
+  });
+
+  it('refuses, for the server and the page alike, a detector the face steps cannot run (NCHW), releasing its session', async () => {
+    runtime = await fakeRuntime();
+    const detectorBytes = new Uint8Array([4, 5, 6]);
+    const detector: DetectorManifestEntry = { kind: 'detector', name: 'faces', file: 'faces.onnx', sha256: await sha256Hex(detectorBytes), bytes: 3, input: { height: 4, width: 4, channels: 3 } };
+    await runtime.register(detectorBytes, [{ name: 'pixels', type: 'float32', shape: [1, 3, 4, 4] }], [{ name: 'scores', type: 'float32', shape: [1, 8, 1] }]);
+    await assert.rejects(
+      loadModelSet(memorySource({ ...files, 'faces.onnx': detectorBytes }), [...entries, detector], runtime, { merge: true, log: memoryLog() }),
+      /^ModelLoadError: faces\.onnx \(detector "faces"\) reads NCHW \[4, 4, 3\]; faces are found with a BlazeFace model that reads a square NHWC RGB image/,
+    );
+    assert.equal(runtime.open, 0, 'every session of the failed load is released');
   });
 
   describe('a load that fails part-way releases every session it opened and throws the first error', () => {
@@ -275,13 +291,13 @@ describe('the model-set loader, against a fake runtime', () => {
     let withDetector: Record<string, Uint8Array>;
 
     before(async () => {
-      detector = { kind: 'detector', name: 'faces', file: 'faces.onnx', sha256: await sha256Hex(detectorBytes), bytes: 3, input: { height: 4, width: 4, channels: 3 } };
+      detector = { kind: 'detector', name: 'faces', file: 'faces.onnx', sha256: await sha256Hex(detectorBytes), bytes: 3, input: { height: FAKE_SIDE, width: FAKE_SIDE, channels: 3 } };
       withDetector = { ...files, 'faces.onnx': detectorBytes };
     });
 
     async function failingRuntime(failOnCreate: number): Promise<FakeRuntime> {
       const fake = await fakeRuntime();
-      await fake.register(detectorBytes, [{ name: 'pixels', type: 'float32', shape: [1, 3, 4, 4] }], [{ name: 'scores', type: 'float32', shape: [1, 8, 1] }]);
+      await fake.register(detectorBytes, [{ name: 'pixels', type: 'float32', shape: [1, FAKE_SIDE, FAKE_SIDE, 3] }], [{ name: 'scores', type: 'float32', shape: [1, 8, 1] }]);
       fake.failOnCreate = failOnCreate;
       return fake;
     }
@@ -327,9 +343,9 @@ describe('the model-set loader, against a fake runtime', () => {
 
     it('the detector opens but its input disagrees with the manifest: it and the classifiers’ sessions are released', async () => {
       runtime = await failingRuntime(Number.POSITIVE_INFINITY);
-      // The manifest says a 5x5 input; the session reads 4x4.
+      // The manifest says a 5x5 input; the session reads the fake side.
       const wrongSize: DetectorManifestEntry = { ...detector, input: { height: 5, width: 5, channels: 3 } };
-      await assert.rejects(loadModelSet(memorySource(withDetector), [...entries, wrongSize], runtime, { merge: true, log: memoryLog() }), /faces\.onnx: input "pixels" is float32 \[1, 3, 4, 4\]/);
+      await assert.rejects(loadModelSet(memorySource(withDetector), [...entries, wrongSize], runtime, { merge: true, log: memoryLog() }), new RegExp(`faces\\.onnx: input "pixels" is float32 \\[1, ${FAKE_SIDE}, ${FAKE_SIDE}, 3\\]`));
       assert.equal(runtime.created, 3, 'the merged age+gender graph, ethnicity and the detector');
       assert.equal(runtime.released, 3);
       assert.equal(runtime.open, 0);
@@ -410,6 +426,8 @@ describe('the real BlazeFace detector through a manifest in a folder, in onnxrun
       assert.deepEqual([detector.inputName, detector.layout], ['input:0', 'nhwc']);
       assert.deepEqual(detector.session.inputs[0].shape, [1, 256, 256, 3]);
       assert.equal(detector.session.outputs.length, 4, 'scores and box regressors at two anchor scales');
+      assert.deepEqual([...detector.sessionsBySide.keys()], [256, CROP_DETECTOR_SIDE], 'its own side, and a face crop\'s pass resized');
+      assert.deepEqual(detector.sessionsBySide.get(CROP_DETECTOR_SIDE)?.inputs[0].shape, [1, CROP_DETECTOR_SIDE, CROP_DETECTOR_SIDE, 3]);
       assert.deepEqual(set.classifiers, []);
     } finally {
       await set.release();

@@ -24,7 +24,6 @@ import {
   DEFAULT_MAX_FACES,
   DEFAULT_MIN_SCORE,
   detectFaces,
-  detectorProblem,
   faceAnswer,
   firstDetectorInput,
   runnerBySide,
@@ -103,11 +102,6 @@ export class Classifier {
     const source = originModelSource(modelsUrl);
     const manifest = parseManifest(await (await fetchOk(new URL(MANIFEST_FILE, modelsUrl))).text(), source.manifestPath);
     const set = await loadModelSet(source, manifest.models, webRuntime, { merge: true, log: console });
-    const problem = set.detectors.length === 0 ? undefined : detectorProblem(set.detectors[0]);
-    if (problem !== undefined) {
-      await set.release();
-      throw new ModelLoadError(problem);
-    }
     return new Classifier(set.classifiers, set.graphs, set.specs, set.detectors);
   }
 
