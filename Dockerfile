@@ -24,6 +24,8 @@ RUN keep="linux/$(node -p process.arch)"; \
     for dir in node_modules/onnxruntime-node/bin/napi-v*/*/*; do case "$dir" in */"$keep") ;; *) rm -rf "$dir" ;; esac; done
 COPY . .
 RUN npm run build:web
+# Training's TensorFlow.js (about 290 MB) is a dependency of the repository, not of the server, which never loads it.
+RUN rm -rf node_modules/@tensorflow
 
 FROM ${BASE} AS runtime
 # tini is PID 1: it passes SIGTERM to node (which then drains) and reaps what exits.
