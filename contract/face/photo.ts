@@ -143,10 +143,14 @@ export async function detectFaces(
   // Every face is decoded: maxFaces keeps the largest ones, chosen once the passes are merged and parts dropped.
   const options = { minScore: search.minScore, maxFaces: Number.POSITIVE_INFINITY };
   let faces = decodeDetections(await run(first.input, first.transform.inputSize), first.transform, options);
-  if (cropPass !== null && isCropSized(pixels) && first.transform.inputSize !== inputSize && !faces.some((face) => fillsPhoto(face, pixels, cropPass.cropTrustedFraction))) {
-    const full = blazefaceInput(pixels, { inputSize, padding: cropPass.cropPadding });
-    faces = decodeDetections(await run(full.input, inputSize), full.transform, options);
-  } else if (cropPass !== null && !isCropSized(pixels) && needsCropPass(faces, pixels, cropPass)) {
+  if (cropPass !== null && isCropSized(pixels)) {
+    // A face crop searched at the smaller side and not found filling it: searched again at the full side instead.
+    const smallerSide = first.transform.inputSize !== inputSize;
+    if (smallerSide && !faces.some((face) => fillsPhoto(face, pixels, cropPass.cropTrustedFraction))) {
+      const full = blazefaceInput(pixels, { inputSize, padding: cropPass.cropPadding });
+      faces = decodeDetections(await run(full.input, inputSize), full.transform, options);
+    }
+  } else if (cropPass !== null && needsCropPass(faces, pixels, cropPass)) {
     // Made from the first pass's input, not the photo's pixels again: a fraction of the cost, the same faces.
     const padded = padDetectorInput(first.input, first.transform, cropPass.padding);
     const framed = decodeDetections(await run(padded.input, padded.transform.inputSize), padded.transform, options);
