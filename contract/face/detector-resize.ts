@@ -6,7 +6,7 @@
  * them from the outputs' row counts). A face crop's one detector pass runs it at CROP_DETECTOR_SIDE
  * (contract/face/photo.ts), a fraction of the full side's cost. Pure TypeScript, shared by server and page.
  */
-import { MessageWriter, ModelMetadataError, wireFields, type WireField } from '../onnx-wire.ts';
+import { MessageWriter, ModelMetadataError, ProtoReader, wireFields, type WireField } from '../onnx-wire.ts';
 
 // ONNX protobuf field numbers (onnx.proto).
 const MODEL_GRAPH = 7;
@@ -64,22 +64,11 @@ function int64Initializer(bytes: Uint8Array): { name: string; values: number[] }
       for (let i = 0; i + 8 <= raw.length; i += 8) values.push(Number(view.getBigInt64(i, true)));
     } else if (f.field === TENSOR_INT64_DATA && f.value !== undefined) values.push(f.value);
     else if (f.field === TENSOR_INT64_DATA) {
-      for (const packed of wireFields(concatVarints(payloadOf(f)), 0, 'packed int64 data')) values.push(packed.value ?? 0);
+      const packed = new ProtoReader(payloadOf(f), f.payloadAt ?? 0, 'packed int64 data');
+      while (!packed.done) values.push(packed.varint());
     }
   }
   return { name, values };
-}
-
-/** Packed varints re-tagged as field 1, so that wireFields reads them one by one. */
-function concatVarints(packed: Uint8Array): Uint8Array {
-  const out: number[] = [];
-  let start = true;
-  for (const byte of packed) {
-    if (start) out.push(1 << 3);
-    out.push(byte);
-    start = (byte & 0x80) === 0;
-  }
-  return Uint8Array.from(out);
 }
 
 /** The initializer `bytes` with its values replaced by `values`, as raw int64. */
