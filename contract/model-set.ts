@@ -25,8 +25,8 @@ import {
 } from './metadata.ts';
 import { groupByInputSpec, PREPROCESSING_VERSION, type InputSpec } from './preprocess.ts';
 import { taskPrediction, type TaskPrediction } from './prediction.ts';
-import { resizeDetectorGraph } from './face/detector-resize.ts';
-import { detectorProblem, detectorSides } from './face/photo.ts';
+import { resizedDetectorGraphs } from './face/detector-resize.ts';
+import { detectorProblem } from './face/photo.ts';
 
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -392,9 +392,7 @@ async function openDetector<S extends Session>(detector: CheckedDetector, runtim
   const problem = detectorProblem({ name: entry.name, file: entry.file, layout: layout.layout, input: entry.input });
   if (problem !== undefined) throw new ModelLoadError(problem);
   const sessionsBySide = new Map<number, S>([[entry.input.height, session]]);
-  for (const side of detectorSides(entry.input.height).filter((side) => !sessionsBySide.has(side))) {
-    sessionsBySide.set(side, await runtime.createSession(resizeDetectorGraph(bytes, entry.input.height, side)));
-  }
+  for (const [side, graph] of resizedDetectorGraphs(bytes, entry.input.height)) sessionsBySide.set(side, await runtime.createSession(graph));
   return { name: entry.name, file: entry.file, path, sha256, size: bytes.length, input: entry.input, ...layout, session, sessionsBySide };
 }
 

@@ -3,8 +3,8 @@
  * and the face benches run it: one session per input side it is run at (`detectorSides`: its own, and a face
  * crop's resized one), behind one RunDetector.
  */
-import { resizeDetectorGraph } from '../contract/face/detector-resize.ts';
-import { DEFAULT_CROP_PASS, detectorSides, runnerBySide, type CropPass, type RunDetector } from '../contract/face/photo.ts';
+import { resizedDetectorGraphs } from '../contract/face/detector-resize.ts';
+import { DEFAULT_CROP_PASS, runnerBySide, type CropPass, type RunDetector } from '../contract/face/photo.ts';
 import { createSession, releaseSession, run, type NodeSession } from './onnxruntime-node.ts';
 
 export interface DetectorSessions {
@@ -20,9 +20,7 @@ export async function openDetectorSessions(bytes: Uint8Array, threads: number, c
   const inputSize = Number(shape[1]);
   const sessions = new Map<number, NodeSession>([[inputSize, own]]);
   try {
-    for (const side of detectorSides(inputSize, cropPass).filter((side) => side !== inputSize)) {
-      sessions.set(side, await createSession(resizeDetectorGraph(bytes, inputSize, side), { provider: 'cpu', threads }));
-    }
+    for (const [side, graph] of resizedDetectorGraphs(bytes, inputSize, cropPass)) sessions.set(side, await createSession(graph, { provider: 'cpu', threads }));
   } catch (error) {
     for (const session of sessions.values()) await releaseSession(session);
     throw error;

@@ -7,6 +7,7 @@
  * (contract/face/photo.ts), a fraction of the full side's cost. Pure TypeScript, shared by server and page.
  */
 import { MessageWriter, ModelMetadataError, ProtoReader, wireFields, type WireField } from '../onnx-wire.ts';
+import { DEFAULT_CROP_PASS, detectorSides, type CropPass } from './photo.ts';
 
 // ONNX protobuf field numbers (onnx.proto).
 const MODEL_GRAPH = 7;
@@ -159,4 +160,11 @@ export function resizeDetectorGraph(bytes: Uint8Array, fromSide: number, side: n
   const model = new MessageWriter();
   for (const f of wireFields(bytes, 0, 'the model')) model.raw(f.field === MODEL_GRAPH ? new MessageWriter().message(MODEL_GRAPH, out.finish()).finish() : f.encoded);
   return model.finish();
+}
+
+/** The detector's graph resized to each side it is run at besides its own (`detectorSides`), for a session each. */
+export function resizedDetectorGraphs(bytes: Uint8Array, inputSize: number, cropPass: CropPass = DEFAULT_CROP_PASS): [side: number, graph: Uint8Array][] {
+  return detectorSides(inputSize, cropPass)
+    .filter((side) => side !== inputSize)
+    .map((side) => [side, resizeDetectorGraph(bytes, inputSize, side)]);
 }
